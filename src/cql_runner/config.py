@@ -1,0 +1,237 @@
+"""Structured configs: the one source of truth for every field and default.
+
+Hydra merges the YAML in ``conf/`` onto these dataclasses, so an unknown key or a
+value of the wrong type fails at composition. Range checks that types cannot express
+live in :func:`validate`, which ``run()`` calls before building anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the fix."""
+
+
+@dataclass
+class EnvConfig:
+    """Task identity and fallbacks; ``conf/env/<name>.yaml`` fills it in."""
+
+    name: str = MISSING
+    # Reference returns for the D4RL normalized score. Dataset metadata wins when present.
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    # Reward transform applied to the dataset once at load: r' = scale * r + bias.
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    # Standardise observations with dataset statistics (applied in training and evaluation).
+    normalize_obs: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    """Where the offline data comes from; ``_target_`` picks the source class."""
+
+    _target_: str = "cql_runner.data.minari_source.MinariSource"
+    # Minari dataset id, e.g. mujoco/hopper/medium-v0.
+    id: str | None = None
+    # A file or directory to read instead of the Minari store (shipped data, D4RL hdf5).
+    path: str | None = None
+    # Ask Minari to download a missing dataset (needs the minari[hf] extra and network).
+    download: bool = False
+    # Where flattened float32 arrays are cached; null means <minari root>/.cql_runner_cache.
+    cache_dir: str | None = None
+
+
+@dataclass
+class NetworkConfig:
+    """Actor and critic MLPs."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    # Per-network overrides; null means use ``hidden``.
+    actor_hidden: list[int] | None = None
+    critic_hidden: list[int] | None = None
+    n_critics: int = 2
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class CQLConfig:
+    """CQL(H) on SAC. The loss, in full (per critic i, batch means over s, a ~ D):
+
+    gap_i   = E_s[ T·logsumexp_j(cat_ij / T) ] − E_{s,a}[ Q_i(s, a) ]     (clipped to [clip_diff_min, clip_diff_max])
+    cat_i   = [Q_i(s,u)+|A|log2, Q_i(s,c)−log π(c|s), Q_i(s,n)−log π(n|s′)],  N each of u~Unif, c~π(s), n~π(s′)
+    cql_i   = alpha·gap_i                       (lagrange: false)
+            = α′·alpha·(gap_i − tau)            (lagrange: true,  α′ = clamp(exp(log α′), 0, 1e6))
+    L_Q     = Σ_i ½·E[(Q_i(s,a) − y)²] + cql_i
+    L_α′    = −½ Σ_i cql_i                      (minimised over log α′; Q terms detached)
+
+    The common 1/(3N) inside the logsumexp is dropped (as in the original, CORL and d3rlpy),
+    so ``tau`` is compared with the gap as written above.
+    """
+
+    # Conservative weight; with lagrange it multiplies α′.
+    alpha: float = 5.0
+    lagrange: bool = True
+    # Lagrange threshold on the gap (the paper's τ). Only used when lagrange is true.
+    tau: float = 10.0
+    # N: actions sampled from each proposal per state.
+    n_actions: int = 10
+    temperature: float = 1.0
+    # With false, the proposals enter the logsumexp unweighted, with Q(s, a_data) added.
+    importance_sampling: bool = True
+    # TD target takes the max over N sampled next actions (of the min over critics).
+    max_backup: bool = False
+    # Drop the −α·log π entropy term from the TD target.
+    deterministic_backup: bool = True
+    # Steps of behaviour-cloning actor loss before the SAC actor loss takes over.
+    bc_steps: int = 0
+    clip_diff_min: float = -math.inf
+    clip_diff_max: float = math.inf
+    policy_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    # Learning rate of both temperatures: entropy α and Lagrange α′.
+    alpha_lr: float = 3e-4
+    alpha_prime_init: float = 1.0
+    discount: float = 0.99
+    # Polyak averaging rate for the target critics (named so it cannot clash with tau).
+    target_update_rate: float = 5e-3
+    # Null means −|A|.
+    target_entropy: float | None = None
+    # false turns off automatic entropy tuning and keeps α at entropy_alpha_init.
+    auto_entropy: bool = True
+    entropy_alpha_init: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop and its cadences; ``_target_`` picks the trainer class."""
+
+    _target_: str = "cql_runner.trainer.Trainer"
+    steps: int = 1_000_000
+    batch_size: int = 256
+    log_every: int = 1000
+    checkpoint_every: int = 10_000
+    # Progress bar on a terminal; plain lines every log step otherwise.
+    progress: bool = True
+    # bf16 autocast for the update (CPU AMX / GPU tensor cores).
+    bf16: bool = False
+    # torch.compile the update step.
+    compile: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Deterministic policy rollouts; ``_target_`` picks the evaluator class."""
+
+    _target_: str = "cql_runner.evaluation.Evaluator"
+    # Gymnasium id of the eval env; null means recover it from the dataset metadata.
+    env_id: str | None = None
+    # Evaluate every this many steps (0: only at the end).
+    every: int = 10_000
+    episodes: int = 10
+    # Cap on episode length; null means the env's own time limit.
+    max_episode_steps: int | None = None
+    # Env seeds are seed * 10_000 + seed_offset + episode index.
+    seed_offset: int = 100
+
+
+@dataclass
+class LoggerConfig:
+    """The remote mirror of the local logs; ``_target_`` picks the class (wandb or none)."""
+
+    _target_: str = "cql_runner.logging.wandb_logger.WandbLogger"
+    # offline | online | disabled; null respects WANDB_MODE.
+    mode: str | None = None
+    project: str = "cql-runner"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    # Seconds to wait for the wandb service before giving up and logging locally only.
+    init_timeout: float = 60.0
+
+
+@dataclass
+class RunConfig:
+    """The root config of ``cql-train``."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    cql: CQLConfig = field(default_factory=CQLConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    # auto | cpu | cuda (or cuda:N)
+    device: str = "auto"
+    # A run dir to continue from; null means continue in place if the run dir has a checkpoint.
+    resume: str | None = None
+    # Room for per-run metadata set by sweeps (e.g. the Hydra job number).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Range checks that the types cannot express. Raises ConfigError naming the fix."""
+    c = cfg.cql
+    _check(c.tau >= 0, f"cql.tau must be >= 0 (got {c.tau}); pass e.g. cql.tau=5")
+    _check(c.n_actions >= 1, f"cql.n_actions must be >= 1 (got {c.n_actions}); pass e.g. cql.n_actions=10")
+    _check(c.alpha >= 0, f"cql.alpha must be >= 0 (got {c.alpha}); use cql.alpha=0 for plain offline SAC")
+    _check(c.temperature > 0, f"cql.temperature must be > 0 (got {c.temperature})")
+    _check(0 < c.discount <= 1, f"cql.discount must be in (0, 1] (got {c.discount})")
+    _check(0 < c.target_update_rate <= 1, f"cql.target_update_rate must be in (0, 1] (got {c.target_update_rate})")
+    _check(c.bc_steps >= 0, f"cql.bc_steps must be >= 0 (got {c.bc_steps})")
+    _check(c.clip_diff_min < c.clip_diff_max, "cql.clip_diff_min must be < cql.clip_diff_max")
+    _check(c.alpha_prime_init > 0, f"cql.alpha_prime_init must be > 0 (got {c.alpha_prime_init})")
+    _check(c.entropy_alpha_init > 0, f"cql.entropy_alpha_init must be > 0 (got {c.entropy_alpha_init})")
+    for name in ("policy_lr", "critic_lr", "alpha_lr"):
+        _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
+
+    n = cfg.network
+    for name in ("hidden", "actor_hidden", "critic_hidden"):
+        sizes = getattr(n, name)
+        if sizes is not None:
+            _check(len(sizes) >= 1 and all(h >= 1 for h in sizes),
+                   f"network.{name} must be a non-empty list of positive sizes (got {list(sizes)})")
+    _check(n.n_critics >= 1, f"network.n_critics must be >= 1 (got {n.n_critics})")
+    _check(n.log_std_min < n.log_std_max, "network.log_std_min must be < network.log_std_max")
+
+    t = cfg.train
+    _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps})")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
+    _check(t.log_every >= 1, f"train.log_every must be >= 1 (got {t.log_every})")
+    _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})")
+
+    e = cfg.eval
+    _check(e.every >= 0, f"eval.every must be >= 0 (got {e.every}); 0 evaluates only at the end")
+    _check(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
+
+    mode = cfg.logger.get("mode") if hasattr(cfg.logger, "get") else getattr(cfg.logger, "mode", None)
+    _check(mode in (None, "offline", "online", "disabled"),
+           f"logger.mode must be offline, online or disabled (got {mode!r})")
+    device = str(cfg.device)
+    _check(device in ("auto", "cpu") or device.startswith("cuda"),
+           f"device must be auto, cpu or cuda (got {device!r})")
+    _check(cfg.dataset.id is not None or cfg.dataset.path is not None,
+           "the dataset has neither dataset.id nor dataset.path; pick a task with env=<name>")
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML in conf/ is validated against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)

@@ -1,0 +1,60 @@
+"""The flat, in-memory form every dataset source produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DatasetMeta:
+    """What the trainer and evaluator need to know about where the data came from."""
+
+    dataset_id: str
+    # Gymnasium id to evaluate in, and the full env spec as JSON when the source stores one.
+    eval_env_id: str | None = None
+    eval_env_spec: str | None = None
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    # Bounds of the env's Box action space; stored actions are rescaled to [-1, 1].
+    action_low: np.ndarray | None = None
+    action_high: np.ndarray | None = None
+    # Key order used to flatten Dict observations; None for Box observations.
+    obs_keys: list[str] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class OfflineData:
+    """Transitions as float32 arrays, one row per step.
+
+    ``terminals`` is 1 only for a true termination (the TD target does not bootstrap);
+    ``timeouts`` marks time-limit truncations, which still bootstrap. Actions lie in [-1, 1].
+    """
+
+    observations: np.ndarray  # (T, obs_dim)
+    actions: np.ndarray  # (T, act_dim)
+    rewards: np.ndarray  # (T,)
+    next_observations: np.ndarray  # (T, obs_dim)
+    terminals: np.ndarray  # (T,)
+    timeouts: np.ndarray  # (T,)
+    # Index of the first transition of each episode, ascending.
+    episode_starts: np.ndarray  # (E,) int64
+    meta: DatasetMeta
+
+    @property
+    def size(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of each episode, in dataset order."""
+        return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
