@@ -1,0 +1,184 @@
+"""Build tiny datasets for tests with Minari's own writer (no jax, no network).
+
+``make_minari_dataset`` writes into the Minari store named by ``MINARI_DATASETS_PATH``;
+point that at a temp dir first (``monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))``).
+``make_d4rl_file`` writes a legacy D4RL-style hdf5 file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import minari
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+from minari.storage.datasets_root_dir import get_dataset_path
+
+# A registered env with a Dict observation, so datasets built on it record an env spec.
+DICT_ENV_ID = "CqlRunnerDictPoint-v0"
+# Declared out of alphabetical order on purpose: the flattening order is
+# observation, achieved_goal, desired_goal, then the rest sorted.
+DICT_OBS_SHAPES = {"zeta": (1,), "desired_goal": (2,), "observation": (4,),
+                   "alpha": (3,), "achieved_goal": (2,)}
+
+
+class DictPointEnv(gym.Env):
+    """A point that drifts under a 2-D action; every Dict entry is a Box."""
+
+    metadata: dict = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Dict(
+            {k: gym.spaces.Box(-np.inf, np.inf, shape, np.float64)
+             for k, shape in DICT_OBS_SHAPES.items()})
+        self.action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self._t = 0
+        self._state = np.zeros(15)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        out, i = {}, 0
+        for k, (d,) in DICT_OBS_SHAPES.items():
+            out[k] = self._state[i:i + d].copy()
+            i += d
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._state = self.np_random.normal(size=15)
+        return self._obs(), {}
+
+    def step(self, action):
+        self._t += 1
+        self._state = self._state + 0.1 * np.resize(np.asarray(action, np.float64), 15)
+        return self._obs(), float(-np.abs(self._state[:2]).sum()), False, False, {}
+
+
+if DICT_ENV_ID not in gym.registry:
+    # A string entry point keeps the spec JSON-serialisable, so Minari stores it.
+    gym.register(DICT_ENV_ID, entry_point=f"{__name__}:DictPointEnv", max_episode_steps=100)
+
+
+def _rollout(env: gym.Env, seed: int, max_steps: int, end: str | None) -> EpisodeBuffer:
+    """One random-action episode, capped at ``max_steps`` (a truncation).
+
+    ``end`` forces the last step's flags: "terminated" or "truncated".
+    """
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    for t in range(max_steps):
+        action = env.action_space.sample()
+        obs, reward, terminated, truncated, _ = env.step(action)
+        truncated = truncated or t == max_steps - 1
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+        terms.append(bool(terminated))
+        truncs.append(bool(truncated and not terminated))
+        if terminated or truncated:
+            break
+    if end is not None:
+        terms[-1], truncs[-1] = end == "terminated", end == "truncated"
+    if isinstance(observations[0], dict):
+        stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+    else:
+        stacked = np.stack(observations)
+    return EpisodeBuffer(seed=seed, observations=stacked, actions=np.stack(actions),
+                         rewards=np.asarray(rewards), terminations=np.asarray(terms),
+                         truncations=np.asarray(truncs))
+
+
+def make_minari_dataset(
+    dataset_id: str,
+    env_id: str = "Pendulum-v1",
+    n_episodes: int = 4,
+    max_steps: int = 50,
+    seed: int = 0,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    dict_obs: bool = False,
+    *,
+    episode_ends: Sequence[str | None] | None = None,
+) -> Path:
+    """Write a random-action Minari dataset into the current MINARI_DATASETS_PATH.
+
+    Episodes are seeded ``seed + i`` and end at the env's own termination/truncation or
+    after ``max_steps`` steps (recorded as a truncation). ``dict_obs=True`` ignores
+    ``env_id`` and uses :data:`DICT_ENV_ID`. ``episode_ends[i]`` ("terminated",
+    "truncated" or None) forces the flags of episode i's last step. As in Minari, the
+    reference scores are stored only when ``ref_max_score`` is given (a missing
+    ``ref_min_score`` is then estimated from 2 random episodes).
+
+    Returns the dataset folder (the one containing ``data/``).
+    """
+    env = gym.make(DICT_ENV_ID if dict_obs else env_id)
+    ends = list(episode_ends) if episode_ends is not None else [None] * n_episodes
+    if len(ends) != n_episodes:
+        raise ValueError("episode_ends needs one entry per episode")
+    buffers = [_rollout(env, seed + i, max_steps, ends[i]) for i in range(n_episodes)]
+    minari.create_dataset_from_buffers(
+        dataset_id=dataset_id,
+        buffer=buffers,
+        env=env.spec,
+        eval_env=env.spec,
+        algorithm_name="random",
+        author="cql-runner tests",
+        author_email="tests@example.invalid",
+        code_permalink="https://example.invalid/cql-runner",
+        description="tiny random dataset for tests",
+        ref_min_score=ref_min_score,
+        ref_max_score=ref_max_score,
+        num_episodes_average_score=2,
+    )
+    env.close()
+    return get_dataset_path(dataset_id)
+
+
+def make_d4rl_file(
+    path: Path,
+    episode_lengths: Sequence[int] = (5, 7, 4),
+    episode_ends: Sequence[str | None] = ("terminal", "timeout", None),
+    obs_dim: int = 3,
+    act_dim: int = 2,
+    with_next_observations: bool = False,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Write a D4RL-style hdf5 file and return the arrays written.
+
+    Observations encode (episode, step) so tests can check transitions exactly:
+    obs[t] = [100 * episode + step, ...]. ``episode_ends[i]`` flags the last step of
+    episode i: "terminal", "timeout" or None (data cut mid-episode).
+    """
+    rng = np.random.default_rng(seed)
+    obs, nxt, terminals, timeouts = [], [], [], []
+    for e, (n, end) in enumerate(zip(episode_lengths, episode_ends)):
+        steps = np.arange(n + 1, dtype=np.float32)
+        ep_obs = np.stack([100 * e + steps] * obs_dim, axis=1)
+        ep_obs[:, 1:] += rng.normal(size=(n + 1, obs_dim - 1)).astype(np.float32)
+        obs.append(ep_obs[:-1])
+        nxt.append(ep_obs[1:])
+        term = np.zeros(n, bool)
+        tout = np.zeros(n, bool)
+        term[-1] = end == "terminal"
+        tout[-1] = end == "timeout"
+        terminals.append(term)
+        timeouts.append(tout)
+    total = sum(episode_lengths)
+    arrays = {
+        "observations": np.concatenate(obs),
+        "actions": rng.uniform(-1, 1, (total, act_dim)).astype(np.float32),
+        "rewards": rng.normal(size=total).astype(np.float32),
+        "terminals": np.concatenate(terminals),
+        "timeouts": np.concatenate(timeouts),
+    }
+    if with_next_observations:
+        arrays["next_observations"] = np.concatenate(nxt)
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+        f.create_dataset("infos/qpos", data=np.zeros((total, 2)))
+    return arrays
