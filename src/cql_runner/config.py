@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -175,10 +175,10 @@ class RunConfig:
     seed: int = 0
     # auto | cpu | cuda (or cuda:N)
     device: str = "auto"
+    # Where outputs go; null means Hydra's run dir (or the working dir outside Hydra).
+    run_dir: str | None = None
     # A run dir to continue from; null means continue in place if the run dir has a checkpoint.
     resume: str | None = None
-    # Room for per-run metadata set by sweeps (e.g. the Hydra job number).
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -231,7 +231,16 @@ def validate(cfg: Any) -> None:
            "the dataset has neither dataset.id nor dataset.path; pick a task with env=<name>")
 
 
+def asset_path(relative: str) -> str:
+    """Absolute path of a file shipped in the package's assets (resolver ``${asset:...}``)."""
+    from importlib.resources import files
+
+    return str(files("cql_runner") / "assets" / relative)
+
+
 def register_configs() -> None:
-    """Register the schemas so YAML in conf/ is validated against them."""
+    """Register the schemas and resolvers so YAML in conf/ is validated against them."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("asset"):
+        OmegaConf.register_new_resolver("asset", asset_path)

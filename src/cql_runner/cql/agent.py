@@ -1,0 +1,256 @@
+"""The CQL agent: networks, target critics, optimizers and one gradient step.
+
+K agents (seeds) live side by side in stacked parameters; with K = 1 this is an ordinary
+single-seed agent. Every random draw comes from the agent's own per-seed generators, so
+agent k of a K-agent run sees exactly the numbers a single run with seed k would see.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cql_runner.config import CQLConfig, NetworkConfig
+from cql_runner.cql import losses
+from cql_runner.networks import Actor, Critic
+
+
+class Batch(NamedTuple):
+    """A batch per agent: leading dims (K, B)."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor
+    terminals: Tensor
+
+
+class Noise(NamedTuple):
+    """Standard-normal draws for π(s) and π(s′), and uniform actions: each (K, N, B, A)."""
+
+    policy: Tensor
+    next_policy: Tensor
+    uniform: Tensor
+
+
+# Offsets keep the update-noise stream apart from the data-sampling stream of the same seed.
+NOISE_SEED_OFFSET = 7_919
+
+
+class CQLAgent(nn.Module):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        seeds: Sequence[int],
+        network: NetworkConfig,
+        cql: CQLConfig,
+        device: torch.device | str = "cpu",
+        obs_mean: np.ndarray | None = None,
+        obs_std: np.ndarray | None = None,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.seeds = [int(s) for s in seeds]
+        self.n_agents = len(self.seeds)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.cql = cql
+        self.device = torch.device(device)
+        self.bf16 = bf16
+        self.target_entropy = (
+            float(cql.target_entropy) if cql.target_entropy is not None else -float(act_dim)
+        )
+        # With no conservative weight the CQL proposals cannot change any loss: skip them
+        # (plain offline or online SAC).
+        self.conservative = cql.alpha > 0
+
+        actor_hidden = list(network.actor_hidden or network.hidden)
+        critic_hidden = list(network.critic_hidden or network.hidden)
+        self.actor = Actor(self.n_agents, obs_dim, act_dim, actor_hidden, network.layer_norm,
+                           network.log_std_min, network.log_std_max)
+        self.critic = Critic(self.n_agents, network.n_critics, obs_dim, act_dim, critic_hidden,
+                             network.layer_norm)
+        for k, seed in enumerate(self.seeds):
+            g = torch.Generator().manual_seed(seed)
+            self.actor.net.init_member(k, g, network.orthogonal_init)
+            for i in range(network.n_critics):
+                self.critic.net.init_member(k * network.n_critics + i, g, network.orthogonal_init)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+
+        k = self.n_agents
+        self.log_alpha = nn.Parameter(torch.full((k,), math.log(cql.entropy_alpha_init)))
+        self.log_alpha_prime = nn.Parameter(torch.full((k,), math.log(cql.alpha_prime_init)))
+        mean = np.zeros(obs_dim, np.float32) if obs_mean is None else obs_mean
+        std = np.ones(obs_dim, np.float32) if obs_std is None else obs_std
+        self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
+        self.to(self.device)
+
+        self.generators = [
+            torch.Generator(self.device).manual_seed(seed + NOISE_SEED_OFFSET) for seed in self.seeds
+        ]
+        self.optimizer = _make_optimizer([
+            {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
+            {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
+            {"params": [self.log_alpha, self.log_alpha_prime], "lr": cql.alpha_lr},
+        ], self.device)
+        self.num_updates = 0
+
+    # ----- sampling -------------------------------------------------------------------
+    def draw_noise(self, batch_size: int) -> Noise:
+        shape = (self.cql.n_actions, batch_size, self.act_dim)
+        per_agent = []
+        for g in self.generators:
+            policy = torch.randn(shape, generator=g, device=self.device)
+            next_policy = torch.randn(shape, generator=g, device=self.device)
+            uniform = torch.rand(shape, generator=g, device=self.device) * 2.0 - 1.0
+            per_agent.append((policy, next_policy, uniform))
+        return Noise(*(torch.stack(parts) for parts in zip(*per_agent)))
+
+    # ----- the losses of one step -----------------------------------------------------
+    def compute_losses(self, batch: Batch, noise: Noise, bc: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """All losses from the current parameters; returns (sum to minimise, metrics (K,))."""
+        c = self.cql
+        k, b, n_act = batch.obs.shape[0], batch.obs.shape[1], c.n_actions
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if self.bf16 else nullcontext())
+        entropy_alpha = self.log_alpha.exp().detach()
+        with autocast:
+            mean, log_std = self.actor(batch.obs)
+            policy_actions, policy_log_prob = losses.squashed_gaussian_sample(
+                mean.unsqueeze(1).float(), log_std.unsqueeze(1).float(), noise.policy)
+
+            with torch.no_grad():
+                next_mean, next_log_std = self.actor(batch.next_obs)
+                next_actions, next_log_prob = losses.squashed_gaussian_sample(
+                    next_mean.unsqueeze(1).float(), next_log_std.unsqueeze(1).float(),
+                    noise.next_policy)
+                samples = n_act if c.max_backup else 1
+                next_q = self.target_critic(
+                    _repeat(batch.next_obs, samples), next_actions[:, :samples].reshape(k, -1, self.act_dim)
+                ).float().reshape(k, -1, samples, b)
+                target = losses.td_target(
+                    batch.rewards, batch.terminals, next_q, next_log_prob[:, :samples],
+                    entropy_alpha, c.discount, c.deterministic_backup, c.max_backup)
+
+            if self.conservative:
+                # One critic call for the dataset action and all 3N proposals at s.
+                actions = torch.cat([batch.actions.unsqueeze(1), noise.uniform,
+                                     policy_actions.detach(), next_actions], dim=1)
+                q_all = self.critic(_repeat(batch.obs, 1 + 3 * n_act),
+                                    actions.reshape(k, -1, self.act_dim)).float()
+                q_all = q_all.reshape(k, -1, 1 + 3 * n_act, b)
+                q_data = q_all[:, :, 0]
+                gap = losses.conservative_gap(
+                    q_all[:, :, 1 : 1 + n_act], q_all[:, :, 1 + n_act : 1 + 2 * n_act],
+                    q_all[:, :, 1 + 2 * n_act :], q_data, policy_log_prob, next_log_prob,
+                    self.act_dim, c.temperature, c.importance_sampling,
+                    c.clip_diff_min, c.clip_diff_max)
+                penalty, alpha_prime_loss, alpha_prime = losses.cql_penalty(
+                    gap.gap, c.alpha, c.lagrange, c.tau, self.log_alpha_prime)
+            else:
+                q_data = self.critic(batch.obs, batch.actions).float()
+                zeros = q_data.new_zeros(k, q_data.shape[1])
+                gap = losses.ConservativeGap(gap=zeros, ood=zeros)
+                penalty, alpha_prime_loss = zeros, zeros.sum(-1)
+                alpha_prime = zeros.sum(-1)
+            td = losses.td_loss(q_data, target)
+            critic_loss = (td + penalty).sum(-1)
+
+            # The actor sees the critics through detached weights: no gradient reaches them.
+            frozen = [p.detach() for p in self.critic.net.param_list()]
+            q_policy = self.critic(batch.obs, policy_actions[:, 0], params=frozen).float()
+            q_policy_min = q_policy.min(dim=1).values
+            bc_log_prob = (losses.squashed_gaussian_log_prob(mean.float(), log_std.float(), batch.actions)
+                           if bc else None)
+            actor_loss = losses.actor_loss(entropy_alpha, policy_log_prob[:, 0], q_policy_min,
+                                           bc_log_prob)
+            alpha_loss = (losses.entropy_alpha_loss(self.log_alpha, policy_log_prob[:, 0],
+                                                    self.target_entropy)
+                          if c.auto_entropy else torch.zeros_like(actor_loss))
+
+        total = (critic_loss + actor_loss + alpha_loss + alpha_prime_loss).sum()
+        metrics = {
+            "loss/critic": critic_loss, "loss/td": td.mean(-1), "loss/cql": penalty.mean(-1),
+            "loss/actor": actor_loss, "loss/alpha": alpha_loss, "loss/alpha_prime": alpha_prime_loss,
+            "alpha": entropy_alpha, "alpha_prime": alpha_prime,
+            "cql/gap": gap.gap.mean(-1), "cql/ood_logsumexp": gap.ood.mean(-1),
+            "q/data": q_data.mean(dim=(1, 2)), "q/policy": q_policy_min.mean(-1),
+            "q/target": target.mean(-1), "policy/entropy": -policy_log_prob[:, 0].mean(-1),
+        }
+        return total, {name: value.detach() for name, value in metrics.items()}
+
+    # ----- one gradient step ----------------------------------------------------------
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        """One CQL step on ``batch``; returns per-agent metrics (K,) left on the device."""
+        noise = self.draw_noise(batch.obs.shape[1])
+        bc = self.num_updates < self.cql.bc_steps
+        total, metrics = self.compute_losses(batch, noise, bc)
+        # Every loss is built before any step, so no optimizer modifies a tensor another
+        # loss still needs (the original code's failure on newer PyTorch).
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.target_critic.net.param_list(), self.critic.net.param_list(),
+                                 self.cql.target_update_rate)
+        self.num_updates += 1
+        return metrics
+
+    # ----- acting ---------------------------------------------------------------------
+    def normalize(self, obs: Tensor) -> Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic actions tanh(mean) in [-1, 1]: raw obs (K, E, obs_dim) → (K, E, A)."""
+        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        mean, _ = self.actor(x)
+        return torch.tanh(mean).float().cpu().numpy()
+
+    @torch.no_grad()
+    def q_value(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """min_i Q_i(s, a) for raw obs (K, M, obs_dim) and unit actions (K, M, A) → (K, M)."""
+        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        return self.critic(x, a).min(dim=1).values.float().cpu().numpy()
+
+    # ----- checkpointing --------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "modules": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": [g.get_state() for g in self.generators],
+            "num_updates": self.num_updates,
+            "seeds": self.seeds,
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if list(state["seeds"]) != self.seeds:
+            raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
+        self.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s)
+        self.num_updates = int(state["num_updates"])
+
+
+def _repeat(obs: Tensor, times: int) -> Tensor:
+    """(K, B, d) → (K, times·B, d), sample-major, matching actions laid out (K, times, B, ·)."""
+    k, b, d = obs.shape
+    return obs.unsqueeze(1).expand(k, times, b, d).reshape(k, times * b, d)
+
+
+def _make_optimizer(groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
+    """Adam over all parameter groups in one fused kernel where this torch supports it."""
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(groups, foreach=True)

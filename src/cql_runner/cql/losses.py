@@ -1,0 +1,161 @@
+"""The CQL(H)-on-SAC math, as pure functions of tensors.
+
+Nothing here holds an optimizer, a config object or a logger. Shapes use
+K = independent agents (seeds), n = critics per agent, N = sampled actions per state,
+B = batch, A = action dimension. Every loss is returned per agent, shape (K,), so K
+agents trained side by side get exactly the gradients each would get alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Dataset actions at exactly ±1 have infinite atanh; BC needs a finite pre-image.
+_ATANH_CLIP = 1.0 - 1e-6
+ALPHA_PRIME_MAX = 1e6
+
+
+def _tanh_log_det(pre_tanh: Tensor) -> Tensor:
+    """log(1 − tanh(x)²), computed stably as 2·(log 2 − x − softplus(−2x))."""
+    return 2.0 * (_LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
+
+
+def squashed_gaussian_sample(mean: Tensor, log_std: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    """Reparameterised a = tanh(mean + std·eps) and its log-density with the tanh Jacobian.
+
+    ``mean``/``log_std`` (..., A) broadcast against ``eps`` (..., A); returns actions
+    (..., A) and log π (...).
+    """
+    pre = mean + log_std.exp() * eps
+    gauss = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+    return torch.tanh(pre), gauss - _tanh_log_det(pre).sum(-1)
+
+
+def squashed_gaussian_log_prob(mean: Tensor, log_std: Tensor, action: Tensor) -> Tensor:
+    """log π(action) for actions already in (−1, 1), e.g. dataset actions for BC."""
+    pre = torch.atanh(action.clamp(-_ATANH_CLIP, _ATANH_CLIP))
+    eps = (pre - mean) * torch.exp(-log_std)
+    gauss = (-0.5 * eps.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
+    return gauss - _tanh_log_det(pre).sum(-1)
+
+
+def td_target(
+    reward: Tensor,
+    terminal: Tensor,
+    next_q: Tensor,
+    next_log_prob: Tensor,
+    entropy_alpha: Tensor,
+    discount: float,
+    deterministic_backup: bool,
+    max_backup: bool,
+) -> Tensor:
+    """y = r + γ(1 − d)·(min_i Q̄_i(s′, a′) − [α·log π(a′|s′)]).
+
+    ``reward``/``terminal`` (K, B); ``terminal`` is 1 only for true terminations, so a
+    time-limit truncation still bootstraps. ``next_q`` (K, n, S, B) holds the target
+    critics at S sampled next actions with log-densities ``next_log_prob`` (K, S, B).
+    Without max backup only sample 0 is used; with it, the sample maximising the
+    critic-minimum is taken (and its log-density for the entropy term).
+    """
+    min_q = next_q.min(dim=1).values  # (K, S, B)
+    if max_backup:
+        value, idx = min_q.max(dim=1)
+        log_prob = next_log_prob.gather(1, idx.unsqueeze(1)).squeeze(1)
+    else:
+        value, log_prob = min_q[:, 0], next_log_prob[:, 0]
+    if not deterministic_backup:
+        value = value - entropy_alpha.unsqueeze(-1) * log_prob
+    return reward + discount * (1.0 - terminal) * value
+
+
+def td_loss(q_data: Tensor, target: Tensor) -> Tensor:
+    """½·mean((Q_i(s,a) − y)²) per critic: (K, n, B), (K, B) → (K, n)."""
+    return 0.5 * (q_data - target.unsqueeze(1)).pow(2).mean(-1)
+
+
+class ConservativeGap(NamedTuple):
+    gap: Tensor  # (K, n): E[ood] − E[Q(s,a)], clipped
+    ood: Tensor  # (K, n): E[T·logsumexp(cat/T)]
+
+
+def conservative_gap(
+    q_uniform: Tensor,
+    q_policy: Tensor,
+    q_next_policy: Tensor,
+    q_data: Tensor,
+    log_prob_policy: Tensor,
+    log_prob_next_policy: Tensor,
+    act_dim: int,
+    temperature: float,
+    importance_sampling: bool,
+    clip_min: float = -math.inf,
+    clip_max: float = math.inf,
+) -> ConservativeGap:
+    """The CQL(H) gap per critic.
+
+    ``q_uniform``, ``q_policy``, ``q_next_policy``: (K, n, N, B), the critics at s for
+    actions from Unif([−1,1]^A), π(·|s) and π(·|s′) (all evaluated at s, not s′).
+    ``q_data`` (K, n, B) is Q_i(s, a_data). ``log_prob_*`` (K, N, B) are the proposals'
+    log-densities, detached here. With importance sampling each proposal is divided by its
+    density (Unif has log-density −A·log 2); without, they enter as they are, together
+    with Q(s, a_data), as in the original code's non-IS variant.
+    """
+    if importance_sampling:
+        parts = [
+            q_uniform + act_dim * _LOG_2,
+            q_policy - log_prob_policy.detach().unsqueeze(1),
+            q_next_policy - log_prob_next_policy.detach().unsqueeze(1),
+        ]
+    else:
+        parts = [q_uniform, q_policy, q_next_policy, q_data.unsqueeze(2)]
+    cat = torch.cat(parts, dim=2)  # (K, n, 3N[+1], B)
+    ood = temperature * torch.logsumexp(cat / temperature, dim=2)  # (K, n, B)
+    gap = (ood - q_data).mean(-1).clamp(clip_min, clip_max)
+    return ConservativeGap(gap=gap, ood=ood.mean(-1))
+
+
+def cql_penalty(
+    gap: Tensor,
+    alpha: float,
+    lagrange: bool,
+    tau: float,
+    log_alpha_prime: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Conservative penalty per critic and the Lagrange dual loss.
+
+    Fixed: cql_i = alpha·gap_i. Lagrange: cql_i = α′·alpha·(gap_i − tau) with
+    α′ = clamp(exp(log α′), 0, 1e6) detached, and loss_α′ = −½·Σ_i α′·alpha·(gap_i − tau)
+    with the gap detached, so α′ grows while the gap exceeds tau.
+    Returns (penalty (K, n), alpha_prime_loss (K,), alpha_prime (K,)).
+    """
+    if not lagrange:
+        zeros = torch.zeros_like(log_alpha_prime)
+        return alpha * gap, zeros, zeros
+    alpha_prime = log_alpha_prime.exp().clamp(0.0, ALPHA_PRIME_MAX)
+    penalty = alpha_prime.detach().unsqueeze(-1) * alpha * (gap - tau)
+    dual = -0.5 * (alpha_prime.unsqueeze(-1) * alpha * (gap.detach() - tau)).sum(-1)
+    return penalty, dual, alpha_prime.detach()
+
+
+def actor_loss(
+    entropy_alpha: Tensor,
+    log_prob: Tensor,
+    q_policy_min: Tensor,
+    bc_log_prob: Tensor | None = None,
+) -> Tensor:
+    """SAC actor loss mean(α·log π(ã|s) − min_i Q_i(s, ã)); with ``bc_log_prob`` the BC
+    warm-start loss mean(α·log π(ã|s) − log π(a_data|s)). (K, B) inputs → (K,)."""
+    objective = q_policy_min if bc_log_prob is None else bc_log_prob
+    return (entropy_alpha.detach().unsqueeze(-1) * log_prob - objective).mean(-1)
+
+
+def entropy_alpha_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
+    """−mean(log α · (log π(ã|s) + target_entropy)), the log-prob detached. → (K,)."""
+    return -(log_alpha.unsqueeze(-1) * (log_prob + target_entropy).detach()).mean(-1)

@@ -1,0 +1,64 @@
+"""Device-resident uniform sampling of offline transitions.
+
+The flat dataset is copied to the device once; each step draws indices on the device from
+per-seed generators and gathers a batch, so a step makes no host copies and no copy of
+the dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cql_runner.cql.agent import Batch
+from cql_runner.data.types import OfflineData
+
+# Keeps the data-sampling stream apart from the update-noise stream of the same seed.
+SAMPLER_SEED_OFFSET = 104_729
+
+
+class DeviceSampler:
+    """Uniform minibatches for K agents, each from its own generator: (K, B, ...)."""
+
+    def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.size = data.size
+
+        def put(array: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=self.device)
+
+        self.observations = put(data.observations)
+        self.actions = put(data.actions)
+        self.rewards = put(data.rewards)
+        self.next_observations = put(data.next_observations)
+        self.terminals = put(data.terminals)
+        self.generators = [
+            torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds
+        ]
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = torch.stack([
+            torch.randint(self.size, (batch_size,), generator=g, device=self.device)
+            for g in self.generators
+        ])  # (K, B)
+        return Batch(
+            obs=self.observations[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_obs=self.next_observations[idx],
+            terminals=self.terminals[idx],
+        )
+
+    def nbytes(self) -> int:
+        tensors = (self.observations, self.actions, self.rewards, self.next_observations, self.terminals)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s)

@@ -1,0 +1,195 @@
+"""The training loop and its cadences: log, evaluate, checkpoint, stop on preemption.
+
+The trainer owns no math: it asks the agent for updates, the evaluator for returns and
+the loggers to record. Metrics stay on the device between log steps, so a step costs
+no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cql_runner.checkpoint import save_checkpoint
+from cql_runner.config import TrainConfig
+from cql_runner.cql.agent import CQLAgent
+from cql_runner.data.buffer import DeviceSampler
+from cql_runner.logging.base import MultiLogger
+from cql_runner.preemption import PreemptionFlag
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or parameter became NaN/inf; the message names the last good checkpoint and fixes."""
+
+
+@dataclass
+class TrainerState:
+    """Everything of the loop (beyond agent and sampler) that an exact resume needs."""
+
+    step: int = 0
+    # Seconds spent in updates, and wall seconds of the whole run, summed over resumes.
+    elapsed_s: float = 0.0
+    wall_s: float = 0.0
+    # Per agent: the last and best normalized score seen at an evaluation.
+    last_scores: list[float] = field(default_factory=list)
+    best_scores: list[float] = field(default_factory=list)
+    last_returns: list[float] = field(default_factory=list)
+    last_checkpoint_step: int | None = None
+
+
+@dataclass
+class TrainResult:
+    state: TrainerState
+    # "completed" | "interrupted"
+    status: str
+    interrupted_by: str | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        agent: CQLAgent,
+        sampler: DeviceSampler,
+        evaluator: Any,
+        loggers: Sequence[MultiLogger],
+        checkpoint_dirs: Sequence[Path],
+        eval_every: int,
+        state: TrainerState | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.agent = agent
+        self.sampler = sampler
+        self.evaluator = evaluator
+        self.loggers = list(loggers)
+        self.checkpoint_dirs = list(checkpoint_dirs)
+        self.eval_every = eval_every
+        self.state = state or TrainerState()
+        k = agent.n_agents
+        if not self.state.best_scores:
+            self.state.best_scores = [-math.inf] * k
+            self.state.last_scores = [math.nan] * k
+            self.state.last_returns = [math.nan] * k
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        # perf_counter() value at which wall_s was 0; the run sets it to include start-up.
+        self.wall_origin = time.perf_counter()
+
+    # ----- the loop -------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, st = self.cfg, self.state
+        with PreemptionFlag() as preempt:
+            window_start, window_steps = time.perf_counter(), 0
+            while st.step < cfg.steps:
+                step_start = time.perf_counter()
+                metrics = self.agent.update(self.sampler.sample(cfg.batch_size))
+                self._accumulate(metrics)
+                st.step += 1
+                window_steps += 1
+                st.elapsed_s += time.perf_counter() - step_start
+                for lg in self.loggers:
+                    lg.advance(st.step)
+
+                record: list[dict[str, float]] | None = None
+                if st.step % cfg.log_every == 0 or st.step == cfg.steps:
+                    rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+                    record = self._drain(rate)
+                if (self.eval_every and st.step % self.eval_every == 0) or st.step == cfg.steps:
+                    record = self._merge(record, self._evaluate())
+                if record is not None:
+                    for lg, rec in zip(self.loggers, record):
+                        lg.log(rec, st.step)
+                    window_start, window_steps = time.perf_counter(), 0
+                if preempt.requested:
+                    self.checkpoint()
+                    return TrainResult(st, "interrupted", preempt.signal_name)
+                if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
+                    self.checkpoint()
+        st.wall_s = time.perf_counter() - self.wall_origin
+        return TrainResult(st, "completed")
+
+    # ----- metrics --------------------------------------------------------------------
+    def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:
+        if not self._sums:
+            self._sums = {k: torch.zeros_like(v) for k, v in metrics.items()}
+        torch._foreach_add_(list(self._sums.values()), list(metrics.values()))
+        self._count += 1
+
+    def _drain(self, steps_per_s: float) -> list[dict[str, float]]:
+        """Mean metrics since the last drain, one dict per agent; raises on NaN/inf."""
+        if not self._count:
+            return [{} for _ in self.loggers]
+        names = list(self._sums)
+        means = (torch.stack([self._sums[n] for n in names]) / self._count).float().cpu()
+        self._sums, self._count = {}, 0
+        self._raise_if_nonfinite(names, means)
+        return [
+            {**{n: float(means[i, k]) for i, n in enumerate(names)}, "perf/steps_per_s": steps_per_s}
+            for k in range(means.shape[1])
+        ]
+
+    def _raise_if_nonfinite(self, names: list[str], means: torch.Tensor) -> None:
+        bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i]).all()]
+        if not bad:
+            return
+        last = self.state.last_checkpoint_step
+        where = (f"the last good checkpoint (step {last}) is in {self.checkpoint_dirs[0]}"
+                 if last is not None else "no checkpoint was written before it")
+        raise NonFiniteLossError(
+            f"{', '.join(bad)} became NaN/inf before step {self.state.step}; {where}. "
+            "Try a lower cql.critic_lr or cql.policy_lr, a finite cql.clip_diff_max, "
+            "network.layer_norm=true, or env.reward_scale to shrink the rewards")
+
+    @staticmethod
+    def _merge(a: list[dict[str, float]] | None, b: list[dict[str, float]]) -> list[dict[str, float]]:
+        return b if a is None else [{**x, **y} for x, y in zip(a, b)]
+
+    # ----- evaluation and checkpoints -------------------------------------------------
+    def _evaluate(self) -> list[dict[str, float]]:
+        st = self.state
+        # Tiny per-step policy calls run faster on one thread than fighting for two.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            results = self.evaluator.evaluate(self.agent.act, self.agent.seeds)
+        finally:
+            torch.set_num_threads(threads)
+        for k, res in enumerate(results):
+            score = res["eval/normalized_score"]
+            st.last_scores[k] = score
+            st.last_returns[k] = res["eval/return"]
+            if not math.isnan(score) and score > st.best_scores[k]:
+                st.best_scores[k] = score
+            res["eval/best_normalized_score"] = st.best_scores[k]
+        return results
+
+    def checkpoint(self) -> None:
+        """Write last.pt (keeping prev.pt) after checking that nothing became NaN."""
+        if self._count:
+            names = list(self._sums)
+            self._raise_if_nonfinite(names, torch.stack([self._sums[n] for n in names]).cpu())
+        self.state.last_checkpoint_step = self.state.step
+        self.state.wall_s = time.perf_counter() - self.wall_origin
+        payload = {
+            "agent": self.agent.checkpoint_state(),
+            "sampler": self.sampler.state_dict(),
+            "trainer": vars(self.state).copy(),
+            "metric_sums": {k: v.cpu() for k, v in self._sums.items()},
+            "metric_count": self._count,
+        }
+        for d in self.checkpoint_dirs:
+            save_checkpoint(d, payload, self.state.step)
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        self.agent.load_checkpoint_state(payload["agent"])
+        self.sampler.load_state_dict(payload["sampler"])
+        self.state = TrainerState(**payload["trainer"])
+        device = self.agent.device
+        self._sums = {k: v.to(device) for k, v in payload.get("metric_sums", {}).items()}
+        self._count = int(payload.get("metric_count", 0))
