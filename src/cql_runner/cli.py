@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import sys
+from importlib.resources import files
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,8 +25,41 @@ log = logging.getLogger("cql_runner")
 USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError)
 
 
+CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug")
+
+
+def group_options(group: str) -> list[str]:
+    folder = files("cql_runner.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def unknown_group_choice(argv: list[str]) -> str | None:
+    """One-line message for ``group=option`` overrides naming no config file, else None."""
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if not sep or name not in CONFIG_GROUPS or value in ("", "null"):
+            continue
+        choices = group_options(name)
+        for option in value.split(","):
+            if option not in choices:
+                close = difflib.get_close_matches(option, choices, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                return (f"unknown {name} '{option}'; {hint}available: {', '.join(choices)}"
+                        + (" (to add a dataset, see `cql-collect`)" if name == "env" else ""))
+    return None
+
+
+def train_main() -> None:
+    """``cql-train`` console script."""
+    message = unknown_group_choice(sys.argv[1:])
+    if message:
+        print(f"cql-train: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    _train()
+
+
 @hydra.main(config_path="pkg://cql_runner.conf", config_name="train", version_base="1.3")
-def train_main(cfg: DictConfig) -> float:
+def _train(cfg: DictConfig) -> float:
     """``cql-train``: returns the final normalized score (the value sweepers maximise)."""
     from cql_runner.run import run
 

@@ -1,0 +1,90 @@
+"""Configuration: every shipped config composes and validates; bad values fail clearly."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from cql_runner.cli import group_options, unknown_group_choice
+from cql_runner.config import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("env", group_options("env"))
+def test_every_env_config_composes_and_validates(compose_cfg: Callable[..., DictConfig], env: str) -> None:
+    cfg = compose_cfg([f"env={env}"])
+    validate(cfg)
+    assert cfg.env.name == env
+    assert cfg.dataset.id or cfg.dataset.path
+
+
+def test_locomotion_names_map_to_minari_ids(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(["env=hopper-medium"])
+    assert cfg.dataset.id == "mujoco/hopper/medium-v0"
+    assert cfg.eval.env_id == "Hopper-v5"
+    assert (cfg.env.ref_min_score, cfg.env.ref_max_score) == (-20.272305, 3234.3)
+
+
+def test_default_config_points_at_the_shipped_dataset(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg([])
+    assert cfg.env.name == "pendulum-medium-replay"
+    assert Path(cfg.dataset.path).parts[-3:] == ("assets", "datasets", "pendulum-medium-replay-v0")
+
+
+def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(["seed=3", "device=cpu", "train.steps=5", "train.batch_size=8", "train.log_every=1",
+                       "eval.every=0", "eval.episodes=1", "logger=none", "cql.tau=2", "cql.alpha=1",
+                       "cql.lagrange=false", "cql.n_actions=2", "network.hidden=[8,8,8]"])
+    assert cfg.network.hidden == [8, 8, 8] and cfg.cql.tau == 2 and cfg.logger._target_.endswith("NullLogger")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cql.tau=-0.5", "cql.tau must be >= 0"),
+        ("cql.n_actions=0", "cql.n_actions must be >= 1"),
+        ("cql.alpha=-1", "cql.alpha must be >= 0"),
+        ("cql.temperature=0", "cql.temperature must be > 0"),
+        ("network.hidden=[]", "network.hidden must be a non-empty list"),
+        ("network.n_critics=0", "network.n_critics must be >= 1"),
+        ("train.batch_size=0", "train.batch_size must be >= 1"),
+        ("eval.episodes=0", "eval.episodes must be >= 1"),
+        ("eval.every=-1", "eval.every must be >= 0"),
+        ("device=tpu", "device must be auto, cpu or cuda"),
+        ("cql.clip_diff_min=5", "cql.clip_diff_min must be < cql.clip_diff_max"),
+    ],
+)
+def test_out_of_range_values_raise_config_error(compose_cfg: Callable[..., DictConfig], override: str,
+                                                message: str) -> None:
+    overrides = [override]
+    if override.startswith("cql.clip_diff_min"):
+        overrides.append("cql.clip_diff_max=1")
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate(cfg)
+
+
+def test_type_errors_fail_at_composition(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(Exception, match="n_actions"):
+        compose_cfg(["cql.n_actions=ten"])
+    with pytest.raises(Exception, match="tua"):
+        compose_cfg(["cql.tua=3"])
+
+
+def test_unknown_group_option_gets_a_suggestion() -> None:
+    message = unknown_group_choice(["env=hoper-medium"])
+    assert message is not None and "did you mean hopper-medium" in message
+    assert unknown_group_choice(["env=hopper-medium,walker2d-medium", "seed=1"]) is None
+    assert "unknown logger 'tensorboard'" in (unknown_group_choice(["logger=tensorboard"]) or "")
+
+
+def test_every_package_is_listed_in_pyproject() -> None:
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    src = ROOT / "src"
+    found = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
+    assert found | {"cql_runner.conf"} == listed
