@@ -14,6 +14,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 TINY_DATASET = "test/pendulum/tiny-v0"
+# Tiny networks gain nothing from a second thread, and OpenMP threads spinning on a busy
+# machine can slow a test run by 10x.
+SUBPROCESS_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 TINY_OVERRIDES = ["debug=tiny", "dataset.path=null", f"dataset.id={TINY_DATASET}", "logger=none"]
 
 
@@ -57,6 +60,6 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 180, script: str = 
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a console script of this package in a subprocess, as a user would."""
     exe = Path(sys.executable).parent / script
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
     return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

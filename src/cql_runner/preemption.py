@@ -1,7 +1,9 @@
-"""Turn SIGTERM / SIGUSR1 (what SLURM sends before preemption) into a polite stop request.
+"""Turn preemption signals into a polite stop: checkpoint, then let the launcher requeue.
 
-The trainer polls :attr:`PreemptionFlag.requested` once per step, writes a checkpoint and
-returns; the handler itself does nothing that could corrupt state mid-update.
+SLURM sends SIGTERM (and, as configured, SIGUSR1) before preempting a job; submitit sends
+SIGUSR2 before a time limit. The trainer polls :attr:`PreemptionFlag.requested` once per
+step, writes a checkpoint and returns. :meth:`PreemptionFlag.forward` then hands the signal
+to whatever handler was installed before (submitit's requeue logic), if any.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("cql_runner")
 
 PREEMPTION_SIGNALS = tuple(
-    s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
 )
 
 
@@ -23,12 +27,16 @@ class PreemptionFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def signal_name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
-        self.signal_name = signal.Signals(signum).name
+        self.signum = signum
         log.warning("received %s: writing a checkpoint and stopping after this step", self.signal_name)
 
     def __enter__(self) -> PreemptionFlag:
@@ -39,5 +47,15 @@ class PreemptionFlag:
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)  # type: ignore[arg-type]
-        self._previous.clear()
+            signal.signal(s, handler)
+
+    def previous_handler(self) -> Callable[[int, FrameType | None], Any] | None:
+        """The handler that was installed before ours for the received signal, if it is Python code."""
+        handler = self._previous.get(self.signum) if self.signum is not None else None
+        return handler if callable(handler) else None
+
+    def forward(self) -> None:
+        """Give the received signal to the previous handler (e.g. submitit's checkpoint-and-requeue)."""
+        handler = self.previous_handler()
+        if handler is not None:
+            handler(self.signum, None)

@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.restore(resumed[0])
     trainer.wall_origin = started - trainer.state.wall_s
 
-    status, error = "failed", None
+    status, error, result = "failed", None, None
     try:
         result = trainer.fit()
         status = result.status
@@ -84,6 +84,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger.log_summary(summary)
         logger.close()
         evaluator.close()
+    if result is not None and result.preemption is not None:
+        summary["interrupted_by"] = result.preemption.signal_name
+        # After everything is on disk, let a launcher (submitit) requeue the job.
+        result.preemption.forward()
     return summary
 
 

@@ -48,7 +48,8 @@ class TrainResult:
     state: TrainerState
     # "completed" | "interrupted"
     status: str
-    interrupted_by: str | None = None
+    # The flag that stopped the run, so the caller can forward the signal after cleanup.
+    preemption: PreemptionFlag | None = None
 
 
 class Trainer:
@@ -108,7 +109,7 @@ class Trainer:
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested:
                     self.checkpoint()
-                    return TrainResult(st, "interrupted", preempt.signal_name)
+                    return TrainResult(st, "interrupted", preempt)
                 if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
                     self.checkpoint()
         st.wall_s = time.perf_counter() - self.wall_origin
