@@ -127,6 +127,8 @@ class TrainConfig:
     bf16: bool = False
     # torch.compile the update step.
     compile: bool = False
+    # Train this many seeds (seed, seed+1, ...) in one process with stacked parameters.
+    num_seeds: int = 1
 
 
 @dataclass
@@ -173,6 +175,9 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
+    # Explicit seeds to train side by side in one process (overrides seed and train.num_seeds);
+    # each gets its own run dir <run_dir>/seed<k>.
+    seeds: list[int] | None = None
     # auto | cpu | cuda (or cuda:N)
     device: str = "auto"
     # Where outputs go; null means Hydra's run dir (or the working dir outside Hydra).
@@ -215,6 +220,10 @@ def validate(cfg: Any) -> None:
     _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps})")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
     _check(t.log_every >= 1, f"train.log_every must be >= 1 (got {t.log_every})")
+    _check(t.num_seeds >= 1, f"train.num_seeds must be >= 1 (got {t.num_seeds})")
+    if cfg.seeds is not None:
+        _check(len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds),
+               f"seeds must be a non-empty list of distinct integers (got {list(cfg.seeds)})")
     _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})")
 
     e = cfg.eval
@@ -229,6 +238,13 @@ def validate(cfg: Any) -> None:
            f"device must be auto, cpu or cuda (got {device!r})")
     _check(cfg.dataset.id is not None or cfg.dataset.path is not None,
            "the dataset has neither dataset.id nor dataset.path; pick a task with env=<name>")
+
+
+def resolve_seeds(cfg: Any) -> list[int]:
+    """The seeds this run trains: ``seeds`` if given, else seed, seed+1, … (train.num_seeds of them)."""
+    if cfg.seeds is not None:
+        return [int(s) for s in cfg.seeds]
+    return [int(cfg.seed) + k for k in range(int(cfg.train.num_seeds))]
 
 
 def asset_path(relative: str) -> str:

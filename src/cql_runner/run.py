@@ -19,8 +19,8 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from cql_runner.checkpoint import load_latest
-from cql_runner.config import validate
+from cql_runner.checkpoint import CheckpointError, load_checkpoint, load_latest
+from cql_runner.config import resolve_seeds, validate
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
@@ -32,42 +32,41 @@ log = logging.getLogger("cql_runner")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one configured run to completion (or preemption) and return its summary."""
+    """Train one configured run (or K seeds side by side) to completion or preemption.
+
+    Returns the run's summary; with several seeds, the mean scores plus each seed's summary.
+    """
     started = time.perf_counter()
     validate(cfg)
+    seeds = resolve_seeds(cfg)
     run_dir = resolve_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
-    seed_everything(cfg.seed)
+    # One seed writes into the run dir itself; K seeds each get <run_dir>/seed<k>, an ordinary run dir.
+    seed_dirs = [run_dir] if len(seeds) == 1 else [run_dir / f"seed{s}" for s in seeds]
+    for d in seed_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    seed_everything(seeds[0])
     device = resolve_device(cfg.device)
     warn_about_config(cfg, device)
 
     data = load_data(cfg)
     evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
-    agent = CQLAgent(data.obs_dim, data.act_dim, [cfg.seed], cfg.network, cfg.cql, device,
+    agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                      obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
                      bf16=cfg.train.bf16)
-    sampler = DeviceSampler(data, [cfg.seed], device)
+    sampler = DeviceSampler(data, seeds, device)
 
-    resumed = load_latest(ckpt_dir)
+    resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0
     if resumed:
-        log.info("resuming from %s at step %d", resumed[1], start_step)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    logger = MultiLogger([
-        JsonlLogger(run_dir / "metrics.jsonl", resume_step=start_step if resumed else None),
-        ConsoleLogger(cfg.train.steps, start_step=start_step, enabled=cfg.train.progress),
-        get_class(cfg.logger._target_)(cfg.logger, run_dir=run_dir,
-                                       config=OmegaConf.to_container(cfg, resolve=True),
-                                       run_name=f"{cfg.env.name}-seed{cfg.seed}",
-                                       group=default_group(cfg, run_dir), tags=default_tags(cfg)),
-    ])
+        log.info("resuming %s at step %d", ", ".join(str(d) for d in seed_dirs), start_step)
+    loggers = [make_loggers(cfg, seed_cfg(cfg, s, len(seeds)), d, resume_step=start_step if resumed else None,
+                            console=k == 0, concurrent=len(seeds) > 1)
+               for k, (s, d) in enumerate(zip(seeds, seed_dirs))]
     trainer = get_class(cfg.train._target_)(cfg.train, agent=agent, sampler=sampler, evaluator=evaluator,
-                                            loggers=[logger], checkpoint_dirs=[ckpt_dir],
+                                            loggers=loggers, checkpoint_dirs=[d / "checkpoints" for d in seed_dirs],
                                             eval_every=cfg.eval.every)
     if resumed:
-        trainer.restore(resumed[0])
+        trainer.restore(resumed)
     trainer.wall_origin = started - trainer.state.wall_s
 
     status, error, result = "failed", None, None
@@ -78,20 +77,79 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        summary = make_summary(cfg, data, trainer.state, status, error,
-                               time.perf_counter() - trainer.wall_origin)
-        write_json(run_dir / "summary.json", summary)
-        logger.log_summary(summary)
-        logger.close()
+        wall = time.perf_counter() - trainer.wall_origin
+        summaries = []
+        for k, (s, d, logger) in enumerate(zip(seeds, seed_dirs, loggers)):
+            summary = make_summary(cfg, s, data, trainer.state, k, status, error, wall)
+            if result is not None and result.preemption is not None:
+                summary["interrupted_by"] = result.preemption.signal_name
+            write_json(d / "summary.json", summary)
+            logger.log_summary(summary)
+            logger.close()
+            summaries.append(summary)
         evaluator.close()
     if result is not None and result.preemption is not None:
-        summary["interrupted_by"] = result.preemption.signal_name
         # After everything is on disk, let a launcher (submitit) requeue the job.
         result.preemption.forward()
-    return summary
+    return summaries[0] if len(seeds) == 1 else aggregate_summaries(summaries)
 
 
 # ----- building blocks ----------------------------------------------------------------
+def seed_cfg(cfg: DictConfig, seed: int, n_seeds: int) -> DictConfig:
+    """The config of one seed's run, as an ordinary single-seed run would have it."""
+    if n_seeds == 1:
+        return cfg
+    one = cfg.copy()
+    one.seed, one.seeds, one.train.num_seeds = seed, None, 1
+    return one
+
+
+def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: int | None, console: bool,
+                 concurrent: bool) -> MultiLogger:
+    """jsonl (critical: the local record), console, and the configured remote mirror for one seed's run."""
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(one, resolve=True))
+    loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", resume_step=resume_step)]
+    if console:
+        loggers.append(ConsoleLogger(cfg.train.steps, start_step=resume_step or 0, enabled=cfg.train.progress))
+    loggers.append(get_class(cfg.logger._target_)(
+        cfg.logger, run_dir=run_dir, config=OmegaConf.to_container(one, resolve=True),
+        run_name=f"{cfg.env.name}-seed{one.seed}", group=default_group(cfg, run_dir), tags=default_tags(cfg),
+        **({"concurrent": True} if concurrent else {})))
+    return MultiLogger(loggers)
+
+
+def latest_common_checkpoint(ckpt_dirs: list[Path]) -> list[dict[str, Any]] | None:
+    """Each seed's newest valid checkpoint at the newest step that every seed has.
+
+    Seeds are checkpointed one after another, so a crash in between can leave them one
+    checkpoint apart; prev.pt then supplies the common step.
+    """
+    if len(ckpt_dirs) == 1:
+        found = load_latest(ckpt_dirs[0])
+        return None if found is None else [found[0]]
+    candidates: list[dict[int, dict[str, Any]]] = []
+    for d in ckpt_dirs:
+        by_step: dict[int, dict[str, Any]] = {}
+        for name in ("last.pt", "prev.pt"):
+            path = d / name
+            if path.exists():
+                try:
+                    payload = load_checkpoint(path)
+                except CheckpointError as exc:
+                    log.warning("%s; ignoring it", exc)
+                    continue
+                by_step.setdefault(int(payload["trainer"]["step"]), payload)
+        candidates.append(by_step)
+    if not any(candidates):
+        return None
+    common = set.intersection(*(set(c) for c in candidates))
+    if not common:
+        raise CheckpointError(f"the seed checkpoints under {ckpt_dirs[0].parent.parent} share no step; "
+                              "delete their checkpoints/ dirs or start a new run dir")
+    step = max(common)
+    return [c[step] for c in candidates]
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
     if cfg.resume:
         return Path(cfg.resume)
@@ -176,26 +234,42 @@ def default_tags(cfg: DictConfig) -> list[str]:
     return tags
 
 
-def make_summary(cfg: DictConfig, data: OfflineData, state: TrainerState, status: str,
+def make_summary(cfg: DictConfig, seed: int, data: OfflineData, state: TrainerState, k: int, status: str,
                  error: str | None, wall_time_s: float) -> dict[str, Any]:
-    def num(x: float) -> float | None:
-        return None if x is None or not math.isfinite(x) else float(x)
-
     return {
         "status": status,
         "error": error,
         "env": cfg.env.name,
         "dataset_id": data.meta.dataset_id,
-        "seed": int(cfg.seed),
+        "seed": int(seed),
         "steps": int(state.step),
-        "final_normalized_score": num(state.last_scores[0]) if state.last_scores else None,
-        "best_normalized_score": num(state.best_scores[0]) if state.best_scores else None,
-        "final_return": num(state.last_returns[0]) if state.last_returns else None,
+        "final_normalized_score": _finite_or_none(state.last_scores[k]),
+        "best_normalized_score": _finite_or_none(state.best_scores[k]),
+        "final_return": _finite_or_none(state.last_returns[k]),
         "wall_time_s": round(wall_time_s, 3),
         "train_time_s": round(state.elapsed_s, 3),
         "steps_per_s": round(state.step / state.elapsed_s, 2) if state.elapsed_s > 0 else None,
         "behaviour_mean_return": float(np.mean(data.episode_returns())),
     }
+
+
+def aggregate_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a K-seed run returns: mean scores (the sweep objective) plus every seed's summary."""
+    def mean(key: str) -> float | None:
+        values = [s[key] for s in summaries if s[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    first = summaries[0]
+    return {
+        "status": first["status"], "env": first["env"], "seeds": [s["seed"] for s in summaries],
+        "steps": first["steps"], "final_normalized_score": mean("final_normalized_score"),
+        "best_normalized_score": mean("best_normalized_score"), "wall_time_s": first["wall_time_s"],
+        "runs": summaries,
+    }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -171,26 +171,36 @@ class Trainer:
         return results
 
     def checkpoint(self) -> None:
-        """Write last.pt (keeping prev.pt) after checking that nothing became NaN."""
+        """Write each seed's last.pt (keeping prev.pt) after checking that nothing became NaN."""
         if self._count:
             names = list(self._sums)
             self._raise_if_nonfinite(names, torch.stack([self._sums[n] for n in names]).cpu())
         self.state.last_checkpoint_step = self.state.step
         self.state.wall_s = time.perf_counter() - self.wall_origin
-        payload = {
-            "agent": self.agent.checkpoint_state(),
-            "sampler": self.sampler.state_dict(),
-            "trainer": vars(self.state).copy(),
-            "metric_sums": {k: v.cpu() for k, v in self._sums.items()},
+        for k, d in enumerate(self.checkpoint_dirs):
+            save_checkpoint(d, self._seed_payload(k), self.state.step)
+
+    def _seed_payload(self, k: int) -> dict[str, Any]:
+        """Seed k's checkpoint: the same format a single-seed run writes, so either can resume it."""
+        st = self.state
+        return {
+            "agent": self.agent.seed_state(k),
+            "sampler": {"generators": [self.sampler.generators[k].get_state()]},
+            "trainer": {**vars(st), "last_scores": [st.last_scores[k]], "best_scores": [st.best_scores[k]],
+                        "last_returns": [st.last_returns[k]]},
+            "metric_sums": {n: v[k : k + 1].cpu() for n, v in self._sums.items()},
             "metric_count": self._count,
         }
-        for d in self.checkpoint_dirs:
-            save_checkpoint(d, payload, self.state.step)
 
-    def restore(self, payload: dict[str, Any]) -> None:
-        self.agent.load_checkpoint_state(payload["agent"])
-        self.sampler.load_state_dict(payload["sampler"])
-        self.state = TrainerState(**payload["trainer"])
+    def restore(self, payloads: Sequence[dict[str, Any]]) -> None:
+        """Continue from per-seed checkpoints written at the same step."""
+        self.agent.load_seed_states([p["agent"] for p in payloads])
+        self.sampler.load_state_dict({"generators": [p["sampler"]["generators"][0] for p in payloads]})
+        merged = dict(payloads[0]["trainer"])
+        for key in ("last_scores", "best_scores", "last_returns"):
+            merged[key] = [p["trainer"][key][0] for p in payloads]
+        self.state = TrainerState(**merged)
         device = self.agent.device
-        self._sums = {k: v.to(device) for k, v in payload.get("metric_sums", {}).items()}
-        self._count = int(payload.get("metric_count", 0))
+        names = list(payloads[0].get("metric_sums", {}))
+        self._sums = {n: torch.cat([p["metric_sums"][n] for p in payloads]).to(device) for n in names}
+        self._count = int(payloads[0].get("metric_count", 0))

@@ -232,6 +232,71 @@ class CQLAgent(nn.Module):
             "seeds": self.seeds,
         }
 
+    # ----- one seed's share of the stacked state -------------------------------------
+    def _members_per_agent(self, name: str) -> int:
+        """How many ensemble members of parameter/buffer ``name`` belong to one agent (0: shared)."""
+        if name.startswith(("critic.", "target_critic.")):
+            return self.critic.n_critics
+        if name.startswith("actor.") or name in ("log_alpha", "log_alpha_prime"):
+            return 1
+        return 0
+
+    def _slice(self, tensor: Tensor, members: int, k: int) -> Tensor:
+        if members == 0:
+            return tensor.clone()
+        rest = tensor.shape[1:]
+        return tensor.reshape(self.n_agents, members, *rest)[k].clone()
+
+    def seed_state(self, k: int) -> dict[str, Any]:
+        """Agent k's checkpoint, in exactly the format a single-seed agent writes."""
+        modules = {name: self._slice(t, self._members_per_agent(name), k)
+                   for name, t in self.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        members = self._optimizer_param_members()
+        opt_state = {
+            idx: {key: (v if key == "step" else self._slice(v, members[idx], k)) for key, v in st.items()}
+            for idx, st in opt["state"].items()
+        }
+        return {
+            "modules": modules,
+            "optimizer": {"state": opt_state, "param_groups": opt["param_groups"]},
+            "generators": [self.generators[k].get_state()],
+            "num_updates": self.num_updates,
+            "seeds": [self.seeds[k]],
+        }
+
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Inverse of :meth:`seed_state`: stack K single-seed checkpoints into this agent."""
+        seeds = [int(st["seeds"][0]) for st in states]
+        if seeds != self.seeds:
+            raise ValueError(f"checkpoints are for seeds {seeds}, not {self.seeds}")
+
+        def stack(parts: list[Tensor], members: int) -> Tensor:
+            return parts[0] if members == 0 else torch.cat(parts, dim=0)
+
+        modules = {name: stack([st["modules"][name] for st in states], self._members_per_agent(name))
+                   for name in states[0]["modules"]}
+        members = self._optimizer_param_members()
+        first = states[0]["optimizer"]
+        opt_state = {
+            idx: {key: (v if key == "step" else stack([st["optimizer"]["state"][idx][key] for st in states],
+                                                       members[idx]))
+                  for key, v in first["state"][idx].items()}
+            for idx in first["state"]
+        }
+        self.load_checkpoint_state({
+            "modules": modules,
+            "optimizer": {"state": opt_state, "param_groups": first["param_groups"]},
+            "generators": [st["generators"][0] for st in states],
+            "num_updates": states[0]["num_updates"],
+            "seeds": seeds,
+        })
+
+    def _optimizer_param_members(self) -> list[int]:
+        """Members per agent of each optimizer parameter, in the optimizer's index order."""
+        return ([1] * len(list(self.actor.parameters())) + [self.critic.n_critics] * len(list(self.critic.parameters()))
+                + [1, 1])
+
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")

@@ -152,8 +152,11 @@ class WandbLogger:
         tags: Sequence[str] = (),
         resume_id: str | None = None,
         finish_timeout: float = 120.0,
+        concurrent: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # K seeds trained in one process each keep their own, simultaneously open run.
+        self._reinit = "create_new" if concurrent else "finish_previous"
         self.mode = resolve_mode(getattr(cfg, "mode", None))
         self.run_id: str | None = None
         self._run: Any = None
@@ -195,8 +198,8 @@ class WandbLogger:
             id=self.run_id,
             resume="allow",
             # A run left open by an earlier job in this process (a crashed sweep job) is
-            # finished rather than silently reused.
-            reinit="finish_previous",
+            # finished rather than silently reused, unless runs are meant to be concurrent.
+            reinit=self._reinit,
             settings=settings,
         )
         if fell_back:
