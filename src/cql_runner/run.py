@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
     agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                      obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
-                     bf16=cfg.train.bf16)
+                     bf16=cfg.train.bf16, compile=cfg.train.compile)
     sampler = DeviceSampler(data, seeds, device)
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])

@@ -56,6 +56,7 @@ class CQLAgent(nn.Module):
         obs_mean: np.ndarray | None = None,
         obs_std: np.ndarray | None = None,
         bf16: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.seeds = [int(s) for s in seeds]
@@ -102,6 +103,8 @@ class CQLAgent(nn.Module):
             {"params": [self.log_alpha, self.log_alpha_prime], "lr": cql.alpha_lr},
         ], self.device)
         self.num_updates = 0
+        # The loss graph is compiled; the optimizer step and Polyak update stay eager.
+        self._losses = torch.compile(self.compute_losses, dynamic=False) if compile else self.compute_losses
 
     # ----- sampling -------------------------------------------------------------------
     def draw_noise(self, batch_size: int) -> Noise:
@@ -192,7 +195,7 @@ class CQLAgent(nn.Module):
         """One CQL step on ``batch``; returns per-agent metrics (K,) left on the device."""
         noise = self.draw_noise(batch.obs.shape[1])
         bc = self.num_updates < self.cql.bc_steps
-        total, metrics = self.compute_losses(batch, noise, bc)
+        total, metrics = self._losses(batch, noise, bc)
         # Every loss is built before any step, so no optimizer modifies a tensor another
         # loss still needs (the original code's failure on newer PyTorch).
         self.optimizer.zero_grad(set_to_none=True)
