@@ -112,3 +112,20 @@ def test_hopper_medium_trains_on_a_local_minari_dataset(tmp_path: Path, monkeypa
     # Hopper's D4RL reference returns come from the env config (the dataset has none).
     assert summary["final_normalized_score"] == pytest.approx(
         100 * (summary["final_return"] + 20.272305) / (3234.3 + 20.272305))
+
+
+def test_legacy_d4rl_file_trains_and_uses_d4rl_reference_scores(tmp_path: Path) -> None:
+    from data_helpers import make_d4rl_file
+
+    path = tmp_path / "hopper-medium-v2.hdf5"
+    make_d4rl_file(path, episode_lengths=[40, 30], episode_ends=["terminated", "truncated"], obs_dim=11, act_dim=3,
+                   with_next_observations=False, seed=0)
+    run_dir = tmp_path / "run"
+    proc = run_cli(["env=d4rl-file", f"dataset.path={path}", "eval.env_id=Hopper-v4", "train.steps=20",
+                    "train.log_every=10", "eval.every=0", "eval.episodes=1", "eval.max_episode_steps=30",
+                    "network.hidden=[16,16]", "cql.n_actions=2", "logger=none", f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["dataset_id"] == "hopper-medium-v2"
+    assert summary["final_normalized_score"] == pytest.approx(
+        100 * (summary["final_return"] + 20.272305) / (3234.3 + 20.272305))

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("env", group_options("env"))
 def test_every_env_config_composes_and_validates(compose_cfg: Callable[..., DictConfig], env: str) -> None:
-    cfg = compose_cfg([f"env={env}"])
+    extra = ["dataset.path=/data/hopper-medium-v2.hdf5", "eval.env_id=Hopper-v4"] if env == "d4rl-file" else []
+    cfg = compose_cfg([f"env={env}", *extra])
     validate(cfg)
     assert cfg.env.name == env
     assert cfg.dataset.id or cfg.dataset.path
@@ -88,3 +89,23 @@ def test_every_package_is_listed_in_pyproject() -> None:
     src = ROOT / "src"
     found = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
     assert found | {"cql_runner.conf"} == listed
+
+
+def test_d4rl_file_without_a_path_names_the_fix(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"env=d4rl-file names no data: pass dataset.path="):
+        validate(compose_cfg(["env=d4rl-file", "eval.env_id=Hopper-v4"]))
+
+
+def test_d4rl_file_reference_scores_follow_the_eval_env(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(["env=d4rl-file", "dataset.path=/x.hdf5", "eval.env_id=Walker2d-v4"])
+    assert (cfg.env.ref_min_score, cfg.env.ref_max_score) == (1.629008, 4592.3)
+
+
+def test_antmaze_uses_the_tuned_recipe(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(["env=antmaze-umaze"])
+    assert cfg.dataset.id == "D4RL/antmaze/umaze-v1"
+    assert cfg.cql.lagrange and cfg.cql.tau == 0.8 and cfg.cql.max_backup
+    assert (cfg.env.reward_scale, cfg.env.reward_bias) == (10.0, -5.0)
+    assert len(cfg.network.critic_hidden) == 5
+    # A user's override still wins over the per-task setting.
+    assert compose_cfg(["env=antmaze-umaze", "cql.tau=2"]).cql.tau == 2

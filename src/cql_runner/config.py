@@ -237,7 +237,8 @@ def validate(cfg: Any) -> None:
     _check(device in ("auto", "cpu") or device.startswith("cuda"),
            f"device must be auto, cpu or cuda (got {device!r})")
     _check(cfg.dataset.id is not None or cfg.dataset.path is not None,
-           "the dataset has neither dataset.id nor dataset.path; pick a task with env=<name>")
+           f"env={cfg.env.name} names no data: pass dataset.path=<file or dir> (e.g. for env=d4rl-file) "
+           "or dataset.id=<Minari id>, or pick a task with env=<name>")
 
 
 def resolve_seeds(cfg: Any) -> list[int]:
@@ -260,3 +261,7 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=RunConfig)
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
+    if not OmegaConf.has_resolver("d4rl_ref"):
+        from cql_runner.data.registry import d4rl_reference
+
+        OmegaConf.register_new_resolver("d4rl_ref", d4rl_reference)
