@@ -44,3 +44,15 @@ def test_a_failing_job_does_not_kill_the_sweep(minari_root: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     statuses = [s["status"] for s in _summaries(sweep)]
     assert statuses == ["completed", "failed", "completed"]
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_the_returned_score(minari_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = run_cli([*FAST, "hparams_search=cql_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
+                   cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = (sweep / "optimization_results.yaml").read_text()
+    best = max(s["final_normalized_score"] for s in _summaries(sweep))
+    assert "best_value" in results and f"{best:.6f}"[:6] in results

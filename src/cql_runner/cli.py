@@ -25,7 +25,8 @@ log = logging.getLogger("cql_runner")
 USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError)
 
 
-CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug")
+CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug",
+                 "hparams_search")
 
 
 def group_options(group: str) -> list[str]:
@@ -67,9 +68,14 @@ def _train(cfg: DictConfig) -> float:
         summary = run(cfg)
     except USER_ERRORS as exc:
         message = f"cql-train: error: {exc}"
-        if HydraConfig.get().mode.name == "MULTIRUN":
-            # One bad job must not kill a sweep; its summary.json records the failure.
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode.name == "MULTIRUN":
+            # One bad job must not end a sweep; its summary.json records the failure. The basic
+            # sweeper stops at a raising job but takes NaN; Optuna's rejects NaN but marks a
+            # raising trial as failed and goes on.
             log.error(message)
+            if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")):
+                raise
             return math.nan
         print(message, file=sys.stderr)
         sys.exit(2)
