@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                      obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
                      bf16=cfg.train.bf16, compile=cfg.train.compile)
-    sampler = DeviceSampler(data, seeds, device)
+    sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0

@@ -90,6 +90,9 @@ class Trainer:
             while st.step < cfg.steps:
                 step_start = time.perf_counter()
                 metrics = self.agent.update(self.sampler.sample(cfg.batch_size))
+                mc = self.sampler.last_mc_returns()
+                if mc is not None:
+                    metrics["q/dataset_mc_return"] = mc
                 self._accumulate(metrics)
                 st.step += 1
                 window_steps += 1

@@ -23,7 +23,8 @@ SAMPLER_SEED_OFFSET = 104_729
 class DeviceSampler:
     """Uniform minibatches for K agents, each from its own generator: (K, B, ...)."""
 
-    def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str) -> None:
+    def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str,
+                 discount: float | None = None) -> None:
         self.device = torch.device(device)
         self.size = data.size
 
@@ -35,6 +36,9 @@ class DeviceSampler:
         self.rewards = put(data.rewards)
         self.next_observations = put(data.next_observations)
         self.terminals = put(data.terminals)
+        # Monte-Carlo returns-to-go of the dataset's states: the yardstick for the learned Q.
+        self.returns_to_go = put(data.returns_to_go(discount)) if discount is not None else None
+        self.last_indices: torch.Tensor | None = None
         self.generators = [
             torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds
         ]
@@ -44,6 +48,7 @@ class DeviceSampler:
             torch.randint(self.size, (batch_size,), generator=g, device=self.device)
             for g in self.generators
         ])  # (K, B)
+        self.last_indices = idx
         return Batch(
             obs=self.observations[idx],
             actions=self.actions[idx],
@@ -51,6 +56,12 @@ class DeviceSampler:
             next_obs=self.next_observations[idx],
             terminals=self.terminals[idx],
         )
+
+    def last_mc_returns(self) -> torch.Tensor | None:
+        """Mean Monte-Carlo return of the last batch's states, per agent (K,)."""
+        if self.returns_to_go is None or self.last_indices is None:
+            return None
+        return self.returns_to_go[self.last_indices].mean(-1)
 
     def nbytes(self) -> int:
         tensors = (self.observations, self.actions, self.rewards, self.next_observations, self.terminals)

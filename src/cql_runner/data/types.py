@@ -55,6 +55,21 @@ class OfflineData:
     def act_dim(self) -> int:
         return int(self.actions.shape[1])
 
+    def returns_to_go(self, discount: float) -> np.ndarray:
+        """Discounted Monte-Carlo return from each transition to the end of its episode (T,).
+
+        A truncated episode's tail is cut off, so there the estimate is a lower bound.
+        """
+        rewards = self.rewards.astype(np.float64)
+        out = np.empty_like(rewards)
+        ends = np.append(self.episode_starts[1:], self.size)
+        for start, end in zip(self.episode_starts, ends):
+            acc = 0.0
+            for t in range(end - 1, start - 1, -1):
+                acc = rewards[t] + discount * acc
+                out[t] = acc
+        return out.astype(np.float32)
+
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of each episode, in dataset order."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
