@@ -1,0 +1,238 @@
+"""cql-report: discovery, grouping, aggregation, marking of unfinished/corrupt runs, and outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY_OVERRIDES, run_cli
+
+from cql_runner.report.aggregate import curve, group_runs, varied_keys
+from cql_runner.report.cli import main
+from cql_runner.report.collect_runs import collect, find_run_dirs
+
+OUTPUTS = ("report.md", "report.csv", "curves.png", "q_values.png")
+
+
+def make_run(d: Path, *, env: str = "hopper-medium", seed: int = 0, tau: float = 5.0, alpha: float = 5.0,
+             scores: tuple[float, ...] = (10.0, 20.0), status: str | None = "completed",
+             summary_scores: tuple[float | None, float | None] | None = None) -> Path:
+    """A run dir as cql-train writes it: evals every 100 steps, Q-values every 50, summary unless running."""
+    d.mkdir(parents=True)
+    config = {"env": {"name": env}, "dataset": {"id": f"mujoco/{env}", "path": f"/data/{seed}", "cache_dir": None},
+              "cql": {"tau": tau, "alpha": alpha, "n_actions": 10}, "network": {"hidden": [256, 256]},
+              "train": {"steps": 300, "progress": True}, "logger": {"name": f"run-{seed}"},
+              "seed": seed, "run_dir": str(d), "resume": None, "device": "cpu"}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = []
+    for i, score in enumerate(scores):
+        step = 100 * (i + 1)
+        lines.append({"step": step - 50, "q/data": -float(step), "q/policy": -float(step) - 1})
+        lines.append({"step": step, "q/data": "NaN", "eval/normalized_score": score, "eval/return": 10 * score})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if status is not None:
+        final, best = summary_scores or (scores[-1], max(scores))
+        summary = {"status": status, "error": "FloatingPointError: NaN loss" if status == "failed" else None,
+                   "env": env, "seed": seed, "steps": 100 * len(scores), "final_normalized_score": final,
+                   "best_normalized_score": best}
+        (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def report(paths: list[Path], out: Path, *extra: str) -> int:
+    return main([*(str(p) for p in paths), "--out", str(out), *extra])
+
+
+def read_csv(out: Path) -> list[dict[str, str]]:
+    with (out / "report.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_discovers_run_dirs_recursively_in_natural_order(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for i in (0, 2, 10):
+        make_run(sweep / str(i), seed=i)
+    make_run(tmp_path / "other" / "nested" / "run")
+    (sweep / "3").mkdir()  # an empty job dir (not started) is not a run
+    (sweep / "0" / ".hydra").mkdir()
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    found = find_run_dirs([sweep, tmp_path / "other", sweep / "2"])  # overlapping paths: no duplicates
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "other/nested/run", "sweep/0", "sweep/2", "sweep/10"]
+
+
+def test_varied_keys_ignore_seeds_paths_logger_and_per_task_settings(tmp_path: Path) -> None:
+    for env in ("hopper-medium", "walker2d-medium"):  # dataset.id differs only across tasks
+        for seed in (0, 1):
+            for tau in (1.0, 10.0):
+                make_run(tmp_path / f"{env}-{seed}-{tau}", env=env, seed=seed, tau=tau)
+    runs = collect([tmp_path]).runs
+    assert varied_keys(runs) == ["cql.tau"]
+    groups = group_runs(runs, ["cql.tau"])
+    assert [(g.task, g.values, len(g.runs)) for g in groups] == [
+        ("hopper-medium", (1.0,), 2), ("hopper-medium", (10.0,), 2),
+        ("walker2d-medium", (1.0,), 2), ("walker2d-medium", (10.0,), 2)]
+
+
+def test_table_is_mean_and_sample_std_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed, final in enumerate((10.0, 20.0, 30.0)):
+        make_run(tmp_path / "runs" / f"a{seed}", seed=seed, tau=2.0, scores=(final + 5, final))
+    make_run(tmp_path / "runs" / "b0", tau=10.0, scores=(1 / 3, 40.04))  # numeric order: 2 before 10
+    out = tmp_path / "report"
+    assert report([tmp_path / "runs"], out) == 0
+
+    rows = read_csv(out)
+    assert [r["cql.tau"] for r in rows] == ["2.0", "10.0"]
+    a, b = rows
+    assert float(a["final_mean"]) == 20.0 and float(a["final_std"]) == 10.0  # ddof=1: sqrt(200/2)
+    assert float(a["best_mean"]) == 25.0 and a["final_n"] == "3" and a["seeds"] == "0 1 2"
+    assert float(b["final_std"]) == 0.0 and float(b["best_mean"]) == 40.04  # one seed: std 0, full precision
+    md = (out / "report.md").read_text()
+    assert "| hopper-medium | 2.0 | 3 | 20.0 ± 10.0 | 25.0 ± 10.0 | 3 completed |" in md
+    assert "| hopper-medium | 10.0 | 1 | 40.0 ± 0.0 | 40.0 ± 0.0 | 1 completed |" in md
+    assert "ddof=1" in md
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "wrote " + ", ".join(str(out / name) for name in OUTPUTS)
+    assert all((out / name).stat().st_size > 0 for name in OUTPUTS)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_running_and_failed_runs_are_marked_not_fatal(tmp_path: Path) -> None:
+    make_run(tmp_path / "done", seed=0, scores=(10.0, 20.0))
+    make_run(tmp_path / "going", seed=1, scores=(30.0, 50.0, 40.0), status=None)
+    # Preempted at step 100 (stale summary), then resumed: metrics are ahead of the summary.
+    make_run(tmp_path / "resumed", seed=2, scores=(0.0, 60.0), status="interrupted", summary_scores=(0.0, 0.0))
+    make_run(tmp_path / "crashed", seed=3, scores=(99.0,), status="failed")
+    out = tmp_path / "report"
+    assert report([tmp_path], out) == 0
+
+    (row,) = read_csv(out)
+    assert (row["n_runs"], row["n_completed"], row["n_running"], row["n_failed"]) == ("4", "1", "2", "1")
+    # final: summary for the finished run, last logged eval for running ones; the failed run is left out.
+    assert float(row["final_mean"]) == pytest.approx((20 + 40 + 60) / 3)
+    assert float(row["best_mean"]) == pytest.approx((20 + 50 + 60) / 3)
+    md = (out / "report.md").read_text()
+    assert "| hopper-medium | 3 | 40.0 ± 20.0 (2 running) | 43.3 ± 20.8 (2 running) | " \
+           "1 completed, 2 running, 1 failed |" in md
+    assert "## Runs not completed" in md
+    assert f"| {tmp_path / 'going'} | running | 300/300 |  |" in md
+    assert f"| {tmp_path / 'crashed'} | failed | 100/300 | FloatingPointError: NaN loss |" in md
+
+
+def test_corrupt_runs_are_warned_skipped_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "good")
+    (make_run(tmp_path / "bad_summary") / "summary.json").write_text('{"status": "compl')
+    (make_run(tmp_path / "bad_config") / "config.yaml").write_text("env: [unclosed\n")
+    metrics = make_run(tmp_path / "bad_metrics", status=None) / "metrics.jsonl"
+    metrics.write_text('{"step": 50}\nnot json\n{"step": 100}\n')
+    truncated = make_run(tmp_path / "truncated_tail", status=None) / "metrics.jsonl"
+    truncated.write_text(truncated.read_text() + '{"step": 250, "eval/norm')  # a crash mid-write: still fine
+    out = tmp_path / "report"
+    assert report([tmp_path], out) == 0
+
+    err = capsys.readouterr().err
+    for name in ("bad_summary", "bad_config", "bad_metrics"):
+        assert f"warning: skipping {tmp_path / name}" in err
+    md = (out / "report.md").read_text()
+    assert "## Skipped runs (unreadable files)" in md and "3 skipped" in md
+    assert f"| {tmp_path / 'bad_metrics'} | " in md and "invalid JSONL line" in md
+    (row,) = read_csv(out)
+    assert (row["n_runs"], row["n_running"]) == ("2", "1")
+
+
+def test_group_by_sets_the_keys_explicitly(tmp_path: Path) -> None:
+    for i, (tau, alpha) in enumerate([(1.0, 5.0), (1.0, 10.0), (5.0, 5.0), (5.0, 5.0)]):
+        make_run(tmp_path / "sweep" / str(i), seed=i, tau=tau, alpha=alpha)
+    out = tmp_path / "report"
+    assert report([tmp_path / "sweep"], out, "--group-by", "cql.alpha") == 0
+    assert [(r["cql.alpha"], r["n_runs"]) for r in read_csv(out)] == [("5.0", "3"), ("10.0", "1")]
+    assert report([tmp_path / "sweep"], out, "--group-by", "cql.tau,cql.alpha") == 0
+    assert [(r["cql.tau"], r["cql.alpha"]) for r in read_csv(out)] == [("1.0", "5.0"), ("1.0", "10.0"),
+                                                                       ("5.0", "5.0")]
+    assert "--group-by" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["missing_path", "no_runs", "all_corrupt", "unknown_group_key"])
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             case: str) -> None:
+    (tmp_path / "empty").mkdir()
+    args: dict[str, Any] = {
+        "missing_path": ([tmp_path / "nope"], "path does not exist"),
+        "no_runs": ([tmp_path / "empty"], "no run dirs"),
+        "all_corrupt": ([tmp_path / "empty"], "unreadable"),
+        "unknown_group_key": ([tmp_path / "empty"], "did you mean cql.tau"),
+    }
+    paths, expected = args[case]
+    extra: list[str] = []
+    if case == "all_corrupt":
+        (make_run(tmp_path / "empty" / "r") / "summary.json").write_text("{")
+    if case == "unknown_group_key":
+        make_run(tmp_path / "empty" / "r")
+        extra = ["--group-by", "cql.tua"]
+    capsys.readouterr()
+    assert report(paths, tmp_path / "out", *extra) == 2
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(err_lines) == 1 and expected in err_lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_curves_average_seeds_per_step_and_metric_is_selectable(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for env in ("hopper-medium", "walker2d-medium"):
+        make_run(tmp_path / env / "0", env=env, seed=0, scores=(10.0, 30.0))
+        make_run(tmp_path / env / "1", env=env, seed=1, scores=(20.0,), status=None)  # lagging behind
+    runs = [r for r in collect([tmp_path]).runs if r.task == "hopper-medium"]
+    c = curve(runs, "eval/normalized_score")
+    assert c is not None
+    assert c.steps.tolist() == [100, 200] and c.mean.tolist() == [15.0, 30.0] and c.n.tolist() == [2, 1]
+    assert c.std[0] == pytest.approx(50**0.5) and c.std[1] == 0.0
+    q = curve(runs, "q/data")  # the "NaN" strings at eval steps are dropped, not averaged in
+    assert q is not None and q.steps.tolist() == [50, 150] and q.mean.tolist() == [-100.0, -200.0]
+
+    out = tmp_path / "report"
+    assert report([tmp_path], out, "--metric", "eval/return") == 0
+    assert report([tmp_path], out, "--metric", "eval/nope") == 0
+    assert "no run logged 'eval/nope'" in capsys.readouterr().err
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_output_is_deterministic(tmp_path: Path) -> None:
+    for i, tau in enumerate((10.0, 1.0, 5.0)):
+        make_run(tmp_path / "sweep" / str(i), seed=i % 2, tau=tau, scores=(i, 2 * i))
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    assert report([tmp_path / "sweep"], first) == 0
+    assert report([tmp_path / "sweep"], second) == 0
+    for name in OUTPUTS:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "seed=0,1", "cql.tau=1,5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "report"
+    proc = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, script="cql-report")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "wrote " + ", ".join(str(out / n) for n in OUTPUTS)
+
+    summaries = [json.loads(p.read_text()) | {"tau": yaml.safe_load((p.parent / "config.yaml").read_text())["cql"]
+                                                ["tau"]} for p in sorted(sweep.glob("*/summary.json"))]
+    assert len(summaries) == 4 and all(s["status"] == "completed" for s in summaries)
+    rows = read_csv(out)
+    assert [r["cql.tau"] for r in rows] == ["1.0", "5.0"]
+    md = (out / "report.md").read_text()
+    for row in rows:
+        mine = [s for s in summaries if str(s["tau"]) == row["cql.tau"]]
+        assert row["n_completed"] == "2" and row["seeds"] == "0 1"
+        for key in ("final", "best"):
+            values = [s[f"{key}_normalized_score"] for s in mine]
+            mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5  # ddof=1 std of two values
+            assert float(row[f"{key}_mean"]) == pytest.approx(mean, rel=1e-12)
+            assert float(row[f"{key}_std"]) == pytest.approx(std, rel=1e-9)
+        final, best = float(row["final_mean"]), float(row["best_mean"])
+        assert f"| {row['cql.tau']} | 2 | {final:.1f} ± " in md and f" | {best:.1f} ± " in md
