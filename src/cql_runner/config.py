@@ -145,6 +145,9 @@ class EvalConfig:
     max_episode_steps: int | None = None
     # Env seeds are seed * 10_000 + seed_offset + episode index.
     seed_offset: int = 100
+    # Record a GIF of one episode every this many evaluations (0: never); logged to wandb too.
+    video_every: int = 0
+    video_max_frames: int = 500
 
 
 @dataclass
@@ -229,6 +232,7 @@ def validate(cfg: Any) -> None:
     e = cfg.eval
     _check(e.every >= 0, f"eval.every must be >= 0 (got {e.every}); 0 evaluates only at the end")
     _check(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
+    _check(e.video_every >= 0, f"eval.video_every must be >= 0 (got {e.video_every}); 0 turns videos off")
 
     mode = cfg.logger.get("mode") if hasattr(cfg.logger, "get") else getattr(cfg.logger, "mode", None)
     _check(mode in (None, "offline", "online", "disabled"),

@@ -27,6 +27,7 @@ from cql_runner.data.transforms import apply_reward_transform, normalize_observa
 from cql_runner.data.types import OfflineData
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.trainer import TrainerState
+from cql_runner.video import VideoRecorder
 
 log = logging.getLogger("cql_runner")
 
@@ -64,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                for k, (s, d) in enumerate(zip(seeds, seed_dirs))]
     trainer = get_class(cfg.train._target_)(cfg.train, agent=agent, sampler=sampler, evaluator=evaluator,
                                             loggers=loggers, checkpoint_dirs=[d / "checkpoints" for d in seed_dirs],
-                                            eval_every=cfg.eval.every)
+                                            eval_every=cfg.eval.every, video=make_video_recorder(cfg, evaluator, data))
     if resumed:
         trainer.restore(resumed)
     trainer.wall_origin = started - trainer.state.wall_s
@@ -116,6 +117,12 @@ def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: i
         run_name=f"{cfg.env.name}-seed{one.seed}", group=default_group(cfg, run_dir), tags=default_tags(cfg),
         **({"concurrent": True} if concurrent else {})))
     return MultiLogger(loggers)
+
+
+def make_video_recorder(cfg: DictConfig, evaluator: Any, data: OfflineData) -> VideoRecorder | None:
+    if cfg.eval.video_every <= 0:
+        return None
+    return VideoRecorder(evaluator.env_id, data.meta.obs_keys, cfg.eval.video_every, cfg.eval.video_max_frames)
 
 
 def latest_common_checkpoint(ckpt_dirs: list[Path]) -> list[dict[str, Any]] | None:

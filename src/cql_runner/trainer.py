@@ -63,6 +63,7 @@ class Trainer:
         checkpoint_dirs: Sequence[Path],
         eval_every: int,
         state: TrainerState | None = None,
+        video: Any = None,
     ) -> None:
         self.cfg = cfg
         self.agent = agent
@@ -71,6 +72,7 @@ class Trainer:
         self.loggers = list(loggers)
         self.checkpoint_dirs = list(checkpoint_dirs)
         self.eval_every = eval_every
+        self.video = video
         self.state = state or TrainerState()
         k = agent.n_agents
         if not self.state.best_scores:
@@ -171,6 +173,12 @@ class Trainer:
             if not math.isnan(score) and score > st.best_scores[k]:
                 st.best_scores[k] = score
             res["eval/best_normalized_score"] = st.best_scores[k]
+        if self.video is not None:
+            run_dirs = [d.parent for d in self.checkpoint_dirs]
+            clips = self.video.maybe_record(self.agent.act, self.agent.seeds, run_dirs, st.step)
+            for lg, clip in zip(self.loggers, clips):
+                if clip is not None:
+                    lg.log_video("eval/video", clip, st.step)
         return results
 
     def checkpoint(self) -> None:

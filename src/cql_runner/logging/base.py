@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger("cql_runner")
@@ -86,6 +87,12 @@ class MultiLogger:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         for logger in self.loggers:
             self._call(logger, "log_summary", summary)
+
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        """Forward a recorded video file to the loggers that take videos (wandb)."""
+        for logger in self.loggers:
+            if callable(getattr(logger, "log_video", None)):
+                self._call(logger, "log_video", key, path, step)
 
     def advance(self, step: int) -> None:
         """Forward progress ticks to loggers that show progress (the console bar)."""

@@ -257,6 +257,18 @@ class WandbLogger:
         except Exception as exc:
             self._disable("log", exc)
 
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        """Log a GIF/MP4 file as a wandb Video at ``step``."""
+        run = self._run
+        if run is None or step < self._min_step:
+            return
+        try:
+            import wandb
+
+            run.log({key: wandb.Video(str(path))}, step=step)
+        except Exception as exc:
+            self._disable("log_video", exc)
+
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if self._run is None:
             return
