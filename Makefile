@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint bench clean
+.PHONY: help install train test test-full lint bench evidence clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: $(STAMP)  ## Lint with ruff
 
 bench: $(STAMP)  ## Benchmark the CQL update (writes bench.json)
 	$(BIN)/python scripts/bench.py --json bench.json
+
+evidence: $(STAMP)  ## Build datasets and run the CQL vs offline SAC vs BC evidence suite (hours; resumable)
+	$(BIN)/python scripts/evidence/run_suite.py
 
 clean:  ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs multirun outputs .pytest_cache .ruff_cache bench.json
