@@ -109,3 +109,15 @@ def test_antmaze_uses_the_tuned_recipe(compose_cfg: Callable[..., DictConfig]) -
     assert len(cfg.network.critic_hidden) == 5
     # A user's override still wins over the per-task setting.
     assert compose_cfg(["env=antmaze-umaze", "cql.tau=2"]).cql.tau == 2
+
+
+def test_cuda_without_a_gpu_is_a_config_error() -> None:
+    import torch
+
+    from cql_runner.run import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device=cuda was requested but no CUDA GPU"):
+            resolve_device("cuda")
