@@ -1,0 +1,207 @@
+"""The five D4RL quality levels, and :func:`collect`, the whole of ``cql-collect``.
+
+- ``random``: uniform actions.
+- ``medium`` / ``expert``: the frozen SAC snapshots of :mod:`.behaviour`, sampled (the SAC
+  policy's own noise; ``collect.deterministic=true`` uses tanh(mean)).
+- ``medium-replay``: SAC's replay buffer up to the medium snapshot (capped at collect.steps).
+- ``medium-expert``: the ``medium`` and ``expert`` datasets concatenated (2 · collect.steps).
+
+Each frozen-policy part is collected in batches of ``collect.envs`` seeded episodes in one
+SyncVectorEnv until ``collect.steps`` transitions are in; the last episode is cut there and
+marked truncated. The same (seed, config) gives the same episodes, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import SyncVectorEnv
+from omegaconf import OmegaConf
+
+from cql_runner.envs import EnvError, make_env, make_vector_env
+from cql_runner.logging.console import ConsoleLogger
+from cql_runner.rollout import Episode, Policy, rollout
+
+from . import behaviour as bhv
+from .config import default_dataset_id, validate
+from .online_sac import check_box_env
+from .policies import actor_policy, numpy_generator, stream_seed, torch_generator, uniform_policy
+from .writer import DatasetInfo, check_dataset_id, code_version, write_dataset
+
+log = logging.getLogger(__name__)
+
+
+def truncate(ep: Episode, steps: int) -> Episode:
+    """The first ``steps`` steps of ``ep``, the last one marked truncated if it was cut."""
+    if steps >= ep.length:
+        return ep
+    trunc = ep.truncations[:steps].copy()
+    trunc[-1] = True
+    return replace(ep, obs=ep.obs[: steps + 1], actions=ep.actions[:steps],
+                   unit_actions=ep.unit_actions[:steps], rewards=ep.rewards[:steps],
+                   terminations=ep.terminations[:steps], truncations=trunc)
+
+
+def collect_episodes(vec: SyncVectorEnv, policy: Policy, seed: int, stream: str, steps: int,
+                     console: Any = None) -> list[Episode]:
+    """Batches of seeded episodes from ``policy`` until ``steps`` transitions are recorded.
+
+    ``console`` (optional) has ``advance(step)`` and ``total_steps``.
+    """
+    episodes: list[Episode] = []
+    total = batch = 0
+    while total < steps:
+        result = rollout(vec, policy, [stream_seed(seed, stream, batch)], vec.num_envs, record=True)
+        for ep in result.episodes or []:
+            if total >= steps:
+                break
+            ep = truncate(ep, steps - total)
+            episodes.append(ep)
+            total += ep.length
+        batch += 1
+        if console is not None:
+            console.advance(min(total, console.total_steps))
+    return episodes
+
+
+def level_episodes(cfg: Any, behaviour: bhv.Behaviour | None) -> list[Episode]:
+    """The episodes of ``cfg.level`` (a behaviour is needed for every level but random)."""
+    level, seed, steps = cfg.level, int(cfg.seed), int(cfg.collect.steps)
+    if level == "medium-replay":
+        assert behaviour is not None
+        replay = behaviour.replay()
+        env = make_env(cfg.env, cfg.max_episode_steps)
+        low, high = env.action_space.low, env.action_space.high
+        env.close()
+        return replay.episodes(low, high, end=min(replay.size, steps))
+    parts = {"medium-expert": ["medium", "expert"]}.get(level, [level])
+    total = steps * len(parts)
+    console = ConsoleLogger(total, enabled=bool(cfg.progress), keys=())
+    vec = make_vector_env(cfg.env, int(cfg.collect.envs), cfg.max_episode_steps)
+    episodes: list[Episode] = []
+    try:
+        for part in parts:
+            if part == "random":
+                act_dim = vec.single_action_space.shape[0]
+                policy = uniform_policy(act_dim, numpy_generator(seed, "random"))
+            else:
+                assert behaviour is not None
+                det = bool(cfg.collect.deterministic)
+                policy = actor_policy(behaviour.actor(part), det, torch_generator(seed, part))
+            if console.enabled:
+                console.write(f"collecting {steps} {part} transitions")
+            done = sum(ep.length for ep in episodes)
+            part_console = _Offset(console, done)
+            episodes += collect_episodes(vec, policy, seed, part, steps, part_console)
+    finally:
+        console.close()
+        vec.close()
+    return episodes
+
+
+class _Offset:
+    """Moves a shared progress bar for one part of a multi-part collection; without a
+    terminal, prints a plain line at every tenth of the total instead."""
+
+    def __init__(self, console: ConsoleLogger, offset: int) -> None:
+        self.console, self.offset = console, offset
+        self.total_steps = console.total_steps - offset
+        self._tenth = max(1, console.total_steps // 10)
+        self._next = (offset // self._tenth + 1) * self._tenth
+
+    def advance(self, step: int) -> None:
+        done = self.offset + step
+        if self.console.enabled and not self.console.uses_bar and done >= self._next:
+            self.console.log({}, done)
+            self._next = (done // self._tenth + 1) * self._tenth
+        self.console.advance(done)
+
+
+def _algorithm(level: str) -> str:
+    return {"random": "cql-runner uniform random policy",
+            "medium-replay": "cql-runner SAC replay buffer (up to medium)",
+            "medium-expert": "cql-runner SAC (medium + expert)"}.get(level, f"cql-runner SAC ({level})")
+
+
+def collect(cfg: Any) -> str:
+    """Build the dataset ``cfg`` asks for; print a summary ending in ``dataset: <id>``."""
+    validate(cfg)
+    env = make_env(cfg.env, cfg.max_episode_steps)  # EnvError for unknown ids, discrete actions
+    try:
+        check_box_env(env, cfg.env)
+        spec = env.spec
+    finally:
+        env.close()
+    if spec is None or spec.max_episode_steps is None:
+        raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
+    dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.level)
+    check_dataset_id(dataset_id, bool(cfg.overwrite))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        needs_sac = cfg.level != "random" or cfg.ref_max_score is None
+        behaviour = bhv.load_or_train(cfg) if needs_sac else None
+        returns = dict(behaviour.summary) if behaviour is not None else {}
+        ref_min = cfg.ref_min_score
+        if ref_min is None:
+            ref_min = returns.get("random_return")
+            ref_min = bhv.random_return(cfg) if ref_min is None else ref_min
+        ref_max = cfg.ref_max_score if cfg.ref_max_score is not None else returns["expert_return"]
+        episodes = level_episodes(cfg, behaviour)
+    finally:
+        torch.set_num_threads(threads)
+
+    ep_returns = np.array([ep.episode_return for ep in episodes])
+    n_steps = int(sum(ep.length for ep in episodes))
+    keep = ("random_return", "medium_return", "expert_return", "medium_step", "expert_step",
+            "threshold", "updates_per_second", "sac_seconds")
+    extra = {
+        "level": cfg.level, "version": code_version(), "dataset_mean_return": float(ep_returns.mean()),
+        "behaviour": {k: returns[k] for k in keep if k in returns},
+        "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
+        "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
+    }
+    info = DatasetInfo(dataset_id, spec, _algorithm(cfg.level), _description(cfg, dataset_id),
+                       float(ref_min), float(ref_max), int(cfg.ref_episodes), int(cfg.seed), extra)
+    path = write_dataset(episodes, info, overwrite=bool(cfg.overwrite))
+
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    print(f"env: {cfg.env}  level: {cfg.level}  seed: {cfg.seed}")
+    if behaviour is not None:
+        s = behaviour.summary
+        print(f"behaviour: {behaviour.dir} (SAC {s['sac']['steps']} steps; medium at step "
+              f"{s['medium_step']}, expert at step {s['expert_step']})")
+        print(f"returns: random {s['random_return']:.1f}  medium {s['medium_return']:.1f}  "
+              f"expert {s['expert_return']:.1f}")
+    print(f"reference scores: min {ref_min:.1f}  max {ref_max:.1f}")
+    print(f"data: {len(episodes)} episodes, {n_steps} transitions, mean episode return "
+          f"{ep_returns.mean():.1f} (normalized {_score(ep_returns.mean(), ref_min, ref_max):.1f})")
+    print(f"written: {path} ({size / 2**20:.1f} MiB)")
+    print(f"dataset: {dataset_id}")
+    return dataset_id
+
+
+def _score(ret: float, lo: float, hi: float) -> float:
+    return 100.0 * (ret - lo) / (hi - lo) if hi != lo else math.nan
+
+
+def _description(cfg: Any, dataset_id: str) -> str:
+    s = cfg.sac
+    how = "deterministic tanh(mean)" if cfg.collect.deterministic else "sampled (stochastic)"
+    return (
+        f"D4RL-style '{cfg.level}' dataset {dataset_id} for {cfg.env}, built by cql-collect with "
+        f"{code_version()}, seed {cfg.seed}. Behaviour policies: online SAC (the cql-runner CQL "
+        f"agent without the conservative term), {s.steps} env steps, hidden {list(s.hidden)}, "
+        f"eval every {s.eval_every} steps; expert = best eval snapshot; medium = first snapshot "
+        f"reaching random + {cfg.medium_fraction:.3g}*(expert - random). Frozen-policy actions "
+        f"are {how}. ref_min_score = mean return of uniform random actions, ref_max_score = "
+        f"mean return of the deterministic expert ({cfg.ref_episodes} episodes each) unless "
+        f"overridden."
+    )
