@@ -58,6 +58,7 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("eval.every=-1", "eval.every must be >= 0"),
         ("device=tpu", "device must be auto, cpu or cuda"),
         ("cql.clip_diff_min=5", "cql.clip_diff_min must be < cql.clip_diff_max"),
+        ("train.threads=0", "train.threads must be >= 1"),
     ],
 )
 def test_out_of_range_values_raise_config_error(compose_cfg: Callable[..., DictConfig], override: str,
@@ -109,6 +110,12 @@ def test_antmaze_uses_the_tuned_recipe(compose_cfg: Callable[..., DictConfig]) -
     assert len(cfg.network.critic_hidden) == 5
     # A user's override still wins over the per-task setting.
     assert compose_cfg(["env=antmaze-umaze", "cql.tau=2"]).cql.tau == 2
+
+
+@pytest.mark.parametrize(("launcher", "threads"), [("basic", None), ("joblib", 1), ("submitit_local", 1)])
+def test_parallel_launchers_give_each_job_one_thread(compose_cfg: Callable[..., DictConfig], launcher: str,
+                                                     threads: int | None) -> None:
+    assert compose_cfg([f"launcher={launcher}"]).train.threads == threads
 
 
 def test_cuda_without_a_gpu_is_a_config_error() -> None:

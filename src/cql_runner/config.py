@@ -129,6 +129,9 @@ class TrainConfig:
     compile: bool = False
     # Train this many seeds (seed, seed+1, ...) in one process with stacked parameters.
     num_seeds: int = 1
+    # torch CPU threads; null keeps torch's default (one per core). Parallel sweep jobs on a
+    # small machine need 1: OpenMP threads of two jobs spinning on the same cores cost up to 10x.
+    threads: int | None = None
 
 
 @dataclass
@@ -207,6 +210,8 @@ def validate(cfg: Any) -> None:
     _check(c.clip_diff_min < c.clip_diff_max, "cql.clip_diff_min must be < cql.clip_diff_max")
     _check(c.alpha_prime_init > 0, f"cql.alpha_prime_init must be > 0 (got {c.alpha_prime_init})")
     _check(c.entropy_alpha_init > 0, f"cql.entropy_alpha_init must be > 0 (got {c.entropy_alpha_init})")
+    _check(cfg.train.threads is None or cfg.train.threads >= 1,
+           f"train.threads must be >= 1 or null for torch's default (got {cfg.train.threads})")
     for name in ("policy_lr", "critic_lr", "alpha_lr"):
         _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
 

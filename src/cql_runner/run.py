@@ -45,6 +45,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seed_dirs = [run_dir] if len(seeds) == 1 else [run_dir / f"seed{s}" for s in seeds]
     for d in seed_dirs:
         d.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     seed_everything(seeds[0])
     device = resolve_device(cfg.device)
     warn_about_config(cfg, device)
