@@ -1,0 +1,96 @@
+"""Read the suite's run dirs into one row per dataset × method: scores and value checks over seeds.
+
+Runs are found and read by cql-report's own code (cql_runner.report), so RESULTS.md and `cql-report`
+agree on what a run's final and best score are; the dataset and method come from the suite's layout
+runs/<dataset>/<method>/[seed<k>/].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cql_runner.report.aggregate import Group, Stat, mean_std
+from cql_runner.report.collect_runs import Run, collect, final_and_best
+
+VALUE_FILE = "value_check.json"
+
+
+@dataclass
+class Cell:
+    """One dataset × method: its runs (one per seed) and their value checks."""
+
+    dataset: str
+    method: str
+    runs: list[Run] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> Stat:
+        return mean_std(final_and_best(r)[0] for r in self.scored)
+
+    @property
+    def best(self) -> Stat:
+        return mean_std(final_and_best(r)[1] for r in self.scored)
+
+    @property
+    def scored(self) -> list[Run]:
+        return [r for r in self.runs if r.status != "failed"]
+
+    def check_stat(self, key: str) -> Stat:
+        return mean_std(c.get(key) for c in self.checks)
+
+    @property
+    def n_underestimates(self) -> int:
+        return sum(bool(c.get("underestimates")) for c in self.checks)
+
+    @property
+    def train_time_s(self) -> float | None:
+        """Wall time of the (seed-vectorised) training process; every seed's summary carries the same one."""
+        times = [r.summary.get("wall_time_s") for r in self.runs if r.summary]
+        finite = [float(t) for t in times if isinstance(t, (int, float)) and math.isfinite(t)]
+        return max(finite) if finite else None
+
+    @property
+    def steps_per_s(self) -> float | None:
+        rates = [r.summary.get("steps_per_s") for r in self.runs if r.summary]
+        finite = [float(x) for x in rates if isinstance(x, (int, float))]
+        return finite[0] if finite else None
+
+
+def _where(run_dir: Path, runs_root: Path) -> tuple[str, str] | None:
+    parts = run_dir.resolve().relative_to(runs_root.resolve()).parts
+    return (parts[0], parts[1]) if len(parts) >= 2 else None
+
+
+def gather(out: Path, method_order: list[str] | None = None) -> list[Cell]:
+    """Cells in dataset order, methods in ``method_order`` (then any others, sorted)."""
+    runs_root = out / "runs"
+    cells: dict[tuple[str, str], Cell] = {}
+    for run in collect([runs_root]).runs:
+        where = _where(run.path, runs_root)
+        if where is None:
+            continue
+        cell = cells.setdefault(where, Cell(*where))
+        cell.runs.append(run)
+        check = run.path / VALUE_FILE
+        if check.is_file():
+            cell.checks.append(json.loads(check.read_text()))
+    order = {m: i for i, m in enumerate(method_order or [])}
+    return sorted(cells.values(), key=lambda c: (c.dataset, order.get(c.method, len(order)), c.method))
+
+
+def groups(cells: list[Cell]) -> list[Group]:
+    """cql-report groups labelled by method, so its plotting code draws one line per method per dataset."""
+    return [Group(c.dataset, ("method",), (c.method,), c.runs) for c in cells]
+
+
+def by_dataset(cells: list[Cell]) -> dict[str, dict[str, Cell]]:
+    out: dict[str, dict[str, Cell]] = defaultdict(dict)
+    for c in cells:
+        out[c.dataset][c.method] = c
+    return dict(out)

@@ -1,0 +1,213 @@
+"""What the evidence suite runs: datasets, methods, budgets, and the exact CLI arguments for each.
+
+Kept apart from the runner so the budget is one readable object (and the RESULTS.md can print it),
+and so tests can check the command lines without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The Hopper behaviour cache is keyed by a hash of the sac.* config: every level built with these
+# settings (by the suite or by hand with the same cql-collect overrides) shares one SAC run.
+HOPPER_SAC_STEPS = 120_000
+HOPPER_COLLECT_STEPS = 200_000
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: which env and level to collect, and how cql-train should read it."""
+
+    key: str  # a short name, also the runs/ sub-folder and env.name of the runs (e.g. hopper-medium)
+    env_id: str  # Gymnasium id given to cql-collect and used for evaluation
+    level: str  # medium | medium-replay
+    dataset_id: str  # the Minari id cql-collect derives by default
+    # conf/env/<name>.yaml to train with, or None: then hopper-medium is overridden field by field.
+    env_config: str | None
+    sac_steps: int
+    collect_steps: int
+    # Extra cql-collect overrides (smaller SAC networks for the small tasks, tiny eval budgets in CI).
+    collect_extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method is a cql group choice plus overrides, named the way RESULTS.md reports it."""
+
+    name: str
+    overrides: tuple[str, ...]
+
+
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("cql-lagrange", ("cql=default",)),
+    MethodSpec("cql-fixed", ("cql=fixed",)),
+    MethodSpec("sac", ("cql=sac",)),
+    MethodSpec("bc", ("cql=bc",)),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that sets the suite's cost; printed into RESULTS.md as 'the budget used'."""
+
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    methods: tuple[MethodSpec, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_steps: int = 8_000
+    hidden: tuple[int, ...] = (128, 128)
+    batch_size: int = 256
+    eval_every: int = 1_000
+    eval_episodes: int = 5
+    log_every: int = 500
+    checkpoint_every: int = 5_000
+    n_actions: int = 10
+    # Monte-Carlo episodes per seed for the lower-bound check.
+    value_episodes: int = 10
+    extra_train: tuple[str, ...] = field(default_factory=tuple)
+
+    def budget_dict(self) -> dict[str, object]:
+        """The plan as plain JSON (for timing.json and RESULTS.md)."""
+        return dataclasses.asdict(self)
+
+
+def _dataset(env_id: str, short: str, level: str, sac_steps: int, collect_steps: int,
+             minari_name: str | None, extra: Sequence[str] = ()) -> DatasetSpec:
+    """Datasets of Minari's MuJoCo tasks get mujoco/<name>/<level>-v0 (cql-collect's default id)."""
+    dataset_id = (f"mujoco/{minari_name}/{level}-v0" if minari_name
+                  else f"cql_runner/{short}/{level}-v0")
+    env_config = f"{short}-{level}" if minari_name else None
+    return DatasetSpec(f"{short}-{level}", env_id, level, dataset_id, env_config, sac_steps, collect_steps,
+                       tuple(extra))
+
+
+def _datasets(hopper_sac_steps: int, hopper_collect_steps: int, idp_sac_steps: int,
+              idp_collect_steps: int) -> tuple[DatasetSpec, ...]:
+    idp_extra = ("sac.hidden=[64,64]",)  # the small task's SAC needs no 256-wide nets, and this halves its cost
+    return (
+        _dataset("Hopper-v5", "hopper", "medium", hopper_sac_steps, hopper_collect_steps, "hopper"),
+        _dataset("Hopper-v5", "hopper", "medium-replay", hopper_sac_steps, hopper_collect_steps, "hopper"),
+        _dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium", idp_sac_steps,
+                 idp_collect_steps, None, idp_extra),
+        _dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium-replay", idp_sac_steps,
+                 idp_collect_steps, None, idp_extra),
+    )
+
+
+def default_plan(hopper_sac_steps: int = HOPPER_SAC_STEPS, hopper_collect_steps: int = HOPPER_COLLECT_STEPS,
+                 idp_sac_steps: int = 20_000, idp_collect_steps: int = 100_000) -> Plan:
+    """The full CPU suite: Hopper-v5 and InvertedDoublePendulum-v5, medium and medium-replay, 4 methods × 3 seeds.
+
+    Sized for about 3 h on 2 CPU cores. Measured on the project's 2-core AMD EPYC box with other jobs running,
+    3 seeds side by side, 2×128 nets, batch 256, one torch thread: a CQL update (N = 10, so 31 critic passes
+    per state) runs at ~6 steps/s, an offline SAC or BC update at ~75 steps/s. 8 CQL runs × 8k steps is then
+    ~3 h (~22 min a run), SAC and BC add ~2 min a run, value checks and the small task's SAC ~20 min; an idle
+    box, or ``--jobs 2``, roughly halves it. 8k steps is short of where CQL's curves flatten on Hopper
+    (RESULTS.md states the budget); the ``gpu`` budget is the long run.
+    """
+    return Plan(name="default", datasets=_datasets(hopper_sac_steps, hopper_collect_steps, idp_sac_steps,
+                                                   idp_collect_steps),
+                train_steps=8_000, eval_every=1_000, log_every=250, checkpoint_every=2_000)
+
+
+def gpu_plan() -> Plan:
+    """The longer run the issue welcomes where a GPU is available: paper-sized nets, 200k steps, 5 seeds."""
+    return Plan(name="gpu", datasets=_datasets(HOPPER_SAC_STEPS, HOPPER_COLLECT_STEPS, 20_000, 100_000),
+                seeds=(0, 1, 2, 3, 4), train_steps=200_000, hidden=(256, 256, 256), eval_every=5_000,
+                eval_episodes=10, log_every=1_000, checkpoint_every=10_000,
+                # bf16 autocast pays on GPU tensor cores (not on CPUs without AMX, hence off elsewhere).
+                extra_train=("train.bf16=true",))
+
+
+def tiny_plan() -> Plan:
+    """CI: one seed, a few hundred steps, one tiny InvertedDoublePendulum dataset built in seconds."""
+    extra = ("sac.hidden=[32,32]", "sac.start_steps=100", "sac.eval_every=200", "sac.eval_episodes=2",
+             "ref_episodes=2", "collect.envs=2")
+    return Plan(
+        name="tiny",
+        datasets=(_dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium-replay", 400, 400,
+                           None, extra),),
+        seeds=(0,),
+        train_steps=200,
+        hidden=(32, 32),
+        batch_size=64,
+        eval_every=100,
+        eval_episodes=2,
+        log_every=50,
+        checkpoint_every=100,
+        n_actions=4,
+        value_episodes=2,
+    )
+
+
+def make_plan(budget: str, **changes: object) -> Plan:
+    """The named plan with CLI overrides applied (None values are ignored)."""
+    plans = {"default": default_plan, "tiny": tiny_plan, "gpu": gpu_plan}
+    if budget not in plans:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(plans)}")
+    plan = plans[budget]()
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for key in ("sac_steps", "collect_steps"):
+        if key in changes:
+            value = changes.pop(key)
+            plan = dataclasses.replace(plan, datasets=tuple(dataclasses.replace(d, **{key: value})
+                                                            for d in plan.datasets))
+    for key in ("datasets", "methods"):
+        if key in changes:
+            wanted = list(changes.pop(key))  # type: ignore[call-overload]
+            have = {x.key if key == "datasets" else x.name: x for x in getattr(plan, key)}
+            unknown = [w for w in wanted if w not in have]
+            if unknown:
+                raise ValueError(f"unknown {key} {unknown}; choose from {', '.join(have)}")
+            plan = dataclasses.replace(plan, **{key: tuple(have[w] for w in wanted)})
+    return dataclasses.replace(plan, **changes)
+
+
+# ----- command lines -----------------------------------------------------------------------
+def collect_args(ds: DatasetSpec, behaviour_cache: Path | None) -> list[str]:
+    """cql-collect overrides; the id is left for cql-collect to derive (we only predict it)."""
+    args = [f"env={ds.env_id}", f"level={ds.level}", f"sac.steps={ds.sac_steps}",
+            f"collect.steps={ds.collect_steps}", "progress=false", *ds.collect_extra]
+    if behaviour_cache is not None:
+        args.append(f"out_dir={behaviour_cache}")
+    return args
+
+
+def _list(values: Sequence[int]) -> str:
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def env_args(ds: DatasetSpec) -> list[str]:
+    """How cql-train reads ``ds``: its own env config, or hopper-medium retargeted field by field.
+
+    The reference scores are set to null so the dataset's own metadata (cql-collect measured a
+    random and an expert policy) is what normalises the scores.
+    """
+    if ds.env_config is not None:
+        return [f"env={ds.env_config}"]
+    return ["env=hopper-medium", f"env.name={ds.key}", f"dataset.id={ds.dataset_id}", f"eval.env_id={ds.env_id}",
+            "env.ref_min_score=null", "env.ref_max_score=null"]
+
+
+def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, logger: str = "none") -> list[str]:
+    """cql-train overrides for one (dataset, method): all seeds in one seed-vectorised process."""
+    logger_args = ["logger=wandb", "logger.mode=offline"] if logger == "wandb-offline" else ["logger=none"]
+    return [
+        *env_args(ds), *method.overrides, *logger_args,
+        # Hydra's own dir (.hydra/, the job log) goes inside the run dir, not to runs/<env>/<timestamp>/ in cwd.
+        f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", f"seeds={_list(plan.seeds)}",
+        f"train.steps={plan.train_steps}", f"train.batch_size={plan.batch_size}",
+        f"train.log_every={plan.log_every}", f"train.checkpoint_every={plan.checkpoint_every}",
+        "train.progress=false", "train.threads=1", f"network.hidden={_list(plan.hidden)}",
+        f"cql.n_actions={plan.n_actions}",
+        f"eval.every={plan.eval_every}", f"eval.episodes={plan.eval_episodes}",
+        *plan.extra_train,
+    ]
+
+
+def seed_dirs(plan: Plan, run_dir: Path) -> list[Path]:
+    """Per-seed run dirs as run.py lays them out: the run dir itself for one seed, else seed<k>/."""
+    return [run_dir] if len(plan.seeds) == 1 else [run_dir / f"seed{s}" for s in plan.seeds]

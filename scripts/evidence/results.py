@@ -1,0 +1,170 @@
+"""Turn a suite output dir into docs/RESULTS.md, docs/evidence/*.png and docs/evidence/results.json.
+
+    python scripts/evidence/results.py OUT [--out docs]
+
+Only commit-sized outputs are written (tables, a JSON summary, figures); datasets and checkpoints stay in OUT.
+The figures are drawn by cql-report's plotting code, one line per method and one panel per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gather import Cell, by_dataset, gather, groups
+from plan import METHODS
+from reading import reading
+from value_figure import plot_value_check
+
+from cql_runner.report.aggregate import Stat
+from cql_runner.report.collect_runs import SCORE_KEY
+from cql_runner.report.render import plot_curves, plot_q_values
+
+FIG_DIR = "evidence"
+
+
+def _fmt(stat: Stat, digits: int = 1) -> str:
+    return "–" if stat.mean is None else f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[str, Any]) -> list[str]:
+    lines = ["## Budget and machine", ""]
+    if plan:
+        lines += [f"- plan `{plan.get('name')}`: {plan.get('train_steps')} gradient steps per run, "
+                  f"network {plan.get('hidden')} (actor and 2 critics), batch {plan.get('batch_size')}, "
+                  f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
+                  f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
+                  f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."]
+    m = timing.get("machine", {})
+    if m:
+        gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+        lines.append(f"- machine: {m.get('cpu')}, {m.get('cores')} cores{gpu}; torch {m.get('torch')}, "
+                     f"Python {m.get('python')}.")
+    if timing.get("total_s") is not None:
+        phases = timing.get("phases", {})
+        part = {k: sum(v for p, v in phases.items() if p.startswith(k + ":")) for k in ("collect", "train", "value")}
+        n_inv = len(timing.get("invocations", []))
+        lines.append(f"- wall time of the suite: {timing['total_s'] / 3600:.2f} h over {n_inv} invocation(s) "
+                     f"(building datasets {part['collect'] / 60:.1f} min, training {part['train'] / 60:.1f} min, "
+                     f"value checks {part['value'] / 60:.1f} min; "
+                     "datasets reused from an existing store cost nothing here).")
+    lines.append("")
+    if datasets:
+        rows = [[k, f"`{d.get('dataset_id')}`", d.get("env_id"), d.get("level"), d.get("total_episodes"),
+                 d.get("total_steps"), d.get("sac_steps"), _num(d.get("ref_min_score")), _num(d.get("ref_max_score"))]
+                for k, d in datasets.items()]
+        lines += ["Datasets, built by `cql-collect` (SAC behaviour policy; normalized score 0 = its random "
+                  "reference, 100 = its expert snapshot):", ""]
+        lines += _table(["dataset", "Minari id", "env", "level", "episodes", "transitions", "SAC steps",
+                         "ref min", "ref max"], rows)
+    return lines
+
+
+def _num(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) else f"{x:.1f}"
+
+
+def score_lines(cells: list[Cell]) -> list[str]:
+    rows = [[c.dataset, c.method, len(c.scored), _fmt(c.final), _fmt(c.best),
+             "–" if c.train_time_s is None else f"{c.train_time_s / 60:.1f}",
+             "–" if c.steps_per_s is None else f"{c.steps_per_s:.1f}"] for c in cells]
+    return ["## Normalized scores", "",
+            "Mean ± std (ddof = 1) over seeds of the final and the best evaluation score (D4RL normalization).", "",
+            *_table(["dataset", "method", "seeds", "final", "best", "train min (all seeds)", "steps/s"], rows)]
+
+
+def value_lines(cells: list[Cell]) -> list[str]:
+    rows = []
+    for c in cells:
+        if not c.checks:
+            continue
+        q, mc = c.check_stat("q_hat_s0"), c.check_stat("mc_return_s0")
+        below = "–" if q.mean is None or mc.mean is None else ("yes" if q.mean < mc.mean else "no")
+        dq, dmc = c.check_stat("q_hat_dataset_s0_matched"), c.check_stat("mc_return_dataset_s0")
+        d_below = "–" if dq.mean is None or dmc.mean is None else ("yes" if dq.mean < dmc.mean else "no")
+        rows.append([c.dataset, c.method, _fmt(q), _fmt(c.check_stat("q_hat_s0_mean_critics")), _fmt(mc),
+                     _fmt(c.check_stat("q_hat_minus_mc")), f"{below} ({c.n_underestimates}/{len(c.checks)} seeds)",
+                     _fmt(c.check_stat("q_hat_dataset_s0")), _fmt(dq), _fmt(dmc), d_below])
+    return ["## Estimated vs true value (the lower-bound check)", "",
+            "For each final policy π: Q̂(s0, π(s0)) (min over the critics, the value the actor maximises; the mean "
+            "over critics next to it) against the discounted Monte-Carlo return of π from the same env reset "
+            "states s0, in the reward units the critics were trained on (the env config's reward transform; "
+            "scale 1 and bias 0 here). Mean ± std over seeds; 'Q̂ < MC' compares the means and counts seeds. "
+            "'Q̂(dataset s0)' averages Q̂ over all of the dataset's episode starts; the last three columns start the "
+            "policy from a spread of those very states (the env's MuJoCo state rebuilt from the observation; "
+            "deterministic policy and dynamics, so one rollout per state is its exact return).", "",
+            *_table(["dataset", "method", "Q̂(s0) min", "Q̂(s0) mean critics", "MC return", "Q̂ − MC", "Q̂ < MC",
+                     "Q̂(dataset s0)", "Q̂ (picked dataset s0)", "MC (same s0)", "Q̂ < MC there"], rows)]
+
+
+def figure_lines(figures: dict[str, Path], docs: Path) -> list[str]:
+    lines = ["## Figures", ""]
+    for title, path in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({path.relative_to(docs).as_posix()})", ""]
+    return lines
+
+
+def results_json(cells: list[Cell]) -> dict[str, Any]:
+    def stat(s: Stat) -> dict[str, Any]:
+        return {"mean": s.mean, "std": s.std, "n": s.n}
+
+    return {f"{c.dataset}/{c.method}": {
+        "final_normalized_score": stat(c.final), "best_normalized_score": stat(c.best),
+        "q_hat_s0": stat(c.check_stat("q_hat_s0")), "mc_return_s0": stat(c.check_stat("mc_return_s0")),
+        "q_hat_dataset_s0": stat(c.check_stat("q_hat_dataset_s0")), "underestimates": c.n_underestimates,
+        "q_hat_dataset_s0_matched": stat(c.check_stat("q_hat_dataset_s0_matched")),
+        "mc_return_dataset_s0": stat(c.check_stat("mc_return_dataset_s0")),
+        "n_value_checks": len(c.checks), "train_time_s": c.train_time_s} for c in cells}
+
+
+def write_results(out: Path, docs: Path) -> Path:
+    """Write RESULTS.md and its figures for the suite in ``out``; returns the markdown's path."""
+    cells = gather(out, [m.name for m in METHODS])
+    fig_dir = docs / FIG_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figures = {"Learning curves (normalized score)": fig_dir / "curves.png",
+               "Q-values during training (q/data solid, q/policy dashed)": fig_dir / "q_values.png",
+               "Lower-bound check: Q̂ vs Monte-Carlo return of the final policies": fig_dir / "value_check.png"}
+    paths = list(figures.values())
+    plot_curves(groups(cells), SCORE_KEY, paths[0])
+    plot_q_values(groups(cells), paths[1])
+    plot_value_check(by_dataset(cells), paths[2])
+    (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
+    timing = _load(out / "timing.json")
+    lines = ["# Evidence: CQL against offline SAC and behaviour cloning", "",
+             "Generated by `make evidence` (scripts/evidence/run_suite.py → results.py); rerun "
+             "`python scripts/evidence/results.py OUT --out docs` to refresh it from the run dirs.", "",
+             *budget_lines(timing.get("plan") or _load(out / "plan.json"), _load(out / "datasets.json"), timing),
+             *score_lines(cells), *value_lines(cells), *figure_lines(figures, docs), *reading(by_dataset(cells))]
+    md = docs / "RESULTS.md"
+    md.write_text("\n".join(lines), encoding="utf-8")
+    return md
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("suite_out", type=Path, help="the suite's output dir (holds runs/, timing.json)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="docs dir to write RESULTS.md into")
+    args = p.parse_args(argv)
+    print(f"wrote {write_results(args.suite_out, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

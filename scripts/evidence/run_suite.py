@@ -1,0 +1,235 @@
+"""``make evidence``: the CQL vs offline SAC vs BC evidence suite, in one resumable command.
+
+It builds the datasets, trains CQL (Lagrange τ and fixed α), offline SAC and BC on each, checks the
+lower-bound property of every trained policy, and writes docs/RESULTS.md.
+
+    python scripts/evidence/run_suite.py [OUT] [--budget default|tiny] [--minari-root DIR] [--behaviour-cache DIR]
+
+Resuming: a dataset that exists in the store is not rebuilt; a run whose every seed dir has a completed
+summary.json (at the planned step count) and a value_check.json is not run again; an unfinished run
+continues from its checkpoints (cql-train resumes in place). Layout under OUT:
+
+    minari/                      the Minari store (unless --minari-root)
+    behaviour/                   cql-collect's SAC cache (unless --behaviour-cache)
+    runs/<dataset>/<method>/     one cql-train run; seed<k>/ per seed (the run dir itself for one seed)
+    logs/                        each subprocess's output
+    datasets.json, timing.json   dataset sizes; seconds spent per phase and the machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from plan import DatasetSpec, MethodSpec, Plan, make_plan, seed_dirs, train_args
+from store import (
+    behaviour_in_progress,
+    build_dataset,
+    console_script,
+    dataset_exists,
+    dataset_info,
+    run_logged,
+    subprocess_env,
+)
+from timing import Timing
+
+REPO = Path(__file__).resolve().parents[2]
+VALUE_FILE = "value_check.json"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", nargs="?", type=Path, default=REPO / "runs" / "evidence",
+                   help="suite output dir (default: runs/evidence)")
+    p.add_argument("--budget", default="default", choices=["default", "tiny", "gpu"],
+                   help="named plan (tiny: CI; gpu: the long run)")
+    p.add_argument("--minari-root", type=Path, default=None, help="an existing Minari store (default: OUT/minari)")
+    p.add_argument("--behaviour-cache", type=Path, default=None,
+                   help="cql-collect out_dir holding trained SAC behaviour policies (default: OUT/behaviour)")
+    p.add_argument("--docs", type=Path, default=REPO / "docs", help="where RESULTS.md and figures go")
+    p.add_argument("--no-results", action="store_true", help="skip writing RESULTS.md at the end")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training processes at once (each one torch thread); 2 uses both cores of an idle 2-core box")
+    p.add_argument("--logger", default="none", choices=["none", "wandb-offline"], help="cql-train's remote logger")
+    p.add_argument("--datasets", default=None, help="comma-separated dataset keys (default: all in the plan)")
+    p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--hidden", default=None, help="network.hidden as comma-separated sizes, e.g. 128,128")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
+    p.add_argument("--sac-steps", type=int, default=None, help="cql-collect sac.steps for every dataset")
+    p.add_argument("--collect-steps", type=int, default=None, help="cql-collect collect.steps for every dataset")
+    return p.parse_args(argv)
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    return make_plan(args.budget, seeds=_ints(args.seeds), train_steps=args.train_steps, hidden=_ints(args.hidden),
+                     batch_size=args.batch_size, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                     value_episodes=args.value_episodes, sac_steps=args.sac_steps,
+                     collect_steps=args.collect_steps, datasets=_names(args.datasets),
+                     methods=_names(args.methods))
+
+
+def say(message: str) -> None:
+    print(f"[evidence {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ----- what is done already -------------------------------------------------------------------
+def trained(plan: Plan, run_dir: Path) -> bool:
+    """Every seed finished at (at least) the planned number of steps."""
+    for d in seed_dirs(plan, run_dir):
+        path = d / "summary.json"
+        if not path.is_file():
+            return False
+        summary = json.loads(path.read_text())
+        if summary.get("status") != "completed" or int(summary.get("steps") or 0) < plan.train_steps:
+            return False
+    return True
+
+
+def checked(plan: Plan, run_dir: Path) -> bool:
+    """Every seed has a value check of its final checkpoint."""
+    for d in seed_dirs(plan, run_dir):
+        path = d / VALUE_FILE
+        if not path.is_file() or int(json.loads(path.read_text()).get("step", -1)) < plan.train_steps:
+            return False
+    return True
+
+
+# ----- the three phases -----------------------------------------------------------------------
+def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: Timing) -> bool:
+    if dataset_exists(root, ds.dataset_id):
+        say(f"dataset {ds.dataset_id} exists in {root}; not rebuilding")
+        return True
+    busy = behaviour_in_progress(ds.env_id)
+    if busy is not None:
+        say(f"not building {ds.dataset_id}: another cql-collect for {ds.env_id} is running ({busy}); "
+            "rerun the suite when it has finished")
+        return False
+    say(f"building {ds.dataset_id}: cql-collect env={ds.env_id} level={ds.level} sac.steps={ds.sac_steps} "
+        f"collect.steps={ds.collect_steps}")
+    start = time.perf_counter()
+    rc = build_dataset(ds, root, cache, out / "logs" / f"collect-{ds.key}.log", REPO)
+    timing.add(f"collect:{ds.key}", time.perf_counter() - start)
+    if rc != 0 or not dataset_exists(root, ds.dataset_id):
+        say(f"FAILED to build {ds.dataset_id} (exit {rc}); see {out / 'logs' / f'collect-{ds.key}.log'}")
+        return False
+    return True
+
+
+def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, root: Path, out: Path,
+                   logger: str, timing: Timing) -> bool:
+    if trained(plan, run_dir):
+        say(f"{ds.key}/{method.name}: trained; skipping")
+        return True
+    say(f"{ds.key}/{method.name}: training seeds {list(plan.seeds)} for {plan.train_steps} steps")
+    cmd = [console_script("cql-train"), *train_args(plan, ds, method, run_dir, logger)]
+    start = time.perf_counter()
+    rc = run_logged(cmd, out / "logs" / f"train-{ds.key}-{method.name}.log", subprocess_env(root), REPO)
+    timing.add(f"train:{ds.key}/{method.name}", time.perf_counter() - start)
+    if rc != 0 or not trained(plan, run_dir):
+        say(f"FAILED {ds.key}/{method.name} (exit {rc}); see {out / 'logs'}")
+        return False
+    return True
+
+
+def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, timing: Timing) -> bool:
+    if checked(plan, run_dir):
+        return True
+    from value_check import load_config, load_dataset, write_check  # torch only when there is work
+
+    start = time.perf_counter()
+    try:
+        data = load_dataset(load_config(seed_dirs(plan, run_dir)[0]))
+        for d in seed_dirs(plan, run_dir):
+            rec = write_check(d, plan.value_episodes, data)
+            say(f"{ds.key}/{method.name} seed {rec['seed']}: Q̂(s0)={rec['q_hat_s0']:.2f}  "
+                f"MC return={rec['mc_return_s0']:.2f}  Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}")
+    except Exception as exc:  # one bad run must not stop the suite; the rerun retries it
+        say(f"FAILED value check of {ds.key}/{method.name}: {type(exc).__name__}: {exc}")
+        return False
+    finally:
+        timing.add(f"value:{ds.key}/{method.name}", time.perf_counter() - start)
+    return True
+
+
+def write_datasets_json(plan: Plan, root: Path, out: Path) -> None:
+    path = out / "datasets.json"
+    known: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for ds in plan.datasets:
+        if dataset_exists(root, ds.dataset_id):
+            known[ds.key] = {**dataset_info(root, ds.dataset_id), "env_id": ds.env_id, "level": ds.level,
+                             "sac_steps": ds.sac_steps, "collect_steps": ds.collect_steps}
+    path.write_text(json.dumps(known, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = plan_from_args(args)
+    out: Path = args.out.resolve()
+    root = (args.minari_root or out / "minari").resolve()
+    cache = (args.behaviour_cache or out / "behaviour").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["MINARI_DATASETS_PATH"] = str(root)  # the value check reads the datasets in this process
+    timing = Timing(out)
+    timing.save(plan.budget_dict())
+    (out / "plan.json").write_text(json.dumps(plan.budget_dict(), indent=2) + "\n")
+    say(f"plan {plan.name}: {len(plan.datasets)} datasets × {len(plan.methods)} methods × seeds {list(plan.seeds)}, "
+        f"{plan.train_steps} steps, network {list(plan.hidden)}; store {root}")
+
+    failures: list[str] = []
+    ready = []
+    for ds in plan.datasets:  # one at a time: medium and medium-replay of a task share one SAC
+        if ensure_dataset(ds, root, cache, out, timing):
+            ready.append(ds)
+        else:
+            failures.append(f"collect:{ds.key}")
+    write_datasets_json(plan, root, out)
+
+    # Training runs in up to --jobs processes; value checks run here, in this thread, as runs finish.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(ensure_trained, plan, ds, method, out / "runs" / ds.key / method.name, root, out,
+                               args.logger, timing): (ds, method)
+                   for ds in ready for method in plan.methods}
+        for future in as_completed(futures):
+            ds, method = futures[future]
+            if not future.result():
+                failures.append(f"train:{ds.key}/{method.name}")
+            elif not ensure_checked(plan, ds, method, out / "runs" / ds.key / method.name, timing):
+                failures.append(f"value:{ds.key}/{method.name}")
+    timing.save()
+
+    if not args.no_results:
+        from results import write_results
+
+        md = write_results(out, args.docs)
+        say(f"wrote {md}")
+    timing.save()
+    if failures:
+        say(f"{len(failures)} step(s) failed: {', '.join(failures)}; rerun the same command to retry them")
+        return 1
+    say(f"done in {timing.data['total_s']:.0f} s over {len(timing.data['invocations'])} invocation(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

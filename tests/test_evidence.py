@@ -1,0 +1,153 @@
+"""The evidence suite (scripts/evidence): value-check math, command lines, and the tiny plan end to end.
+
+The end-to-end test is what CI runs so the suite cannot rot: it builds a tiny InvertedDoublePendulum dataset
+with cql-collect, trains the four methods for a few hundred steps, checks the lower-bound numbers and
+RESULTS.md, and then checks that a second invocation reruns nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE = ROOT / "scripts" / "evidence"
+sys.path.insert(0, str(EVIDENCE))
+
+from mujoco_states import restore  # noqa: E402
+from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
+from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
+
+from cql_runner.config import CQLConfig, NetworkConfig  # noqa: E402
+from cql_runner.cql.agent import CQLAgent  # noqa: E402
+
+
+# ----- the value-check math ------------------------------------------------------------------
+def test_discounted_return_of_a_known_sequence():
+    assert discounted_return([1.0, 1.0, 1.0], 0.5) == pytest.approx(1.75)
+    assert discounted_return([0.0, 0.0, 8.0], 0.5) == pytest.approx(2.0)
+    assert discounted_return([], 0.99) == 0.0
+    rewards = np.arange(5, dtype=float)
+    assert discounted_return(rewards, 0.9) == pytest.approx(sum(0.9**t * r for t, r in enumerate(rewards)))
+
+
+def test_reward_transform_matches_training_units():
+    r = np.array([1.0, -2.0])
+    assert np.allclose(transform_rewards(r, 10.0, -5.0), [5.0, -25.0])
+    assert discounted_return(transform_rewards(r, 1.0, 0.0), 0.5) == pytest.approx(0.0)
+
+
+def test_q_estimates_are_min_and_mean_over_critics_at_the_policy_action():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    mean, std = rng.normal(size=3).astype(np.float32), rng.uniform(0.5, 2.0, size=3).astype(np.float32)
+    agent = CQLAgent(3, 2, [0], NetworkConfig(hidden=[8, 8]), CQLConfig(), "cpu", obs_mean=mean, obs_std=std)
+    obs = rng.normal(size=(5, 3)).astype(np.float32)
+    q_min, q_mean = q_estimates(agent, obs)
+    actions = agent.act(obs[None])
+    assert np.allclose(q_min, agent.q_value(obs[None], actions)[0], atol=1e-6)  # the actor's convention
+    with torch.no_grad():
+        x = (torch.as_tensor(obs) - torch.as_tensor(mean)) / torch.as_tensor(std)
+        per_critic = agent.critic(x[None], torch.as_tensor(actions)).numpy()[0]  # (n_critics, M)
+    assert np.allclose(q_min, per_critic.min(axis=0), atol=1e-6)
+    assert np.allclose(q_mean, per_critic.mean(axis=0), atol=1e-6)
+    assert q_min.shape == (5,) and np.all(q_min <= q_mean + 1e-6)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "InvertedDoublePendulum-v5"])
+def test_a_dataset_state_is_restored_from_its_observation(env_id):
+    """After restoring, the env observes the same thing and continues exactly as the original would."""
+    import gymnasium as gym
+
+    src, dst = gym.make(env_id), gym.make(env_id)
+    obs, _ = src.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs, *_ = src.step(rng.uniform(-0.5, 0.5, src.action_space.shape))
+    dst.reset(seed=2)
+    assert restore(dst, env_id, obs)
+    action = rng.uniform(-0.5, 0.5, src.action_space.shape).astype(np.float32)
+    a, b = src.step(action), dst.step(action)
+    assert np.allclose(a[0], b[0], atol=1e-6) and a[1] == pytest.approx(b[1], abs=1e-6) and a[2] == b[2]
+    assert not restore(dst, "Pendulum-v1", obs)
+
+
+# ----- the plan and its command lines ----------------------------------------------------------
+def test_default_plan_trains_every_method_on_four_datasets_with_three_seeds(tmp_path):
+    plan = make_plan("default")
+    assert {d.key for d in plan.datasets} == {"hopper-medium", "hopper-medium-replay",
+                                             "inverteddoublependulum-medium", "inverteddoublependulum-medium-replay"}
+    assert [m.name for m in plan.methods] == ["cql-lagrange", "cql-fixed", "sac", "bc"]
+    assert len(plan.seeds) >= 3
+    hopper = plan.datasets[0]
+    assert hopper.dataset_id == "mujoco/hopper/medium-v0" and hopper.env_config == "hopper-medium"
+    args = train_args(plan, hopper, METHODS[2], tmp_path / "run")
+    assert "cql=sac" in args and "seeds=[0,1,2]" in args and "logger=none" in args
+    assert f"run_dir={tmp_path / 'run'}" in args
+    assert seed_dirs(plan, tmp_path) == [tmp_path / f"seed{s}" for s in plan.seeds]
+    idp = plan.datasets[2]
+    idp_args = train_args(plan, idp, METHODS[0], tmp_path)
+    assert f"dataset.id={idp.dataset_id}" in idp_args and "eval.env_id=InvertedDoublePendulum-v5" in idp_args
+
+
+def test_plan_overrides_apply_and_unknown_names_fail():
+    plan = make_plan("default", sac_steps=10, collect_steps=20, train_steps=7, seeds=(4, 5, 6),
+                     methods=["bc"], datasets=["hopper-medium"])
+    assert [(d.sac_steps, d.collect_steps) for d in plan.datasets] == [(10, 20)]
+    assert plan.train_steps == 7 and plan.seeds == (4, 5, 6) and [m.name for m in plan.methods] == ["bc"]
+    with pytest.raises(ValueError, match="unknown methods"):
+        make_plan("tiny", methods=["dqn"])
+
+
+# ----- the tiny suite end to end ----------------------------------------------------------------
+def _suite(out: Path, docs: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(EVIDENCE / "run_suite.py"), str(out), "--budget", "tiny", "--docs", str(docs), *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
+    out, docs = tmp_path / "suite", tmp_path / "docs"
+    first = _suite(out, docs, "--jobs", "2")  # two one-thread trainings at once: the parallel path, and faster
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    plan = make_plan("tiny")
+    ds = plan.datasets[0]
+    assert (out / "minari" / ds.dataset_id / "data" / "metadata.json").is_file()
+
+    stamps = {}
+    for method in plan.methods:
+        for d in seed_dirs(plan, out / "runs" / ds.key / method.name):
+            check = json.loads((d / "value_check.json").read_text())
+            assert check["dataset_s0_rollouts"] == plan.value_episodes  # IDP states can be rebuilt
+            for key in ("q_hat_s0", "mc_return_s0", "q_hat_dataset_s0", "gamma", "mc_return_dataset_s0",
+                        "q_hat_dataset_s0_matched"):
+                assert math.isfinite(check[key]), (method.name, key, check[key])
+            assert check["n_episodes"] == plan.value_episodes and check["gamma"] == pytest.approx(0.99)
+            assert check["step"] == plan.train_steps
+            stamps[d] = [(d / f).stat().st_mtime_ns for f in ("summary.json", "metrics.jsonl", "value_check.json")]
+
+    md = (docs / "RESULTS.md").read_text()
+    for method in plan.methods:
+        assert f"| {ds.key} | {method.name} | 1 |" in md  # a score row per method
+    assert "Estimated vs true value" in md and "Q̂ < MC" in md and "nan" not in md.lower()
+    assert (docs / "evidence" / "curves.png").stat().st_size > 0
+    assert (docs / "evidence" / "q_values.png").stat().st_size > 0
+    assert (docs / "evidence" / "value_check.png").stat().st_size > 0
+    results = json.loads((docs / "evidence" / "results.json").read_text())
+    assert all(math.isfinite(r["final_normalized_score"]["mean"]) for r in results.values())
+
+    second = _suite(out, docs)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "not rebuilding" in second.stdout and second.stdout.count("skipping") == len(plan.methods)
+    for d, before in stamps.items():
+        assert [(d / f).stat().st_mtime_ns for f in ("summary.json", "metrics.jsonl", "value_check.json")] == before
+    timing = json.loads((out / "timing.json").read_text())
+    assert len(timing["invocations"]) == 2 and timing["total_s"] > 0
