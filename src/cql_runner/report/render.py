@@ -15,7 +15,11 @@ from matplotlib.lines import Line2D
 from cql_runner.report.aggregate import Group, Stat, curve, format_value
 from cql_runner.report.collect_runs import Collection
 
-Q_METRICS = ("q/data", "q/policy")
+Q_METRICS = ("q/data", "q/policy", "q/dataset_mc_return")
+Q_STYLES = ("-", "--", ":")
+# Beyond this ratio of largest to smallest |Q| on one axis (offline SAC diverging) the axis goes symlog,
+# so the conservative runs stay readable beside the blow-up.
+SYMLOG_SPAN = 100.0
 
 
 def write_csv(groups: Sequence[Group], path: Path) -> None:
@@ -141,20 +145,25 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
 
 
 def plot_q_values(groups: Sequence[Group], path: Path) -> bool:
-    """q/data (solid) and q/policy (dashed) per setting, mean over seeds; CQL should keep q/policy below."""
+    """q/data (solid), q/policy (dashed) and the dataset's Monte-Carlo return (dotted) per setting, mean over
+    seeds: a conservative critic keeps its Q at or below the Monte-Carlo line."""
     fig = Figure()
     axes = _task_axes(fig, sorted({g.task for g in groups}))
     # One legend entry per setting (its colour) plus one per line style, instead of settings × metrics.
-    styles = [Line2D([], [], color="black", linestyle=ls, label=m) for m, ls in zip(Q_METRICS, ("-", "--"))]
+    styles = [Line2D([], [], color="black", linestyle=ls, label=m) for m, ls in zip(Q_METRICS, Q_STYLES)]
     drawn = False
     for task, ax in axes.items():
+        magnitudes: list[float] = []
         for i, g in enumerate(g for g in groups if g.task == task):
-            for metric, style in zip(Q_METRICS, ("-", "--")):
+            for metric, style in zip(Q_METRICS, Q_STYLES):
                 c = curve(g.runs, metric)
                 if c is not None:
                     label = g.label() if metric == Q_METRICS[0] else "_nolegend_"
                     ax.plot(c.steps, c.mean, color=f"C{i % 10}", linestyle=style, label=label)
+                    magnitudes.extend(abs(float(v)) for v in c.mean if math.isfinite(v) and v != 0)
                     drawn = True
+        if magnitudes and max(magnitudes) > SYMLOG_SPAN * max(min(magnitudes), 1.0):
+            ax.set_yscale("symlog")
         _decorate(ax, task, "Q-value", styles)
     fig.suptitle("Q-values, mean over seeds")
     _save(fig, path)
