@@ -36,11 +36,12 @@ test-full: $(STAMP)  ## Run every test, including the ones marked slow
 lint: $(STAMP)  ## Lint with ruff
 	$(BIN)/ruff check src tests scripts
 
-bench: $(STAMP)  ## Benchmark the CQL update (writes bench.json)
+bench: $(STAMP)  ## Benchmark the CQL update against d3rlpy and the dataset's memory (bench.json, bench_memory.json)
 	$(BIN)/python scripts/bench.py --json bench.json
+	$(BIN)/python scripts/bench_memory.py --json bench_memory.json
 
 evidence: $(STAMP)  ## Build datasets and run the CQL vs offline SAC vs BC evidence suite (hours; resumable)
 	$(BIN)/python scripts/evidence/run_suite.py $(EVIDENCE_ARGS)
 
 clean:  ## Remove run outputs and caches (keeps .venv)
-	rm -rf runs multirun outputs .pytest_cache .ruff_cache bench.json
+	rm -rf runs multirun outputs .pytest_cache .ruff_cache bench.json bench_memory.json

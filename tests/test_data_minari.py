@@ -440,3 +440,21 @@ def test_discrete_actions_rejected(store: Path) -> None:
                         max_steps=10)
     with pytest.raises(DatasetError, match="not a Box"):
         load(id="test/cartpole/random-v0")
+
+
+@pytest.mark.parametrize("hint", [0, 1, 120, 199, 201, 1000])
+def test_flatten_is_exact_when_the_step_count_hint_is_wrong(store: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            hint: int) -> None:
+    """The flat arrays are preallocated from the metadata's step count; a wrong count only costs a copy."""
+    from cql_runner.data import minari_source
+
+    make_pendulum()
+    expected = minari_source.flatten_dataset(minari.load_dataset(PENDULUM_ID))
+    monkeypatch.setattr(minari_source, "_expected_steps", lambda _dataset: hint)
+    data = minari_source.flatten_dataset(minari.load_dataset(PENDULUM_ID))
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts",
+                 "episode_starts"):
+        got, want = getattr(data, name), getattr(expected, name)
+        assert got.dtype == want.dtype and got.flags.c_contiguous, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert got.base is None or name == "episode_starts", name  # trimmed by a copy, not a view

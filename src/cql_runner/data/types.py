@@ -59,16 +59,20 @@ class OfflineData:
         """Discounted Monte-Carlo return from each transition to the end of its episode (T,).
 
         A truncated episode's tail is cut off, so there the estimate is a lower bound.
+        Accumulated in float64 one episode at a time: float64 copies of the whole column
+        (two of them, 16 MB per 1M steps) were allocated and freed at load time, and glibc
+        could keep them resident for the run (scripts/bench_memory.py).
         """
-        rewards = self.rewards.astype(np.float64)
-        out = np.empty_like(rewards)
+        out = np.empty(self.size, dtype=np.float32)
         ends = np.append(self.episode_starts[1:], self.size)
         for start, end in zip(self.episode_starts, ends):
             acc = 0.0
-            for t in range(end - 1, start - 1, -1):
-                acc = rewards[t] + discount * acc
-                out[t] = acc
-        return out.astype(np.float32)
+            rets = []
+            for r in reversed(self.rewards[start:end].astype(np.float64).tolist()):
+                acc = r + discount * acc
+                rets.append(acc)
+            out[start:end] = rets[::-1]
+        return out
 
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of each episode, in dataset order."""
