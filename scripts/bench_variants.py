@@ -7,8 +7,10 @@ Nothing here changes cql_runner: every idea is a subclass of CQLAgent (a copy of
 as the real agent; the speed study times every variant side by side with the real
 agent in interleaved rounds and reports ratios to it.
 
-Ideas (see docs/PERFORMANCE.md for the numbers):
-  a  separate_critics  each critic its own addmm chain (nn.Linear style) instead of one baddbmm
+Ideas (see docs/PERFORMANCE.md for the numbers; the winner, all_best, is what cql_runner's
+networks now run on CPU, so "batched" below is the old path and all_best matches ours):
+  a  batched           one baddbmm per layer over all members (the GPU path)
+     separate_critics  each critic its own addmm chain (nn.Linear style) instead of one baddbmm
   b  actor_stacked     one actor forward over [s; s′] (with grad, the s′ half detached)
      actor_repeat      d3rlpy-style: the actor run on N·B repeated states per proposal
   c  compile           torch.compile(agent.compute_losses)
@@ -261,6 +263,8 @@ def variant_specs() -> dict[str, dict[str, Any]]:
     return {
         "copy_control": {"idea": "control", "desc": "the copy of compute_losses, no idea (measures the copy)",
                          "build": actor("current")},
+        "batched": {"idea": "a", "desc": "one baddbmm per layer for all members (the GPU path; ours on CPU before)",
+                    "build": net()},
         "separate_critics": {"idea": "a", "desc": "one addmm chain per critic instead of one baddbmm",
                              "build": net(separate=True)},
         "actor_stacked": {"idea": "b", "desc": "one actor forward over [s; s'] (s' half detached)",
@@ -282,7 +286,8 @@ def variant_specs() -> dict[str, dict[str, Any]]:
     }
 
 
-DEFAULT_VARIANTS = ["separate_critics", "out_layer_2d", "fast_out_layer", "all_best", "threads1"]
+# CQLAgent on CPU now runs all_best (networks.py's per-member path); "batched" is the one-kernel path it replaced.
+DEFAULT_VARIANTS = ["batched", "separate_critics", "fast_out_layer", "all_best", "compile", "threads1"]
 
 
 def build_variants(ctx: dict[str, Any], names: Sequence[str] | None = None) -> list[Any]:

@@ -160,3 +160,38 @@ def test_actor_shapes_and_log_std_clamp():
     mean, log_std = actor(torch.randn(2, 4, 3))
     assert mean.shape == (2, 4, 2) and log_std.shape == (2, 4, 2)
     assert (log_std[..., 0] == 0.1).all() and (log_std[..., 1] == -0.1).all()
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("out_dim", [1, 4])
+def test_per_member_path_equals_batched_path_with_gradients(layer_norm, out_dim):
+    """The CPU fast path (addmm per member, in-place ReLU, one-column head) against baddbmm."""
+    torch.manual_seed(0)
+    net = EnsembleMLP(members=3, in_dim=5, out_dim=out_dim, hidden=[16, 8], layer_norm=layer_norm)
+    g = torch.Generator().manual_seed(1)
+    for j in range(3):
+        net.init_member(j, g, orthogonal=False)
+    with torch.no_grad():  # layer-norm gains and offsets away from 1 and 0 so their grads matter
+        for p in [*net.norm_weights, *net.norm_biases]:
+            p.add_(0.3 * torch.randn(p.shape))
+    x = torch.randn(3, 7, 5, requires_grad=True)
+    grads = {}
+    for per_member in (False, True):
+        x.grad = None
+        net.zero_grad()
+        out = net(x, per_member=per_member)
+        (out * torch.arange(out.numel()).reshape(out.shape).sin()).sum().backward()
+        grads[per_member] = (out.detach(), x.grad.clone(), [p.grad.clone() for p in net.param_list()])
+    (out_b, gx_b, gp_b), (out_m, gx_m, gp_m) = grads[False], grads[True]
+    torch.testing.assert_close(out_m, out_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx_m, gx_b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(gp_m, gp_b):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_defaults_to_the_per_member_path(monkeypatch):
+    net = EnsembleMLP(members=2, in_dim=3, out_dim=1, hidden=[4])
+    calls = []
+    monkeypatch.setattr(EnsembleMLP, "_member_forward", lambda self, h, p, j: calls.append(j) or h[:, :1])
+    net(torch.randn(2, 5, 3))
+    assert calls == [0, 1]
