@@ -51,7 +51,7 @@ from torch import Tensor
 
 from cql_runner.cql import losses
 from cql_runner.cql.agent import Batch, CQLAgent, Noise, _repeat
-from cql_runner.networks import EnsembleMLP
+from cql_runner.networks import EnsembleMLP, OneColumnLinear
 
 HERE = Path(__file__).resolve().parent
 # glibc caps M_MMAP_THRESHOLD at 32 MiB on 64-bit; one (2, 7936, 256) fp32 activation is 15.5 MiB.
@@ -63,23 +63,8 @@ MALLOC_ENV = {
 
 
 # ----- network-level variants -------------------------------------------------------------
-class _OutLayer(torch.autograd.Function):
-    """x (…, M, H) @ w (…, H, 1) + b (…, 1, 1) with GEMV-friendly kernels in both passes
-    (batched 3-D or plain 2-D)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        ctx.save_for_backward(x, w)
-        # wᵀ·xᵀ: a (1×H)·(H×M) product per member, the fast orientation for MKL.
-        return torch.matmul(w.mT, x.mT).mT + b
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, w = ctx.saved_tensors
-        gx = g * w.mT if ctx.needs_input_grad[0] else None
-        gw = torch.matmul(g.mT, x).mT if ctx.needs_input_grad[1] else None
-        gb = g.sum(-2, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+# The GEMV-shaped one-column head is the one the agent itself runs on CPU.
+_OutLayer = OneColumnLinear
 
 
 def mlp_forward(net: EnsembleMLP, x: Tensor, params: Sequence[Tensor] | None = None, *,

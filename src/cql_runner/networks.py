@@ -99,7 +99,7 @@ class EnsembleMLP(nn.Module):
             h = F.relu_(self._norm(torch.addmm(biases[i][j], h, weights[i][j]), p, i, j))
         # Under autocast the plain addmm keeps the dtype handling in torch's hands.
         if weights[-1].shape[-1] == 1 and not torch.is_autocast_enabled(h.device.type):
-            return _OneColumnLinear.apply(h, weights[-1][j], biases[-1][j])
+            return OneColumnLinear.apply(h, weights[-1][j], biases[-1][j])
         return torch.addmm(biases[-1][j], h, weights[-1][j])
 
     def _norm(self, x: Tensor, p: Sequence[Tensor], i: int, j: int | slice) -> Tensor:
@@ -110,7 +110,7 @@ class EnsembleMLP(nn.Module):
         return F.layer_norm(x, x.shape[-1:]) * norm_w[i][j] + norm_b[i][j]
 
 
-class _OneColumnLinear(torch.autograd.Function):
+class OneColumnLinear(torch.autograd.Function):
     """``x @ w + b`` for a one-column ``w`` (H, 1), with GEMV-shaped products both ways.
 
     torch routes a (M×H)·(H×1) addmm and its backward through GEMM kernels that are slow for a
