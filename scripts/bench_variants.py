@@ -63,10 +63,6 @@ MALLOC_ENV = {
 
 
 # ----- network-level variants -------------------------------------------------------------
-# The GEMV-shaped one-column head is the one the agent itself runs on CPU.
-_OutLayer = OneColumnLinear
-
-
 def mlp_forward(net: EnsembleMLP, x: Tensor, params: Sequence[Tensor] | None = None, *,
                 separate: bool = False, relu_inplace: bool = False, fast_out: bool = False,
                 out_2d: bool = False) -> Tensor:
@@ -83,7 +79,7 @@ def mlp_forward(net: EnsembleMLP, x: Tensor, params: Sequence[Tensor] | None = N
             h = x[j]
             for i in range(n):
                 if fast_out and i == n - 1 and weights[i].shape[-1] == 1:
-                    h = _OutLayer.apply(h, weights[i][j], biases[i][j])
+                    h = OneColumnLinear.apply(h, weights[i][j], biases[i][j])
                     break
                 # F.linear's own path: addmm(bias, h, W) with W (in, out) as stored.
                 h = torch.addmm(biases[i][j], h, weights[i][j])
@@ -93,7 +89,7 @@ def mlp_forward(net: EnsembleMLP, x: Tensor, params: Sequence[Tensor] | None = N
         return torch.stack(outs)
     for i in range(n):
         if fast_out and i == n - 1 and weights[i].shape[-1] == 1:
-            return _OutLayer.apply(x, weights[i], biases[i])
+            return OneColumnLinear.apply(x, weights[i], biases[i])
         if out_2d and i == n - 1:
             # The head per member as a plain 2-D addmm: torch takes its GEMV paths for a
             # one-column weight there, while bmm/baddbmm do not.

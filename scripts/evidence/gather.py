@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cql_runner.report.aggregate import Group, Stat, mean_std
-from cql_runner.report.collect_runs import Run, collect, final_and_best
+from cql_runner.report.collect_runs import Run, collect
 
 VALUE_FILE = "value_check.json"
 
@@ -30,16 +30,21 @@ class Cell:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def group(self) -> Group:
+        """These runs as a cql-report group, labelled by method: scores come from cql-report's own rules."""
+        return Group(self.dataset, ("method",), (self.method,), self.runs)
+
+    @property
     def final(self) -> Stat:
-        return mean_std(final_and_best(r)[0] for r in self.scored)
+        return self.group.final
 
     @property
     def best(self) -> Stat:
-        return mean_std(final_and_best(r)[1] for r in self.scored)
+        return self.group.best
 
     @property
     def scored(self) -> list[Run]:
-        return [r for r in self.runs if r.status != "failed"]
+        return self.group.scored_runs
 
     def check_stat(self, key: str) -> Stat:
         return mean_std(c.get(key) for c in self.checks)
@@ -86,7 +91,7 @@ def gather(out: Path, method_order: list[str] | None = None) -> list[Cell]:
 
 def groups(cells: list[Cell]) -> list[Group]:
     """cql-report groups labelled by method, so its plotting code draws one line per method per dataset."""
-    return [Group(c.dataset, ("method",), (c.method,), c.runs) for c in cells]
+    return [c.group for c in cells]
 
 
 def by_dataset(cells: list[Cell]) -> dict[str, dict[str, Cell]]:
