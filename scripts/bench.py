@@ -13,6 +13,8 @@ What is timed (sampling excluded for both, or included for both):
   ours fp32 update        CQLAgent.update(batch) on pre-sampled on-device batches
   ours fp32 sample+update DeviceSampler.sample(B) + CQLAgent.update: the real training step
   ours bf16 update        CQLAgent(bf16=True).update: bf16 autocast
+  ours K seeds            K vectorised seeds' sample+update, steps/s summed over the seeds
+  ours CUDA graph         train.cuda_graph=true: sample+update replayed as one graph (GPU only)
   d3rlpy fp32 update      CQLImpl.update(TorchMiniBatch) on pre-converted batches
   d3rlpy sample+update    CQL.update(ReplayBuffer.sample_transition_batch(B)): its real step
   gemm ceiling            (B·(1+3N)·n_critics/2 × H) @ (H × H) fp32 matmuls, as steps/s at
@@ -52,6 +54,7 @@ from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql.agent import Batch, CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.types import DatasetMeta, OfflineData
+from cql_runner.update_step import GraphedStep
 
 SCHEMA = "cql-runner-bench/1"
 OBS_DIM, ACT_DIM, N_CRITICS = 11, 3, 2
@@ -76,6 +79,8 @@ class Workload:
     exit: Callable[[], None] | None = None
     # Work per step for the "% of ceiling" column; None: one of our CQL steps.
     flops: float | None = None
+    # Agents (seeds) one step updates: rates count seed-steps, so K seeds in one call count K.
+    agents: int = 1
     rates: list[float] = field(default_factory=list)
 
 
@@ -98,10 +103,12 @@ def synthetic_data(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, se
     )
 
 
-def make_agent(args: argparse.Namespace, bf16: bool = False, seed: int = 0) -> CQLAgent:
+def make_agent(args: argparse.Namespace, bf16: bool = False, seed: int = 0, n_seeds: int = 1,
+               capturable: bool = False) -> CQLAgent:
     network = NetworkConfig(hidden=list(args.hidden), n_critics=N_CRITICS)
     cql = CQLConfig(n_actions=args.n_actions, alpha=5.0, lagrange=True, tau=10.0)
-    return CQLAgent(OBS_DIM, ACT_DIM, seeds=[seed], network=network, cql=cql, device=args.device, bf16=bf16)
+    return CQLAgent(OBS_DIM, ACT_DIM, seeds=list(range(seed, seed + n_seeds)), network=network, cql=cql,
+                    device=args.device, bf16=bf16, capturable=capturable)
 
 
 def cycle(items: list[Any]) -> Callable[[], Any]:
@@ -266,7 +273,7 @@ def time_block(w: Workload, n: int, device: torch.device) -> float:
     finally:
         if w.exit:
             w.exit()
-    return n / max(elapsed, 1e-12)
+    return n * w.agents / max(elapsed, 1e-12)
 
 
 def run_rounds(rows: list[Workload], args: argparse.Namespace, device: torch.device,
@@ -305,12 +312,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-peer", action="store_true", help="skip d3rlpy")
     p.add_argument("--variants", action="store_true", help="add the rows of scripts/bench_variants.py")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seeds", type=int, default=8,
+                   help="K of the seed-vectorised row (K agents in one process); 1 skips the row")
     p.add_argument("--dataset-size", type=int, default=1_000_000, help="synthetic transitions (Hopper-medium: 1M)")
     p.add_argument("--gemm-reps", type=int, default=20, help="matmuls per timed step of the ceiling row")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    for name in ("rounds", "steps", "batch", "n_actions", "bf16_steps", "gemm_reps", "dataset_size"):
+    for name in ("rounds", "steps", "batch", "n_actions", "bf16_steps", "gemm_reps", "dataset_size", "seeds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
@@ -348,6 +357,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       lambda: agent_s.update(sampler_s.sample(args.batch)),
                       note="DeviceSampler.sample + update: the real training step")
     rows += [ours, ours_s]
+
+    # Seed-vectorised: K agents in one process, counted per seed-step.
+    ours_k = None
+    if args.seeds > 1:
+        agent_k = make_agent(args, n_seeds=args.seeds)
+        sampler_k = DeviceSampler(data, seeds=list(range(args.seeds)), device=device)
+        ours_k = Workload(f"ours_seeds{args.seeds}_sampled", f"ours {args.seeds} seeds sample+update",
+                          lambda: agent_k.update(sampler_k.sample(args.batch)), agents=args.seeds,
+                          steps=max(1, args.steps // args.seeds),
+                          note=f"steps/s summed over {args.seeds} vectorised seeds (train.num_seeds)")
+        rows.append(ours_k)
+
+    # Whole-step CUDA graph (train.cuda_graph=true): sampling and update replayed as one graph.
+    ours_g = None
+    if device.type == "cuda":
+        agent_g = make_agent(args, capturable=True)
+        graphed = GraphedStep(agent_g, DeviceSampler(data, seeds=[0], device=device), args.batch)
+        ours_g = Workload("ours_cuda_graph_sampled", "ours CUDA graph sample+update", graphed,
+                          warmup=max(args.warmup, 5), note="train.cuda_graph=true: the real training step")
+        rows.append(ours_g)
 
     # Ours, bf16 autocast.
     ours_bf16 = None
@@ -418,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(ceiling)
 
     # Each ratio's two rows next to each other, so they are timed back to back in a round.
-    order = [ours, peer, ours_s, peer_s, ours_bf16, ceiling]
+    order = [ours, peer, ours_s, peer_s, ours_g, ours_k, ours_bf16, ceiling]
     rows = [w for w in order if w is not None and w in rows] + [w for w in rows if w not in order]
 
     if args.variants:
@@ -450,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["ratio_vs_d3rlpy"] = paired_ratio(w, peer_s if w.name.endswith("_sampled") else peer)
             entry["ratio_vs_ours_fp32"] = paired_ratio(w, ours)
             entry["fraction_of_ceiling"] = paired_ratio(w, ceiling) * (flops["total"] / gemm_flops)
+            entry["agents"] = w.agents
         else:
             entry["gflops"] = {"median": ceiling_gflops_med, "min": min(ceiling_gflops), "max": max(ceiling_gflops)}
         results.append(entry)
@@ -466,7 +496,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peer": peer_info,
         "rows": results,
         "ratios": {"fp32": paired_ratio(ours, peer), "bf16": paired_ratio(ours_bf16, peer)},
-        "ratios_sampled": {"fp32": paired_ratio(ours_s, peer_s)},
+        "ratios_sampled": {"fp32": paired_ratio(ours_s, peer_s), "cuda_graph": paired_ratio(ours_g, peer_s)},
+        "seeds": {
+            "k": args.seeds if ours_k else 1,
+            "aggregate_steps_per_s": statistics.median(ours_k.rates) if ours_k else None,
+            # Aggregate seed-steps/s of K vectorised seeds over one seed's steps/s, same round.
+            "ratio_vs_single": paired_ratio(ours_k, ours_s),
+        },
         "flops": {
             "per_step": flops["total"], "gflop_per_step": gflop_step,
             "breakdown": {k: v for k, v in flops.items() if k != "total"},
@@ -531,7 +567,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"{_fmt((report['flops']['counted_by_torch'] or float('nan')) / 1e9)} GFLOP; d3rlpy's step: "
         f"{_fmt((report['flops']['peer_counted_by_torch'] or float('nan')) / 1e9)} GFLOP)",
         f"ratios (ours / d3rlpy, update only): fp32 {_fmt(report['ratios']['fp32'])}, "
-        f"bf16 {_fmt(report['ratios']['bf16'])}; with sampling: fp32 {_fmt(report['ratios_sampled']['fp32'])}",
+        f"bf16 {_fmt(report['ratios']['bf16'])}; with sampling: fp32 {_fmt(report['ratios_sampled']['fp32'])}, "
+        f"CUDA graph {_fmt(report['ratios_sampled']['cuda_graph'])}",
+        f"{report['seeds']['k']} vectorised seeds: {_fmt(report['seeds']['aggregate_steps_per_s'])} seed-steps/s "
+        f"in all, {_fmt(report['seeds']['ratio_vs_single'])}x one seed's sample+update",
     ]
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

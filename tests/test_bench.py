@@ -20,7 +20,7 @@ HAS_D3RLPY = importlib.util.find_spec("d3rlpy") is not None
 def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--rounds", "1", "--steps", "2",
-           "--hidden", "32", "32", "--warmup", "1", "--dataset-size", "5000", "--gemm-reps", "2",
+           "--hidden", "32", "32", "--warmup", "1", "--dataset-size", "5000", "--gemm-reps", "2", "--seeds", "2",
            "--json", str(out), "--quiet"]
     if not HAS_D3RLPY:
         cmd.append("--no-peer")
@@ -37,7 +37,7 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     assert isinstance(report["notes"], list)
 
     rows = {r["name"]: r for r in report["rows"]}
-    for name in ("ours_fp32", "ours_fp32_sampled", "ours_bf16", "gemm_ceiling"):
+    for name in ("ours_fp32", "ours_fp32_sampled", "ours_seeds2_sampled", "ours_bf16", "gemm_ceiling"):
         assert name in rows, sorted(rows)
     for r in rows.values():
         s = r["steps_per_s"]
@@ -45,6 +45,12 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
         assert len(r["per_round"]) == 1
     assert rows["ours_fp32"]["ratio_vs_ours_fp32"] == 1.0
     assert rows["ours_fp32"]["fraction_of_ceiling"] > 0
+    # The vectorised row counts seed-steps: 2 seeds per call.
+    assert rows["ours_seeds2_sampled"]["agents"] == 2
+    seeds = report["seeds"]
+    assert seeds["k"] == 2 and seeds["aggregate_steps_per_s"] == rows["ours_seeds2_sampled"]["steps_per_s"]["median"]
+    assert seeds["ratio_vs_single"] > 0
+    assert report["ratios_sampled"]["cuda_graph"] is None  # CPU: no graph row
 
     flops = report["flops"]
     assert flops["per_step"] > 0 and flops["gflop_per_step"] == flops["per_step"] / 1e9

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import TINY_OVERRIDES
 from omegaconf import DictConfig
 
 from cql_runner.cli import group_options, unknown_group_choice
@@ -128,3 +129,13 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device=cuda was requested but no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_cuda_graph_on_cpu_is_a_config_error(minari_root: Path, tmp_path: Path,
+                                             compose_cfg: Callable[..., DictConfig]) -> None:
+    from cql_runner.run import run
+
+    cfg = compose_cfg([*TINY_OVERRIDES, "device=cpu", "train.cuda_graph=true", f"run_dir={tmp_path / 'r'}"])
+    with pytest.raises(ConfigError, match=r"train\.cuda_graph=true needs a CUDA device"):
+        run(cfg)
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -127,6 +127,9 @@ class TrainConfig:
     bf16: bool = False
     # torch.compile the update step.
     compile: bool = False
+    # Capture the whole step (sampling, losses, backward, Adam, Polyak) as one CUDA graph and
+    # replay it: removes per-kernel launch cost on GPU. CUDA only.
+    cuda_graph: bool = False
     # Train this many seeds (seed, seed+1, ...) in one process with stacked parameters.
     num_seeds: int = 1
     # torch CPU threads; null keeps torch's default (one per core). Parallel sweep jobs on a

@@ -49,13 +49,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(seeds[0])
     device = resolve_device(cfg.device)
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph=true needs a CUDA device, but this run is on {device}; "
+                          "drop train.cuda_graph (train.compile=true also works on CPU)")
     warn_about_config(cfg, device)
 
     data = load_data(cfg)
     evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
     agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                      obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
-                     bf16=cfg.train.bf16, compile=cfg.train.compile)
+                     bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
     sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])

@@ -22,6 +22,7 @@ from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.logging.base import MultiLogger
 from cql_runner.preemption import PreemptionFlag
+from cql_runner.update_step import UpdateStep, make_update_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,6 +65,7 @@ class Trainer:
         eval_every: int,
         state: TrainerState | None = None,
         video: Any = None,
+        step: UpdateStep | None = None,
     ) -> None:
         self.cfg = cfg
         self.agent = agent
@@ -73,6 +75,7 @@ class Trainer:
         self.checkpoint_dirs = list(checkpoint_dirs)
         self.eval_every = eval_every
         self.video = video
+        self.step = step or make_update_step(agent, sampler, cfg.batch_size, cfg.cuda_graph)
         self.state = state or TrainerState()
         k = agent.n_agents
         if not self.state.best_scores:
@@ -91,11 +94,7 @@ class Trainer:
             window_start, window_steps = time.perf_counter(), 0
             while st.step < cfg.steps:
                 step_start = time.perf_counter()
-                metrics = self.agent.update(self.sampler.sample(cfg.batch_size))
-                mc = self.sampler.last_mc_returns()
-                if mc is not None:
-                    metrics["q/dataset_mc_return"] = mc
-                self._accumulate(metrics)
+                self._accumulate(self.step())
                 st.step += 1
                 window_steps += 1
                 st.elapsed_s += time.perf_counter() - step_start

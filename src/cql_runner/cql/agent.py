@@ -57,6 +57,7 @@ class CQLAgent(nn.Module):
         obs_std: np.ndarray | None = None,
         bf16: bool = False,
         compile: bool = False,
+        capturable: bool = False,
     ) -> None:
         super().__init__()
         self.seeds = [int(s) for s in seeds]
@@ -101,7 +102,7 @@ class CQLAgent(nn.Module):
             {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
             {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
             {"params": [self.log_alpha, self.log_alpha_prime], "lr": cql.alpha_lr},
-        ], self.device)
+        ], capturable)
         self.num_updates = 0
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
         self._losses = torch.compile(self.compute_losses, dynamic=False) if compile else self.compute_losses
@@ -316,9 +317,12 @@ def _repeat(obs: Tensor, times: int) -> Tensor:
     return obs.unsqueeze(1).expand(k, times, b, d).reshape(k, times * b, d)
 
 
-def _make_optimizer(groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
-    """Adam over all parameter groups in one fused kernel where this torch supports it."""
+def _make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam over all parameter groups in one fused kernel where this torch supports it.
+
+    ``capturable`` keeps the step counters on the device so a CUDA graph can replay the step.
+    """
     try:
-        return torch.optim.Adam(groups, fused=True)
+        return torch.optim.Adam(groups, fused=True, capturable=capturable)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(groups, foreach=True)
+        return torch.optim.Adam(groups, foreach=True, capturable=capturable)
