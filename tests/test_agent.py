@@ -505,6 +505,20 @@ def test_checkpoint_round_trip_continues_exactly():
         assert torch.equal(x, y)
 
 
+def test_checkpoint_of_a_cuda_graph_run_resumes_on_cpu():
+    """A train.cuda_graph run saves capturable Adam groups; a CPU resume must not inherit that."""
+    agent = make_agent()
+    agent.update(make_batch())
+    saved = _roundtrip(agent.checkpoint_state())
+    for group in saved["optimizer"]["param_groups"]:
+        group["capturable"] = True
+    fresh = make_agent()
+    fresh.load_checkpoint_state(saved)
+    assert not any(g["capturable"] for g in fresh.optimizer.param_groups)
+    fresh.update(make_batch(seed=1))  # capturable Adam would refuse CPU parameters
+    assert fresh.num_updates == 2
+
+
 def _assert_same_state(x, y, exact: bool, where: str = "") -> None:
     """Recursively compare two checkpoint dicts (tensors exactly or to 1e-5)."""
     if isinstance(x, dict):

@@ -66,6 +66,7 @@ class CQLAgent(nn.Module):
         self.cql = cql
         self.device = torch.device(device)
         self.bf16 = bf16
+        self.capturable = capturable
         self.target_entropy = (
             float(cql.target_entropy) if cql.target_entropy is not None else -float(act_dim)
         )
@@ -306,6 +307,9 @@ class CQLAgent(nn.Module):
             raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
         self.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The saved groups carry the writer's capturable flag; this run's device decides it.
+        for group in self.optimizer.param_groups:
+            group["capturable"] = self.capturable
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
         self.num_updates = int(state["num_updates"])
