@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "scripts" / "evidence"
 sys.path.insert(0, str(EVIDENCE))
 
+from gather import quarter_change  # noqa: E402
 from mujoco_states import restore  # noqa: E402
 from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
 from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
@@ -81,6 +82,20 @@ def test_a_dataset_state_is_restored_from_its_observation(env_id):
 
 
 # ----- the plan and its command lines ----------------------------------------------------------
+def test_quarter_change_compares_the_last_two_quarters_of_the_seed_mean():
+    from cql_runner.report.collect_runs import Run
+
+    def run(values):
+        return Run(Path("."), {}, [{"step": 100 * (i + 1), "q/data": v} for i, v in enumerate(values)], None,
+                   "completed")
+
+    # Steps 100..800: the third quarter is steps 500-600, the last 700-800; two seeds averaged.
+    runs = [run([0, 0, 0, 0, 4, 4, 8, 8]), run([0, 0, 0, 0, 6, 6, 10, 10])]
+    assert quarter_change(runs, "q/data") == (9.0, 5.0)
+    assert quarter_change(runs, "missing") is None
+    assert quarter_change([run([1.0])], "q/data") is None  # one point: no third quarter
+
+
 def test_default_plan_trains_every_method_on_four_datasets_with_three_seeds(tmp_path):
     plan = make_plan("default")
     assert {d.key for d in plan.datasets} == {"hopper-medium", "hopper-medium-replay",
@@ -138,6 +153,7 @@ def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
     for method in plan.methods:
         assert f"| {ds.key} | {method.name} | 1 |" in md  # a score row per method
     assert "Estimated vs true value" in md and "Q̂ < MC" in md and "nan" not in md.lower()
+    assert "Have the curves flattened?" in md
     assert (docs / "evidence" / "curves.png").stat().st_size > 0
     assert (docs / "evidence" / "q_values.png").stat().st_size > 0
     assert (docs / "evidence" / "value_check.png").stat().st_size > 0

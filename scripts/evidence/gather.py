@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cql_runner.report.aggregate import Group, Stat, mean_std
+from cql_runner.report.aggregate import Group, Stat, curve, mean_std
 from cql_runner.report.collect_runs import Run, collect
 
 VALUE_FILE = "value_check.json"
@@ -65,6 +65,20 @@ class Cell:
         rates = [r.summary.get("steps_per_s") for r in self.runs if r.summary]
         finite = [float(x) for x in rates if isinstance(x, (int, float))]
         return finite[0] if finite else None
+
+
+def quarter_change(runs: list[Run], key: str) -> tuple[float, float] | None:
+    """(mean of the seed-mean curve of ``key`` over the last quarter of training, and over the quarter
+    before it): how far a curve still moved at the end. None when either quarter has no points."""
+    c = curve(runs, key)
+    if c is None or not len(c.steps):
+        return None
+    end = float(c.steps.max())
+    third = (c.steps > 0.5 * end) & (c.steps <= 0.75 * end)
+    last = c.steps > 0.75 * end
+    if not third.any() or not last.any():
+        return None
+    return float(c.mean[last].mean()), float(c.mean[third].mean())
 
 
 def _where(run_dir: Path, runs_root: Path) -> tuple[str, str] | None:
