@@ -153,7 +153,7 @@ def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
     for method in plan.methods:
         assert f"| {ds.key} | {method.name} | 1 |" in md  # a score row per method
     assert "Estimated vs true value" in md and "Q̂ < MC" in md and "nan" not in md.lower()
-    assert "Have the curves flattened?" in md
+    assert "Have the curves flattened?" in md and "- Flatness: from the third to the last quarter" in md
     assert (docs / "evidence" / "curves.png").stat().st_size > 0
     assert (docs / "evidence" / "q_values.png").stat().st_size > 0
     assert (docs / "evidence" / "value_check.png").stat().st_size > 0

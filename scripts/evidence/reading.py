@@ -7,7 +7,9 @@ rerun with other results changes the text with them. Differences within one std 
 
 from __future__ import annotations
 
-from gather import Cell
+from gather import Cell, quarter_change
+
+from cql_runner.report.collect_runs import SCORE_KEY
 
 CQL_METHODS = ("cql-lagrange", "cql-fixed")
 
@@ -82,6 +84,30 @@ def claims(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
     return lines
 
 
+def flatness(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
+    """The largest end-of-training movement of the score and of Q, so 'flattened' is a measured claim."""
+    score_moves, q_moves = [], []
+    for dataset, cells in by_dataset.items():
+        for method, cell in cells.items():
+            score, q = quarter_change(cell.runs, SCORE_KEY), quarter_change(cell.runs, "q/data")
+            if score is not None:
+                score_moves.append((abs(score[0] - score[1]), score[0] - score[1], f"{dataset}/{method}"))
+            if q is not None and q[1] != 0:
+                rel = 100 * (q[0] - q[1]) / abs(q[1])
+                q_moves.append((abs(rel), rel, f"{dataset}/{method}"))
+    lines = []
+    if score_moves:
+        _, move, where = max(score_moves)
+        lines.append(f"- Flatness: from the third to the last quarter of training the seed-mean score moved by at "
+                     f"most {move:+.1f} points ({where}); {sum(m < 5 for m, _, _ in score_moves)} of "
+                     f"{len(score_moves)} curves moved by less than 5 points.")
+    if q_moves:
+        _, move, where = max(q_moves)
+        lines.append(f"- Q on dataset pairs moved by at most {move:+.0f}% between those quarters ({where}); "
+                     f"{sum(m < 10 for m, _, _ in q_moves)} of {len(q_moves)} moved by less than 10%.")
+    return lines
+
+
 def reading(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
     """Markdown lines of the generated reading."""
     lines = ["## What the numbers say (generated)", "",
@@ -91,5 +117,5 @@ def reading(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
         lines.append(winner_sentence(dataset, cells))
         lines += comparison_sentences(dataset, cells)
         lines += value_sentences(dataset, cells)
-    lines += ["", *claims(by_dataset), ""]
+    lines += ["", *claims(by_dataset), *flatness(by_dataset), ""]
     return lines
