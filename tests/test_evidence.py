@@ -93,7 +93,9 @@ def test_quarter_change_compares_the_last_two_quarters_of_the_seed_mean():
     runs = [run([0, 0, 0, 0, 4, 4, 8, 8]), run([0, 0, 0, 0, 6, 6, 10, 10])]
     assert quarter_change(runs, "q/data") == (9.0, 5.0)
     assert quarter_change(runs, "missing") is None
-    assert quarter_change([run([1.0])], "q/data") is None  # one point: no third quarter
+    assert quarter_change([run([1.0])], "q/data") is None  # one point: nothing to compare
+    sparse = Run(Path("."), {}, [{"step": 100, "q/data": 1.0}, {"step": 200, "q/data": 3.0}], None, "completed")
+    assert quarter_change([sparse], "q/data") == (3.0, 1.0)  # empty third quarter: the point before
 
 
 def test_default_plan_trains_every_method_on_four_datasets_with_three_seeds(tmp_path):

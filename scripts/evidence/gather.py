@@ -69,13 +69,17 @@ class Cell:
 
 def quarter_change(runs: list[Run], key: str) -> tuple[float, float] | None:
     """(mean of the seed-mean curve of ``key`` over the last quarter of training, and over the quarter
-    before it): how far a curve still moved at the end. None when either quarter has no points."""
+    before it): how far a curve still moved at the end. A curve with no point in the third quarter uses
+    its last point before the final quarter; None when there is nothing to compare."""
     c = curve(runs, key)
     if c is None or not len(c.steps):
         return None
     end = float(c.steps.max())
     third = (c.steps > 0.5 * end) & (c.steps <= 0.75 * end)
     last = c.steps > 0.75 * end
+    earlier = c.steps <= 0.75 * end
+    if not third.any() and earlier.any():  # sparse curves: the last point before the final quarter
+        third = c.steps == c.steps[earlier].max()
     if not third.any() or not last.any():
         return None
     return float(c.mean[last].mean()), float(c.mean[third].mean())
