@@ -14,6 +14,7 @@ from conftest import TINY_OVERRIDES, run_cli
 from cql_runner.report.aggregate import curve, group_runs, varied_keys
 from cql_runner.report.cli import main
 from cql_runner.report.collect_runs import collect, find_run_dirs
+from cql_runner.report.render import outlier_symlog_threshold
 
 OUTPUTS = ("report.md", "report.csv", "curves.png", "q_values.png")
 
@@ -199,6 +200,17 @@ def test_curves_average_seeds_per_step_and_metric_is_selectable(tmp_path: Path,
     assert report([tmp_path], out, "--metric", "eval/nope") == 0
     assert "no run logged 'eval/nope'" in capsys.readouterr().err
     assert (out / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("peaks", "expected"), [
+    ([38.6, 33.5, 25.6, 1.0], None),  # ordinary spread: linear axis
+    ([59.9, 76.8, 1575.6, 25.5], 59.9),  # one setting far past the others: linear up to the typical peak
+    ([5.0, 2000.0], 5.0),
+    ([0.0, 0.0, 300.0], None),  # nothing typical to keep readable
+    ([1575.6], None),
+])
+def test_learning_curves_go_symlog_only_around_an_outlier(peaks: list[float], expected: float | None) -> None:
+    assert outlier_symlog_threshold(peaks) == expected
 
 
 def test_output_is_deterministic(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # headless: no display, no pyplot state
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from cql_runner.report.aggregate import Group, Stat, curve, format_value
 from cql_runner.report.collect_runs import Collection
@@ -20,6 +21,10 @@ Q_STYLES = ("-", "--", ":")
 # Beyond this ratio of largest to smallest |Q| on one axis (offline SAC diverging) the axis goes symlog,
 # so the conservative runs stay readable beside the blow-up.
 SYMLOG_SPAN = 100.0
+# A learning curve that peaks beyond this multiple of the typical setting's peak (offline SAC finding a
+# policy far past the dataset's expert reference) puts its subplot on a symlog axis, linear up to the
+# typical peak, so the other settings are not flattened against zero.
+CURVE_OUTLIER_SPAN = 5.0
 
 
 def write_csv(groups: Sequence[Group], path: Path) -> None:
@@ -130,6 +135,8 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
     axes = _task_axes(fig, tasks)
     drawn = False
     for task, ax in axes.items():
+        peaks: list[float] = []
+        lowest = 0.0
         for i, g in enumerate(g for g in groups if g.task == task):
             c = curve(g.runs, metric)
             if c is None:
@@ -137,11 +144,38 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
             color = f"C{i % 10}"
             ax.plot(c.steps, c.mean, color=color, marker="o", markersize=3, label=g.label())
             ax.fill_between(c.steps, c.mean - c.std, c.mean + c.std, color=color, alpha=0.2, linewidth=0)
+            finite = [float(v) for v in c.mean if math.isfinite(v)]
+            peaks.append(max((abs(v) for v in finite), default=0.0))
+            lowest = min([lowest, *finite])
             drawn = True
+        linear_up_to = outlier_symlog_threshold(peaks)
+        if linear_up_to is not None:
+            # The linear part gets most of the height; the outlier's std band may not drag the axis down.
+            ax.set_yscale("symlog", linthresh=linear_up_to, linscale=3.0)
+            ax.set_ylim(bottom=lowest - 0.05 * linear_up_to)
+            # Symlog's default ticks are decades, which hide that the lower part is linear.
+            top = max(peaks)
+            ticks = [float(t) for t in MaxNLocator(4).tick_values(min(lowest, 0.0), linear_up_to) if t <= linear_up_to]
+            decade = 10 ** math.ceil(math.log10(linear_up_to * 2.0))
+            while decade <= top * 1.5:
+                ticks.append(float(decade))
+                decade *= 10
+            ax.set_yticks(ticks)
+            ax.yaxis.set_major_formatter(ScalarFormatter())
         _decorate(ax, task, metric)
     fig.suptitle(f"{metric}: mean ± std over seeds")
     _save(fig, path)
     return drawn
+
+
+def outlier_symlog_threshold(peaks: Sequence[float]) -> float | None:
+    """The linear range of a symlog axis when one curve's peak |value| dwarfs the median peak, else None."""
+    if len(peaks) < 2:
+        return None
+    typical = sorted(peaks)[(len(peaks) - 1) // 2]  # the lower median: an outlier pair cannot set it
+    if typical <= 0 or max(peaks) <= CURVE_OUTLIER_SPAN * typical:
+        return None
+    return typical
 
 
 def plot_q_values(groups: Sequence[Group], path: Path) -> bool:
