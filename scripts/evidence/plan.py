@@ -101,16 +101,18 @@ def default_plan(hopper_sac_steps: int = HOPPER_SAC_STEPS, hopper_collect_steps:
                  idp_sac_steps: int = 20_000, idp_collect_steps: int = 100_000) -> Plan:
     """The full CPU suite: Hopper-v5 and InvertedDoublePendulum-v5, medium and medium-replay, 4 methods × 3 seeds.
 
-    Sized for about 3 h on 2 CPU cores. Measured on the project's 2-core AMD EPYC box with other jobs running,
-    3 seeds side by side, 2×128 nets, batch 256, one torch thread: a CQL update (N = 10, so 31 critic passes
-    per state) runs at ~6 steps/s, an offline SAC or BC update at ~75 steps/s. 8 CQL runs × 8k steps is then
-    ~3 h (~22 min a run), SAC and BC add ~2 min a run, value checks and the small task's SAC ~20 min; an idle
-    box, or ``--jobs 2``, roughly halves it. 8k steps is short of where CQL's curves flatten on Hopper
-    (RESULTS.md states the budget); the ``gpu`` budget is the long run.
+    20k gradient steps: at 8k the Hopper scores and Q-values were still climbing; at 20k the scores have
+    flattened (RESULTS.md measures the change over the last quarter). Measured on the project's 2-core
+    AMD EPYC box with ``--jobs 2`` (two cells side by side, one torch thread each), 3 seeds per process,
+    2×128 nets, batch 256: a CQL cell (N = 10) trains at ~4.5–8 steps/s, i.e. ~40–65 min for 20k steps,
+    an offline SAC or BC cell at ~30–50 steps/s (~7–10 min). Four datasets then take ~3.5–4 h. A fresh
+    machine also trains the Hopper behaviour policy (120k online SAC steps, cached across levels; its
+    resumed last leg took ~30 min here, the whole build was not timed end to end). ``--train-steps 8000`` is the
+    quick pass (~1.4 h); the ``gpu`` budget is the long run.
     """
     return Plan(name="default", datasets=_datasets(hopper_sac_steps, hopper_collect_steps, idp_sac_steps,
                                                    idp_collect_steps),
-                train_steps=8_000, eval_every=1_000, log_every=250, checkpoint_every=2_000)
+                train_steps=20_000, eval_every=1_000, log_every=250, checkpoint_every=2_000)
 
 
 def gpu_plan() -> Plan:
