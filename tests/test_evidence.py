@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "scripts" / "evidence"
 sys.path.insert(0, str(EVIDENCE))
 
-from gather import quarter_change  # noqa: E402
+from gather import Cell, quarter_change  # noqa: E402
 from mujoco_states import restore  # noqa: E402
 from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
+from reading import beyond_reference  # noqa: E402
 from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
 
 from cql_runner.config import CQLConfig, NetworkConfig  # noqa: E402
@@ -129,6 +130,20 @@ def _suite(out: Path, docs: Path, *extra: str) -> subprocess.CompletedProcess[st
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(EVIDENCE / "run_suite.py"), str(out), "--budget", "tiny", "--docs", str(docs), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_scores_above_the_expert_reference_are_explained_not_hidden():
+    from cql_runner.report.collect_runs import SCORE_KEY, Run
+
+    def cell(method, scores):
+        runs = [Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed")
+                for i, s in enumerate(scores)]
+        return Cell("idp-medium-replay", method, runs)
+
+    cells = {"idp-medium-replay": {"sac": cell("sac", [1575.0, 1576.0]), "bc": cell("bc", [25.0, 26.0])}}
+    (line,) = beyond_reference(cells)
+    assert "idp-medium-replay/sac (1575.5 ± 0.7)" in line and "/bc" not in line
+    assert beyond_reference({"idp-medium-replay": {"bc": cells["idp-medium-replay"]["bc"]}}) == []
 
 
 def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
