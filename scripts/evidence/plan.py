@@ -104,11 +104,11 @@ def default_plan(hopper_sac_steps: int = HOPPER_SAC_STEPS, hopper_collect_steps:
     20k gradient steps: at 8k the Hopper scores and Q-values were still climbing; at 20k the scores have
     flattened (RESULTS.md measures the change over the last quarter). Measured on the project's 2-core
     AMD EPYC box with ``--jobs 2`` (two cells side by side, one torch thread each), 3 seeds per process,
-    2×128 nets, batch 256: a CQL cell (N = 10) trains at ~4.5–8 steps/s, i.e. ~40–65 min for 20k steps,
-    an offline SAC or BC cell at ~30–50 steps/s (~7–10 min). Four datasets then take ~3.5–4 h. A fresh
-    machine also trains the Hopper behaviour policy (120k online SAC steps, cached across levels; its
-    resumed last leg took ~30 min here, the whole build was not timed end to end). ``--train-steps 8000`` is the
-    quick pass (~1.4 h); the ``gpu`` budget is the long run.
+    2×128 nets, batch 256: a CQL cell (N = 10) trains at 7–9 steps/s, 37–48 min for 20k steps, an offline
+    SAC or BC cell at 53–65 steps/s (5–7 min); 392 min of training in all, 3.3 h of wall time. A fresh
+    machine also builds the Hopper datasets first: 120k online SAC steps for the behaviour policy (1,683 s of
+    training at 74 updates/s here, cached across levels) plus collection. ``--train-steps 8000`` is the quick
+    pass (~1.4 h); the ``gpu`` budget is the long run.
     """
     return Plan(name="default", datasets=_datasets(hopper_sac_steps, hopper_collect_steps, idp_sac_steps,
                                                    idp_collect_steps),
