@@ -26,6 +26,7 @@ from gather import Cell, quarter_change  # noqa: E402
 from mujoco_states import restore  # noqa: E402
 from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
 from reading import beyond_reference  # noqa: E402
+from run_suite import parse_args  # noqa: E402
 from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
 
 from cql_runner.config import CQLConfig, NetworkConfig  # noqa: E402
@@ -123,6 +124,20 @@ def test_plan_overrides_apply_and_unknown_names_fail():
     assert plan.train_steps == 7 and plan.seeds == (4, 5, 6) and [m.name for m in plan.methods] == ["bc"]
     with pytest.raises(ValueError, match="unknown methods"):
         make_plan("tiny", methods=["dqn"])
+    # Extra cql-train overrides are appended to the plan's own and reach every command line.
+    gpu = make_plan("gpu", extra_train=("cql.alpha=20",))
+    assert gpu.extra_train == ("train.bf16=true", "cql.alpha=20")
+    args = train_args(gpu, gpu.datasets[0], gpu.methods[1], Path("/tmp/x"))
+    assert args.index("cql.alpha=20") > args.index("cql=fixed")  # after the method's group: it wins
+
+
+def test_run_suite_rejects_a_malformed_train_override():
+    from run_suite import plan_from_args
+
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        plan_from_args(parse_args(["/tmp/x", "--train-override", "cql.alpha"]))
+    plan = plan_from_args(parse_args(["/tmp/x", "--train-override", "cql.alpha=20", "--train-override", "cql.tau=2"]))
+    assert plan.extra_train == ("cql.alpha=20", "cql.tau=2")
 
 
 # ----- the tiny suite end to end ----------------------------------------------------------------

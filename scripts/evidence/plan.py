@@ -157,6 +157,8 @@ def make_plan(budget: str, **changes: object) -> Plan:
             value = changes.pop(key)
             plan = dataclasses.replace(plan, datasets=tuple(dataclasses.replace(d, **{key: value})
                                                             for d in plan.datasets))
+    if "extra_train" in changes:  # appended: a named plan's own overrides (the gpu plan's bf16) stay
+        plan = dataclasses.replace(plan, extra_train=(*plan.extra_train, *changes.pop("extra_train")))  # type: ignore[misc]
     for key in ("datasets", "methods"):
         if key in changes:
             wanted = list(changes.pop(key))  # type: ignore[call-overload]

@@ -115,7 +115,8 @@ def beyond_reference(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
     if not over:
         return []
     return [f"- Above 100: {', '.join(over)}. These policies return more than the dataset's expert reference, "
-            "which for a dataset built by cql-collect is the expert snapshot of its behaviour SAC, not the task's ceiling."]
+            "which for a dataset built by cql-collect is the expert snapshot of its behaviour SAC, "
+            "not the task's ceiling."]
 
 
 def reading(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:

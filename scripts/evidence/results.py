@@ -51,6 +51,8 @@ def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[st
                   f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
                   f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
                   f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."]
+        if plan.get("extra_train"):
+            lines.append(f"- extra cql-train overrides on every run: `{' '.join(plan['extra_train'])}`.")
     m = timing.get("machine", {})
     if m:
         gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"

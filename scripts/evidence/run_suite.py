@@ -69,6 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
     p.add_argument("--sac-steps", type=int, default=None, help="cql-collect sac.steps for every dataset")
     p.add_argument("--collect-steps", type=int, default=None, help="cql-collect collect.steps for every dataset")
+    p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra cql-train override for every run, e.g. cql.alpha=20 (repeatable; use a new OUT "
+                        "dir, since finished runs are not retrained)")
     return p.parse_args(argv)
 
 
@@ -85,7 +88,14 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
                      batch_size=args.batch_size, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                      value_episodes=args.value_episodes, sac_steps=args.sac_steps,
                      collect_steps=args.collect_steps, datasets=_names(args.datasets),
-                     methods=_names(args.methods))
+                     methods=_names(args.methods), extra_train=_overrides(args.train_override))
+
+
+def _overrides(items: Sequence[str]) -> tuple[str, ...] | None:
+    bad = [x for x in items if "=" not in x or x.startswith("=")]
+    if bad:
+        raise SystemExit(f"error: --train-override wants KEY=VALUE, got {bad[0]!r}; e.g. --train-override cql.alpha=20")
+    return tuple(items) or None
 
 
 def say(message: str) -> None:
