@@ -84,6 +84,15 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(minari_
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
 
 
+def test_a_tau_the_gap_cannot_reach_warns_once_and_the_run_goes_on(minari_root: Path, tmp_path: Path) -> None:
+    proc = run_cli([*TINY_OVERRIDES, f"run_dir={tmp_path / 'run'}", "train.steps=150", "eval.every=0",
+                    "cql.tau=0", "cql.alpha_prime_init=1000"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # Hydra's job logging prints to stdout.
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "raise cql.tau above" in line]
+    assert len(warnings) == 1 and "cql.tau=0" in warnings[0] and "cql.lagrange=false" in warnings[0]
+
+
 def test_rerun_in_the_same_dir_resumes_exactly(minari_root: Path, tmp_path: Path) -> None:
     full, split = tmp_path / "full", tmp_path / "split"
     assert run_cli([*TINY_OVERRIDES, f"run_dir={full}"], cwd=tmp_path).returncode == 0

@@ -7,6 +7,7 @@ no host synchronisation.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -20,9 +21,12 @@ from cql_runner.checkpoint import save_checkpoint
 from cql_runner.config import TrainConfig
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
+from cql_runner.diagnostics import lagrange_runaway
 from cql_runner.logging.base import MultiLogger
 from cql_runner.preemption import PreemptionFlag
 from cql_runner.update_step import UpdateStep, make_update_step
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,6 +88,7 @@ class Trainer:
             self.state.last_returns = [math.nan] * k
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
+        self._warned_runaway = False
         # perf_counter() value at which wall_s was 0; the run sets it to include start-up.
         self.wall_origin = time.perf_counter()
 
@@ -105,6 +110,7 @@ class Trainer:
                 if st.step % cfg.log_every == 0 or st.step == cfg.steps:
                     rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
                     record = self._drain(rate)
+                    self._warn_if_lagrange_runs_away(record)
                 if (self.eval_every and st.step % self.eval_every == 0) or st.step == cfg.steps:
                     record = self._merge(record, self._evaluate())
                 if record is not None:
@@ -138,6 +144,17 @@ class Trainer:
             {**{n: float(means[i, k]) for i, n in enumerate(names)}, "perf/steps_per_s": steps_per_s}
             for k in range(means.shape[1])
         ]
+
+    def _warn_if_lagrange_runs_away(self, records: list[dict[str, float]]) -> None:
+        if self._warned_runaway or not self.agent.cql.lagrange:
+            return
+        for k, rec in enumerate(records):
+            message = lagrange_runaway(rec, self.agent.cql.tau)
+            if message is not None:
+                who = f" (seed index {k})" if len(records) > 1 else ""
+                log.warning("step %d%s: %s", self.state.step, who, message)
+                self._warned_runaway = True
+                return
 
     def _raise_if_nonfinite(self, names: list[str], means: torch.Tensor) -> None:
         bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i]).all()]
