@@ -26,7 +26,7 @@ from gather import Cell, quarter_change  # noqa: E402
 from mujoco_states import restore  # noqa: E402
 from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
 from reading import beyond_reference  # noqa: E402
-from run_suite import parse_args  # noqa: E402
+from run_suite import parse_args, plan_from_args  # noqa: E402
 from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
 
 from cql_runner.config import CQLConfig, NetworkConfig  # noqa: E402
@@ -132,8 +132,6 @@ def test_plan_overrides_apply_and_unknown_names_fail():
 
 
 def test_run_suite_rejects_a_malformed_train_override():
-    from run_suite import plan_from_args
-
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         plan_from_args(parse_args(["/tmp/x", "--train-override", "cql.alpha"]))
     plan = plan_from_args(parse_args(["/tmp/x", "--train-override", "cql.alpha=20", "--train-override", "cql.tau=2"]))

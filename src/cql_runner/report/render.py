@@ -150,18 +150,7 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
             drawn = True
         linear_up_to = outlier_symlog_threshold(peaks)
         if linear_up_to is not None:
-            # The linear part gets most of the height; the outlier's std band may not drag the axis down.
-            ax.set_yscale("symlog", linthresh=linear_up_to, linscale=3.0)
-            ax.set_ylim(bottom=lowest - 0.05 * linear_up_to)
-            # Symlog's default ticks are decades, which hide that the lower part is linear.
-            top = max(peaks)
-            ticks = [float(t) for t in MaxNLocator(4).tick_values(min(lowest, 0.0), linear_up_to) if t <= linear_up_to]
-            decade = 10 ** math.ceil(math.log10(linear_up_to * 2.0))
-            while decade <= top * 1.5:
-                ticks.append(float(decade))
-                decade *= 10
-            ax.set_yticks(ticks)
-            ax.yaxis.set_major_formatter(ScalarFormatter())
+            _symlog_linear_below(ax, linear_up_to, lowest, max(peaks))
         _decorate(ax, task, metric)
     fig.suptitle(f"{metric}: mean ± std over seeds")
     _save(fig, path)
@@ -176,6 +165,21 @@ def outlier_symlog_threshold(peaks: Sequence[float]) -> float | None:
     if typical <= 0 or max(peaks) <= CURVE_OUTLIER_SPAN * typical:
         return None
     return typical
+
+
+def _symlog_linear_below(ax: Axes, linear_up_to: float, lowest: float, top: float) -> None:
+    """A symlog y-axis whose linear part (up to ``linear_up_to``) gets most of the height."""
+    ax.set_yscale("symlog", linthresh=linear_up_to, linscale=3.0)
+    # The outlier's std band may not drag the axis down.
+    ax.set_ylim(bottom=lowest - 0.05 * linear_up_to)
+    # Symlog's default ticks are decades, which hide that the lower part is linear.
+    ticks = [float(t) for t in MaxNLocator(4).tick_values(min(lowest, 0.0), linear_up_to) if t <= linear_up_to]
+    decade = 10 ** math.ceil(math.log10(linear_up_to * 2.0))
+    while decade <= top * 1.5:
+        ticks.append(float(decade))
+        decade *= 10
+    ax.set_yticks(ticks)
+    ax.yaxis.set_major_formatter(ScalarFormatter())
 
 
 def plot_q_values(groups: Sequence[Group], path: Path) -> bool:
