@@ -15,6 +15,8 @@ What is timed (sampling excluded for both, or included for both):
   ours bf16 update        CQLAgent(bf16=True).update: bf16 autocast
   ours K seeds            K vectorised seeds' sample+update, steps/s summed over the seeds
   ours CUDA graph         train.cuda_graph=true: sample+update replayed as one graph (GPU only)
+  ours CUDA graph+compile train.cuda_graph=true train.compile=true: the graph of the compiled step
+  ours K seeds CUDA graph train.num_seeds=K train.cuda_graph=true, seed-steps/s (GPU only)
   d3rlpy fp32 update      CQLImpl.update(TorchMiniBatch) on pre-converted batches
   d3rlpy sample+update    CQL.update(ReplayBuffer.sample_transition_batch(B)): its real step
   gemm ceiling            (B·(1+3N)·n_critics/2 × H) @ (H × H) fp32 matmuls, as steps/s at
@@ -104,11 +106,11 @@ def synthetic_data(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, se
 
 
 def make_agent(args: argparse.Namespace, bf16: bool = False, seed: int = 0, n_seeds: int = 1,
-               capturable: bool = False) -> CQLAgent:
+               capturable: bool = False, compile: bool = False) -> CQLAgent:
     network = NetworkConfig(hidden=list(args.hidden), n_critics=N_CRITICS)
     cql = CQLConfig(n_actions=args.n_actions, alpha=5.0, lagrange=True, tau=10.0)
     return CQLAgent(OBS_DIM, ACT_DIM, seeds=list(range(seed, seed + n_seeds)), network=network, cql=cql,
-                    device=args.device, bf16=bf16, capturable=capturable)
+                    device=args.device, bf16=bf16, capturable=capturable, compile=compile)
 
 
 def cycle(items: list[Any]) -> Callable[[], Any]:
@@ -314,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seeds", type=int, default=8,
                    help="K of the seed-vectorised row (K agents in one process); 1 skips the row")
+    p.add_argument("--no-graph-compile", action="store_true",
+                   help="on CUDA, skip the CUDA graph + torch.compile row (its compilation takes minutes)")
     p.add_argument("--dataset-size", type=int, default=1_000_000, help="synthetic transitions (Hopper-medium: 1M)")
     p.add_argument("--gemm-reps", type=int, default=20, help="matmuls per timed step of the ceiling row")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
@@ -370,13 +374,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(ours_k)
 
     # Whole-step CUDA graph (train.cuda_graph=true): sampling and update replayed as one graph.
-    ours_g = None
+    ours_g = ours_gc = ours_gk = None
     if device.type == "cuda":
         agent_g = make_agent(args, capturable=True)
         graphed = GraphedStep(agent_g, DeviceSampler(data, seeds=[0], device=device), args.batch)
         ours_g = Workload("ours_cuda_graph_sampled", "ours CUDA graph sample+update", graphed,
                           warmup=max(args.warmup, 5), note="train.cuda_graph=true: the real training step")
         rows.append(ours_g)
+        if not args.no_graph_compile:
+            agent_gc = make_agent(args, capturable=True, compile=True)
+            graphed_c = GraphedStep(agent_gc, DeviceSampler(data, seeds=[0], device=device), args.batch)
+            ours_gc = Workload("ours_cuda_graph_compile_sampled", "ours CUDA graph+compile sample+update",
+                               graphed_c, warmup=max(args.warmup, 5),
+                               note="train.cuda_graph=true train.compile=true")
+            rows.append(ours_gc)
+        if args.seeds > 1:
+            agent_gk = make_agent(args, n_seeds=args.seeds, capturable=True)
+            graphed_k = GraphedStep(agent_gk, DeviceSampler(data, seeds=list(range(args.seeds)), device=device),
+                                    args.batch)
+            ours_gk = Workload(f"ours_seeds{args.seeds}_cuda_graph_sampled",
+                               f"ours {args.seeds} seeds CUDA graph sample+update", graphed_k, agents=args.seeds,
+                               warmup=max(args.warmup, 5),
+                               note=f"train.num_seeds={args.seeds} train.cuda_graph=true, seed-steps/s")
+            rows.append(ours_gk)
 
     # Ours, bf16 autocast.
     ours_bf16 = None
@@ -447,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(ceiling)
 
     # Each ratio's two rows next to each other, so they are timed back to back in a round.
-    order = [ours, peer, ours_s, peer_s, ours_g, ours_k, ours_bf16, ceiling]
+    order = [ours, peer, ours_s, peer_s, ours_g, ours_gc, ours_k, ours_gk, ours_bf16, ceiling]
     rows = [w for w in order if w is not None and w in rows] + [w for w in rows if w not in order]
 
     if args.variants:
@@ -496,12 +516,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peer": peer_info,
         "rows": results,
         "ratios": {"fp32": paired_ratio(ours, peer), "bf16": paired_ratio(ours_bf16, peer)},
-        "ratios_sampled": {"fp32": paired_ratio(ours_s, peer_s), "cuda_graph": paired_ratio(ours_g, peer_s)},
+        "ratios_sampled": {"fp32": paired_ratio(ours_s, peer_s), "cuda_graph": paired_ratio(ours_g, peer_s),
+                           "cuda_graph_compile": paired_ratio(ours_gc, peer_s)},
         "seeds": {
             "k": args.seeds if ours_k else 1,
             "aggregate_steps_per_s": statistics.median(ours_k.rates) if ours_k else None,
             # Aggregate seed-steps/s of K vectorised seeds over one seed's steps/s, same round.
             "ratio_vs_single": paired_ratio(ours_k, ours_s),
+            # The same with both sides replayed as CUDA graphs (GPU only).
+            "cuda_graph_aggregate_steps_per_s": statistics.median(ours_gk.rates) if ours_gk else None,
+            "cuda_graph_ratio_vs_single": paired_ratio(ours_gk, ours_g),
         },
         "flops": {
             "per_step": flops["total"], "gflop_per_step": gflop_step,
@@ -568,10 +592,15 @@ def format_table(report: dict[str, Any]) -> str:
         f"{_fmt((report['flops']['peer_counted_by_torch'] or float('nan')) / 1e9)} GFLOP)",
         f"ratios (ours / d3rlpy, update only): fp32 {_fmt(report['ratios']['fp32'])}, "
         f"bf16 {_fmt(report['ratios']['bf16'])}; with sampling: fp32 {_fmt(report['ratios_sampled']['fp32'])}, "
-        f"CUDA graph {_fmt(report['ratios_sampled']['cuda_graph'])}",
+        f"CUDA graph {_fmt(report['ratios_sampled']['cuda_graph'])}, "
+        f"CUDA graph+compile {_fmt(report['ratios_sampled']['cuda_graph_compile'])}",
         f"{report['seeds']['k']} vectorised seeds: {_fmt(report['seeds']['aggregate_steps_per_s'])} seed-steps/s "
         f"in all, {_fmt(report['seeds']['ratio_vs_single'])}x one seed's sample+update",
     ]
+    if report["seeds"]["cuda_graph_ratio_vs_single"] is not None:
+        lines.append(f"{report['seeds']['k']} vectorised seeds as a CUDA graph: "
+                     f"{_fmt(report['seeds']['cuda_graph_aggregate_steps_per_s'])} seed-steps/s in all, "
+                     f"{_fmt(report['seeds']['cuda_graph_ratio_vs_single'])}x one seed's CUDA graph step")
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 

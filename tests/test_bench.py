@@ -50,7 +50,9 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     seeds = report["seeds"]
     assert seeds["k"] == 2 and seeds["aggregate_steps_per_s"] == rows["ours_seeds2_sampled"]["steps_per_s"]["median"]
     assert seeds["ratio_vs_single"] > 0
-    assert report["ratios_sampled"]["cuda_graph"] is None  # CPU: no graph row
+    # CPU: no graph rows.
+    assert report["ratios_sampled"]["cuda_graph"] is None and report["ratios_sampled"]["cuda_graph_compile"] is None
+    assert seeds["cuda_graph_ratio_vs_single"] is None and seeds["cuda_graph_aggregate_steps_per_s"] is None
 
     flops = report["flops"]
     assert flops["per_step"] > 0 and flops["gflop_per_step"] == flops["per_step"] / 1e9
@@ -71,3 +73,21 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
         assert not report["peer"]["available"] and report["peer"]["reason"]
         assert report["ratios"]["fp32"] is None and report["ratios"]["bf16"] is None
         assert any("d3rlpy" in n for n in report["notes"])
+
+
+def test_bench_profile_counts_the_ops_of_a_step(tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_profile.py"), "--hidden", "16", "--steps", "2",
+           "--rounds", "1", "--dataset-size", "2000", "--no-compile", "--json", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["schema"] == "cql-runner-bench-profile/1"
+    (eager,) = report["variants"]
+    assert eager["variant"] == "eager" and len(eager["eager_us_per_step"]) == 1
+    # A CQL step dispatches hundreds of kernels, matmuls among the most frequent.
+    assert eager["ops_per_step"] > 100
+    assert {"mm", "addmm", "bmm", "baddbmm"} & set(eager["top_ops"])
+    assert sum(eager["top_ops"].values()) <= eager["ops_per_step"]
+    assert "graph_us_per_step" not in eager  # CPU: no graph

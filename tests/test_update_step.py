@@ -35,10 +35,10 @@ def _data(size: int = 200, seed: int = 0) -> OfflineData:
 
 
 def _setup(device: str = "cpu", capturable: bool = False, seeds: tuple[int, ...] = (0, 1),
-           **cql: object) -> tuple[CQLAgent, DeviceSampler]:
+           compile: bool = False, **cql: object) -> tuple[CQLAgent, DeviceSampler]:
     cfg = CQLConfig(n_actions=3, **cql)  # type: ignore[arg-type]
     agent = CQLAgent(OBS, ACT, list(seeds), NetworkConfig(hidden=[16, 16]), cfg, device=device,
-                     capturable=capturable)
+                     capturable=capturable, compile=compile)
     return agent, DeviceSampler(_data(), list(seeds), device, discount=cfg.discount)
 
 
@@ -106,11 +106,14 @@ def test_make_update_step_picks_eager_unless_asked() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_step_matches_eager_on_gpu() -> None:
-    """The real capture: same losses and weights as eager steps, to fp32 rounding."""
+@pytest.mark.parametrize("compile", [False, True], ids=["eager-losses", "compiled-losses"])
+def test_cuda_graph_step_matches_eager_on_gpu(compile: bool, tmp_path, monkeypatch) -> None:
+    """The real capture, of the eager or the compiled loss graph: same losses and weights as
+    eager steps, to fp32 rounding."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.backends.cuda.matmul.allow_tf32 = False
     agent_e, sampler_e = _setup("cuda", capturable=True)
-    agent_g, sampler_g = _setup("cuda", capturable=True)
+    agent_g, sampler_g = _setup("cuda", capturable=True, compile=compile)
     eager = _run(EagerStep(agent_e, sampler_e, batch_size=64), 40)
     graphed = _run(GraphedStep(agent_g, sampler_g, batch_size=64), 40)
     for i, (me, mg) in enumerate(zip(eager, graphed)):
