@@ -29,6 +29,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cql_runner.data.buffer import DeviceSampler
+from cql_runner.networks import EnsembleMLP
 from cql_runner.update_step import EagerStep, GraphedStep
 
 SCHEMA = "cql-runner-bench-profile/1"
@@ -47,6 +48,16 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         self.counts[func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
+
+
+def use_batched_networks() -> None:
+    """Make every EnsembleMLP take its batched (GPU) path, whatever the device."""
+    forward = EnsembleMLP.forward
+
+    def batched(self: EnsembleMLP, x: torch.Tensor, params: Any = None, per_member: bool | None = None) -> Any:
+        return forward(self, x, params, per_member=False)
+
+    EnsembleMLP.forward = batched  # type: ignore[method-assign]
 
 
 def count_ops(step: EagerStep) -> dict[str, Any]:
@@ -101,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="steps per profile and per timed round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="profile the eager losses only")
+    p.add_argument("--gpu-path", action="store_true",
+                   help="on CPU, run the networks' GPU path (one baddbmm per layer), so the op count is a GPU's")
     p.add_argument("--dataset-size", type=int, default=100_000)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -116,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available in this torch ({torch.__version__})")
     torch.manual_seed(0)
+    if args.gpu_path:
+        use_batched_networks()
     data = bench.synthetic_data(args.dataset_size)
     seeds = list(range(args.seeds))
     variants = [("eager", False)] + ([] if args.no_compile else [("compiled", True)])
@@ -140,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "schema": SCHEMA,
         "config": {"hidden": list(args.hidden), "batch": args.batch, "n_actions": args.n_actions,
-                   "seeds": args.seeds, "device": str(device), "steps": args.steps, "rounds": args.rounds},
+                   "seeds": args.seeds, "device": str(device), "steps": args.steps, "rounds": args.rounds,
+                   "network_path": "batched" if args.gpu_path or device.type != "cpu" else "per-member"},
         "machine": {**bench.cpu_info(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "variants": results,
@@ -159,6 +175,7 @@ def _med(xs: list[float] | None) -> str:
 def format_table(report: dict[str, Any]) -> str:
     c = report["config"]
     lines = [f"one CQL step, hidden {c['hidden']}, batch {c['batch']}, N {c['n_actions']}, {c['seeds']} seed(s), "
+             f"{c['network_path']} networks, "
              f"{c['device']} ({report['machine']['gpu'] or report['machine']['model']}), torch "
              f"{report['machine']['torch']}",
              f"{'variant':<10} {'ATen ops':>9} {'kernels':>8} {'kernel us':>10} {'eager us/step':>20} "

@@ -14,6 +14,7 @@ networks now run on CPU, so "batched" below is the old path and all_best matches
   b  actor_stacked     one actor forward over [s; s′] (with grad, the s′ half detached)
      actor_repeat      d3rlpy-style: the actor run on N·B repeated states per proposal
   c  compile           torch.compile(agent.compute_losses)
+     compile_autotune  the same with inductor's max_autotune (benchmarks ATen against its C++ GEMM templates)
   d  malloc            MALLOC_MMAP_THRESHOLD_/TRIM_THRESHOLD_/TOP_PAD_ in a fresh subprocess
   e  threads1          torch.set_num_threads(1) around the step (vs torch's default, 2 here)
   f  relu_inplace      F.relu_ in the MLPs: one activation allocation less per layer
@@ -237,9 +238,12 @@ def variant_specs() -> dict[str, dict[str, Any]]:
     def actor(mode: str) -> Callable[..., CQLAgent]:
         return lambda make_agent, args: _variant_agent(make_agent, args, mode)
 
-    def compiled(make_agent: Callable[..., CQLAgent], args: argparse.Namespace) -> CQLAgent:
-        agent = make_agent(args)
-        return set_losses(agent, torch.compile(types.MethodType(type(agent).compute_losses, agent), dynamic=False))
+    def compiled(options: dict[str, Any] | None = None) -> Callable[..., CQLAgent]:
+        def build(make_agent: Callable[..., CQLAgent], args: argparse.Namespace) -> CQLAgent:
+            agent = make_agent(args)
+            losses = types.MethodType(type(agent).compute_losses, agent)
+            return set_losses(agent, torch.compile(losses, dynamic=False, options=options))
+        return build
 
     return {
         "copy_control": {"idea": "control", "desc": "the copy of compute_losses, no idea (measures the copy)",
@@ -251,7 +255,10 @@ def variant_specs() -> dict[str, dict[str, Any]]:
         "actor_stacked": {"idea": "b", "desc": "one actor forward over [s; s'] (s' half detached)",
                           "build": actor("stacked")},
         "actor_repeat": {"idea": "b", "desc": "actor on N*B repeated states (d3rlpy style)", "build": actor("repeat")},
-        "compile": {"idea": "c", "desc": "torch.compile(compute_losses)", "build": compiled, "warmup": 3},
+        "compile": {"idea": "c", "desc": "torch.compile(compute_losses)", "build": compiled(), "warmup": 3},
+        "compile_autotune": {"idea": "c", "desc": "torch.compile(compute_losses) with max_autotune (ATen vs C++ GEMM)",
+                             "build": compiled({"max_autotune": True, "max_autotune_gemm_backends": "ATEN,CPP"}),
+                             "warmup": 3},
         "threads1": {"idea": "e", "desc": "torch.set_num_threads(1) around the step", "build": plain, "threads": 1},
         "relu_inplace": {"idea": "f", "desc": "F.relu_ in the MLPs", "build": net(relu_inplace=True)},
         "fast_out_layer": {"idea": "f", "desc": "H->1 critic head with a GEMV-friendly custom backward",
