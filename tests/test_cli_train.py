@@ -47,7 +47,7 @@ def test_train_writes_metrics_summary_and_checkpoint(minari_root: Path, tmp_path
         ("cql.tau=-1", "cql.tau must be >= 0"),
         ("cql.n_actions=0", "cql.n_actions must be >= 1"),
         ("env=hoper-medium", "hoper-medium"),
-        ("cql.tua=3", "tua"),
+        ("cql.tua=3", "unknown key 'cql.tua'; did you mean cql.tau?"),
         ("logger.mode=sometimes", "logger.mode"),
     ],
 )

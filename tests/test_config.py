@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_OVERRIDES
 from omegaconf import DictConfig
 
-from cql_runner.cli import group_options, unknown_group_choice
+from cql_runner.cli import group_options, unknown_group_choice, unknown_key
 from cql_runner.config import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +84,38 @@ def test_unknown_group_option_gets_a_suggestion() -> None:
     assert message is not None and "did you mean hopper-medium" in message
     assert unknown_group_choice(["env=hopper-medium,walker2d-medium", "seed=1"]) is None
     assert "unknown logger 'tensorboard'" in (unknown_group_choice(["logger=tensorboard"]) or "")
+
+
+@pytest.mark.parametrize(("override", "suggestion"), [
+    ("cql.tua=3", "did you mean cql.tau?"),
+    ("train.step=5", "did you mean train.steps?"),
+    ("eval.evry=2", "did you mean eval.every?"),
+    ("sed=3", "did you mean seed or seeds?"),
+    ("network.hiden=[8]", "did you mean network.hidden?"),
+    ("cql.zzz=1,2", "keys of cql: alpha,"),  # a sweep value, and no close match: the keys are listed
+])
+def test_unknown_key_names_the_likely_one(override: str, suggestion: str) -> None:
+    message = unknown_key(["env=hopper-medium", override])
+    assert message is not None and suggestion in message
+    assert message.startswith(f"unknown key '{override.partition('=')[0]}'") and "\n" not in message
+
+
+@pytest.mark.parametrize("override", [
+    "cql.tau=3", "seeds=[0,1]", "network.hidden=[8,8]", "train._target_=my.Trainer", "env.name=x", "env=hopper-medium",
+    "debug=tiny", "launcher=joblib", "hydra.run.dir=x", "hydra/launcher=joblib", "+extra=1", "~cql.tau", "-m",
+])
+def test_unknown_key_leaves_valid_and_hydra_syntax_alone(override: str) -> None:
+    assert unknown_key([override]) is None
+
+
+def test_unknown_key_accepts_every_key_of_the_composed_config(compose_cfg: Callable[..., DictConfig]) -> None:
+    """The check and Hydra agree: every key of a composed config passes it."""
+    cfg = compose_cfg([])
+    keys = [f"{head}.{name}" if isinstance(node, DictConfig) else head
+            for head, node in cfg.items() for name in (node if isinstance(node, DictConfig) else [None])]
+    assert "cql.tau" in keys and "seed" in keys
+    for key in keys:
+        assert unknown_key([f"{key}=1"]) is None, key
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
