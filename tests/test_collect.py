@@ -204,6 +204,19 @@ def test_cli_end_to_end(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "m"]  # no Hydra run dirs left behind
 
 
+@pytest.mark.parametrize("override, words", [("levl=medium", "unknown key 'levl'; did you mean level?"),
+                                             ("sac.step=10", "did you mean sac.steps?")])
+def test_cli_names_the_likely_key_for_a_typo(tmp_path, monkeypatch, capsys, override, words):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["cql-collect", "env=Pendulum-v1", override])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cql-collect: error:") and words in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("env_id, words", [("CartPole-v1", "discrete action space"),
                                             ("NoSuchEnv-v0", "unknown environment id")])
 def test_cli_rejects_bad_envs(tmp_path, monkeypatch, capsys, env_id, words):

@@ -10,8 +10,9 @@ import pytest
 from conftest import TINY_OVERRIDES
 from omegaconf import DictConfig
 
-from cql_runner.cli import group_options, unknown_group_choice, unknown_key
-from cql_runner.config import ConfigError, validate
+from cql_runner.cli import CONFIG_GROUPS, group_options, unknown_group_choice
+from cql_runner.config import ConfigError, RunConfig, validate
+from cql_runner.overrides import unknown_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def test_unknown_group_option_gets_a_suggestion() -> None:
     ("cql.zzz=1,2", "keys of cql: alpha,"),  # a sweep value, and no close match: the keys are listed
 ])
 def test_unknown_key_names_the_likely_one(override: str, suggestion: str) -> None:
-    message = unknown_key(["env=hopper-medium", override])
+    message = unknown_key(["env=hopper-medium", override], RunConfig, CONFIG_GROUPS)
     assert message is not None and suggestion in message
     assert message.startswith(f"unknown key '{override.partition('=')[0]}'") and "\n" not in message
 
@@ -105,7 +106,7 @@ def test_unknown_key_names_the_likely_one(override: str, suggestion: str) -> Non
     "debug=tiny", "launcher=joblib", "hydra.run.dir=x", "hydra/launcher=joblib", "+extra=1", "~cql.tau", "-m",
 ])
 def test_unknown_key_leaves_valid_and_hydra_syntax_alone(override: str) -> None:
-    assert unknown_key([override]) is None
+    assert unknown_key([override], RunConfig, CONFIG_GROUPS) is None
 
 
 def test_unknown_key_accepts_every_key_of_the_composed_config(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -115,7 +116,7 @@ def test_unknown_key_accepts_every_key_of_the_composed_config(compose_cfg: Calla
             for head, node in cfg.items() for name in (node if isinstance(node, DictConfig) else [None])]
     assert "cql.tau" in keys and "seed" in keys
     for key in keys:
-        assert unknown_key([f"{key}=1"]) is None, key
+        assert unknown_key([f"{key}=1"], RunConfig, CONFIG_GROUPS) is None, key
 
 
 def test_every_package_is_listed_in_pyproject() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 import math
 import sys
@@ -17,6 +15,7 @@ from cql_runner.checkpoint import CheckpointError
 from cql_runner.config import ConfigError, RunConfig, register_configs
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
+from cql_runner.overrides import did_you_mean, unknown_key
 from cql_runner.trainer import NonFiniteLossError
 
 register_configs()
@@ -44,48 +43,15 @@ def unknown_group_choice(argv: list[str]) -> str | None:
         choices = group_options(name)
         for option in value.split(","):
             if option not in choices:
-                return (f"unknown {name} '{option}'; {_did_you_mean(option, choices)}available: {', '.join(choices)}"
+                return (f"unknown {name} '{option}'; {did_you_mean(option, choices)}available: {', '.join(choices)}"
                         + (" (to add a dataset, see `cql-collect`)" if name == "env" else ""))
-    return None
-
-
-def _did_you_mean(name: str, choices: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, choices, n=2, cutoff=0.6)
-    return f"did you mean {' or '.join(prefix + c for c in close)}? " if close else ""
-
-
-def unknown_key(argv: list[str]) -> str | None:
-    """One-line message for ``key=value`` overrides naming no field of the schema, else None.
-
-    Hydra would reject them too, but in several lines that suggest appending with ``+``, which
-    a structured config refuses as well; this names the likely key instead.
-    """
-    root = {f.name: f for f in dataclasses.fields(RunConfig)}
-    for arg in argv:
-        key, sep, _ = arg.partition("=")
-        # Appends, deletions, Hydra's own keys, flags and group paths are Hydra's to judge.
-        if not sep or key.startswith(("+", "~", "-", "hydra")) or "/" in key:
-            continue
-        head, _, rest = key.partition(".")
-        if head in CONFIG_GROUPS and head not in root:
-            continue
-        if head not in root:
-            keys = sorted({*root, *CONFIG_GROUPS})
-            return f"unknown key '{key}'; {_did_you_mean(head, keys)}top-level keys: {', '.join(keys)}"
-        schema = root[head].default_factory if rest else None  # type: ignore[misc]
-        if not (rest and dataclasses.is_dataclass(schema)):
-            continue
-        fields = sorted(f.name for f in dataclasses.fields(schema))
-        name = rest.partition(".")[0]
-        if name not in fields:
-            return (f"unknown key '{key}'; {_did_you_mean(name, fields, head + '.')}"
-                    f"keys of {head}: {', '.join(fields)}")
     return None
 
 
 def train_main() -> None:
     """``cql-train`` console script."""
-    message = unknown_group_choice(sys.argv[1:]) or unknown_key(sys.argv[1:])
+    argv = sys.argv[1:]
+    message = unknown_group_choice(argv) or unknown_key(argv, RunConfig, CONFIG_GROUPS)
     if message:
         print(f"cql-train: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -19,12 +19,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cql_runner.checkpoint import CheckpointError
-from cql_runner.collect.config import register_configs
+from cql_runner.collect.config import CollectConfig, register_configs
 from cql_runner.collect.levels import collect
 from cql_runner.collect.writer import CollectError
 from cql_runner.config import ConfigError
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
+from cql_runner.overrides import unknown_key
 
 CONFIG_DIR, CONFIG_NAME = "cql_collect", "collect"
 USER_ERRORS = (ConfigError, EnvError, CollectError, DatasetError, CheckpointError)
@@ -55,8 +56,17 @@ def _one_line(exc: BaseException) -> str:
 register_configs()
 
 
+def main() -> None:
+    """``cql-collect`` console script."""
+    message = unknown_key(sys.argv[1:], CollectConfig)
+    if message:
+        print(f"cql-collect: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    _collect()
+
+
 @hydra.main(config_path=_config_path(), config_name=CONFIG_NAME, version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _collect(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("cql_runner").setLevel(logging.INFO)
     try:
