@@ -296,6 +296,7 @@ def build_variants(ctx: dict[str, Any], names: Sequence[str] | None = None) -> l
         rows.append(Workload(f"v_{name}", f"variant ({spec['idea']}) {name}",
                              (lambda a=agent, nb=next_batch: a.update(nb())), group="variant",
                              warmup=max(spec.get("warmup", 0), args.warmup), note=spec["desc"],
+                             optional=name.startswith("compile"),
                              enter=enter, exit=exit_))
     return rows
 

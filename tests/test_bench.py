@@ -6,12 +6,16 @@ bench must still run ours and say why the peer is missing, so CI passes without 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_D3RLPY = importlib.util.find_spec("d3rlpy") is not None
@@ -92,3 +96,24 @@ def test_bench_profile_counts_the_ops_of_a_step(tmp_path: Path) -> None:
     assert "baddbmm" in eager["top_ops"] and "addmm" not in eager["top_ops"]
     assert sum(eager["top_ops"].values()) <= eager["ops_per_step"]
     assert "graph_us_per_step" not in eager  # CPU: no graph
+
+
+def test_a_failing_optional_row_is_dropped_with_a_note() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    def broken() -> None:
+        raise RuntimeError("inductor failed")
+
+    ok = bench.Workload("ok", "ok row", lambda: None)
+    optional = bench.Workload("opt", "compiled row", broken, optional=True)
+    rows, notes = [ok, optional], []
+    args = argparse.Namespace(warmup=1, rounds=2, steps=1)
+    bench.run_rounds(rows, args, torch.device("cpu"), lambda _msg: None, notes)
+    assert rows == [ok] and len(ok.rates) == 2 and optional.rates == []
+    assert notes == ["compiled row dropped: its warm-up failed (RuntimeError: inductor failed)"]
+    assert bench.paired_ratio(optional, ok) is None
+
+    required = bench.Workload("req", "required row", broken)
+    with pytest.raises(RuntimeError, match="inductor failed"):
+        bench.run_rounds([ok, required], args, torch.device("cpu"), lambda _msg: None, [])
