@@ -102,6 +102,24 @@ def time_steps(step: Any, steps: int, rounds: int, device: torch.device) -> list
     return out
 
 
+def profile_variant(args: argparse.Namespace, data: Any, seeds: list[int], device: torch.device, name: str,
+                    compile: bool) -> dict[str, Any]:
+    agent = bench.make_agent(args, n_seeds=args.seeds, capturable=device.type == "cuda", compile=compile)
+    step = EagerStep(agent, DeviceSampler(data, seeds=seeds, device=device), args.batch)
+    for _ in range(5):
+        step()
+    # Under a dispatch mode dynamo falls back to eager, so only the eager variant is counted.
+    entry: dict[str, Any] = {"variant": name, **(count_ops(step) if not compile else {})}
+    entry["eager_us_per_step"] = time_steps(step, args.steps, args.rounds, device)
+    if device.type == "cuda":
+        entry.update(profile_kernels(step, args.steps))
+        graphed = GraphedStep(agent, step.sampler, args.batch)
+        for _ in range(5):
+            graphed()
+        entry["graph_us_per_step"] = time_steps(graphed, args.steps, args.rounds, device)
+    return entry
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
@@ -137,20 +155,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for name, compile in variants:
         print(f"{name}: building and warming up", file=sys.stderr, flush=True)
-        agent = bench.make_agent(args, n_seeds=args.seeds, capturable=device.type == "cuda", compile=compile)
-        step = EagerStep(agent, DeviceSampler(data, seeds=seeds, device=device), args.batch)
-        for _ in range(5):
-            step()
-        # Under a dispatch mode dynamo falls back to eager, so only the eager variant is counted.
-        entry: dict[str, Any] = {"variant": name, **(count_ops(step) if not compile else {})}
-        entry["eager_us_per_step"] = time_steps(step, args.steps, args.rounds, device)
-        if device.type == "cuda":
-            entry.update(profile_kernels(step, args.steps))
-            graphed = GraphedStep(agent, step.sampler, args.batch)
-            for _ in range(5):
-                graphed()
-            entry["graph_us_per_step"] = time_steps(graphed, args.steps, args.rounds, device)
-        results.append(entry)
+        try:
+            results.append(profile_variant(args, data, seeds, device, name, compile))
+        except Exception as exc:
+            if not compile:
+                raise
+            # A failed compilation must not lose the eager numbers already measured.
+            results.append({"variant": name, "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:300]})
 
     report = {
         "schema": SCHEMA,
@@ -182,6 +193,9 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'graph us/step':>20}",
              "-" * 82]
     for v in report["variants"]:
+        if "error" in v:
+            lines.append(f"{v['variant']:<10} failed: {v['error']}")
+            continue
         kernels = f"{v['kernels_per_step']:.0f}" if "kernels_per_step" in v else "-"
         kernel_us = f"{v['kernel_us_per_step']:.0f}" if "kernel_us_per_step" in v else "-"
         lines.append(f"{v['variant']:<10} {v.get('ops_per_step', '-'):>9} {kernels:>8} {kernel_us:>10} "
