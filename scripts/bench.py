@@ -115,6 +115,15 @@ def make_agent(args: argparse.Namespace, bf16: bool = False, seed: int = 0, n_se
                     device=args.device, bf16=bf16, capturable=capturable, compile=compile)
 
 
+def graph_row(args: argparse.Namespace, data: OfflineData, device: torch.device, name: str, label: str,
+              note: str, n_seeds: int = 1, compile: bool = False) -> Workload:
+    """A row of the real training step replayed as a CUDA graph (train.cuda_graph=true). A compiled
+    step is optional: if its compilation fails the row is dropped with a note."""
+    agent = make_agent(args, n_seeds=n_seeds, capturable=True, compile=compile)
+    step = GraphedStep(agent, DeviceSampler(data, seeds=list(range(n_seeds)), device=device), args.batch)
+    return Workload(name, label, step, agents=n_seeds, warmup=max(args.warmup, 5), optional=compile, note=note)
+
+
 def cycle(items: list[Any]) -> Callable[[], Any]:
     state = {"i": 0}
 
@@ -389,26 +398,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Whole-step CUDA graph (train.cuda_graph=true): sampling and update replayed as one graph.
     ours_g = ours_gc = ours_gk = None
     if device.type == "cuda":
-        agent_g = make_agent(args, capturable=True)
-        graphed = GraphedStep(agent_g, DeviceSampler(data, seeds=[0], device=device), args.batch)
-        ours_g = Workload("ours_cuda_graph_sampled", "ours CUDA graph sample+update", graphed,
-                          warmup=max(args.warmup, 5), note="train.cuda_graph=true: the real training step")
+        ours_g = graph_row(args, data, device, "ours_cuda_graph_sampled", "ours CUDA graph sample+update",
+                           note="train.cuda_graph=true: the real training step")
         rows.append(ours_g)
         if not args.no_graph_compile:
-            agent_gc = make_agent(args, capturable=True, compile=True)
-            graphed_c = GraphedStep(agent_gc, DeviceSampler(data, seeds=[0], device=device), args.batch)
-            ours_gc = Workload("ours_cuda_graph_compile_sampled", "ours CUDA graph+compile sample+update",
-                               graphed_c, warmup=max(args.warmup, 5), optional=True,
-                               note="train.cuda_graph=true train.compile=true")
+            ours_gc = graph_row(args, data, device, "ours_cuda_graph_compile_sampled",
+                                "ours CUDA graph+compile sample+update", compile=True,
+                                note="train.cuda_graph=true train.compile=true")
             rows.append(ours_gc)
         if args.seeds > 1:
-            agent_gk = make_agent(args, n_seeds=args.seeds, capturable=True)
-            graphed_k = GraphedStep(agent_gk, DeviceSampler(data, seeds=list(range(args.seeds)), device=device),
-                                    args.batch)
-            ours_gk = Workload(f"ours_seeds{args.seeds}_cuda_graph_sampled",
-                               f"ours {args.seeds} seeds CUDA graph sample+update", graphed_k, agents=args.seeds,
-                               warmup=max(args.warmup, 5),
-                               note=f"train.num_seeds={args.seeds} train.cuda_graph=true, seed-steps/s")
+            ours_gk = graph_row(args, data, device, f"ours_seeds{args.seeds}_cuda_graph_sampled",
+                                f"ours {args.seeds} seeds CUDA graph sample+update", n_seeds=args.seeds,
+                                note=f"train.num_seeds={args.seeds} train.cuda_graph=true, seed-steps/s")
             rows.append(ours_gk)
 
     # Ours, bf16 autocast.

@@ -20,7 +20,6 @@ import collections
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +90,8 @@ def profile_kernels(step: EagerStep, steps: int) -> dict[str, Any]:
 
 def time_steps(step: Any, steps: int, rounds: int, device: torch.device) -> list[float]:
     """Microseconds per step, one number per round."""
-    out = []
-    for _ in range(rounds):
-        bench.sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        bench.sync(device)
-        out.append((time.perf_counter() - start) / steps * 1e6)
-    return out
+    row = bench.Workload("profiled", "profiled step", step)
+    return [1e6 / bench.time_block(row, steps, device) for _ in range(rounds)]
 
 
 def profile_variant(args: argparse.Namespace, data: Any, seeds: list[int], device: torch.device, name: str,

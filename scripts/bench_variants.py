@@ -255,10 +255,11 @@ def variant_specs() -> dict[str, dict[str, Any]]:
         "actor_stacked": {"idea": "b", "desc": "one actor forward over [s; s'] (s' half detached)",
                           "build": actor("stacked")},
         "actor_repeat": {"idea": "b", "desc": "actor on N*B repeated states (d3rlpy style)", "build": actor("repeat")},
-        "compile": {"idea": "c", "desc": "torch.compile(compute_losses)", "build": compiled(), "warmup": 3},
+        "compile": {"idea": "c", "desc": "torch.compile(compute_losses)", "build": compiled(), "warmup": 3,
+                    "optional": True},
         "compile_autotune": {"idea": "c", "desc": "torch.compile(compute_losses) with max_autotune (ATen vs C++ GEMM)",
                              "build": compiled({"max_autotune": True, "max_autotune_gemm_backends": "ATEN,CPP"}),
-                             "warmup": 3},
+                             "warmup": 3, "optional": True},
         "threads1": {"idea": "e", "desc": "torch.set_num_threads(1) around the step", "build": plain, "threads": 1},
         "relu_inplace": {"idea": "f", "desc": "F.relu_ in the MLPs", "build": net(relu_inplace=True)},
         "fast_out_layer": {"idea": "f", "desc": "H->1 critic head with a GEMV-friendly custom backward",
@@ -296,7 +297,7 @@ def build_variants(ctx: dict[str, Any], names: Sequence[str] | None = None) -> l
         rows.append(Workload(f"v_{name}", f"variant ({spec['idea']}) {name}",
                              (lambda a=agent, nb=next_batch: a.update(nb())), group="variant",
                              warmup=max(spec.get("warmup", 0), args.warmup), note=spec["desc"],
-                             optional=name.startswith("compile"),
+                             optional=spec.get("optional", False),
                              enter=enter, exit=exit_))
     return rows
 

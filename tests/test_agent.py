@@ -216,8 +216,8 @@ def test_fused_adam_step_equals_plain_adam_per_group():
     fast = make_agent(seeds=[0, 1], **cfg)
     ref = make_agent(seeds=[0, 1], **cfg)
     groups = [list(ref.actor.parameters()), list(ref.critic.parameters()), [ref.log_alpha, ref.log_alpha_prime]]
-    plain = [torch.optim.Adam(params, lr=lr, foreach=False, fused=False)
-             for params, lr in zip(groups, (1e-3, 3e-3, 2e-3))]
+    lrs = (cfg["policy_lr"], cfg["critic_lr"], cfg["alpha_lr"])
+    plain = [torch.optim.Adam(params, lr=lr, foreach=False, fused=False) for params, lr in zip(groups, lrs)]
     for step in range(4):
         batch = make_batch(k=2, seed=step)
         fast.update(batch)
@@ -229,7 +229,7 @@ def test_fused_adam_step_equals_plain_adam_per_group():
             opt.step()
         with torch.no_grad():
             for target, online in zip(ref.target_critic.net.param_list(), ref.critic.net.param_list()):
-                target.copy_(target + 0.1 * (online - target))
+                target.copy_(target + cfg["target_update_rate"] * (online - target))
     for group, (xs, ys) in {g: (param_groups(fast)[g], param_groups(ref)[g]) for g in param_groups(fast)}.items():
         for x, y in zip(xs, ys):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=group)

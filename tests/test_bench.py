@@ -98,8 +98,8 @@ def test_bench_profile_counts_the_ops_of_a_step(tmp_path: Path) -> None:
     assert "graph_us_per_step" not in eager  # CPU: no graph
 
 
-def test_a_failing_optional_row_is_dropped_with_a_note() -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
+def test_a_failing_optional_row_is_dropped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import bench
 
     def broken() -> None:
