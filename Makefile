@@ -4,7 +4,7 @@ VENV ?= .venv
 # Installed before the package so pip does not pull a multi-GB CUDA build on CPU machines.
 # On a GPU machine, set TORCH_SPEC to the CUDA build you want (e.g. TORCH_SPEC=torch).
 TORCH_SPEC ?= torch==2.13.0
-# Extra flags for scripts/evidence/run_suite.py, e.g. EVIDENCE_ARGS="--jobs 2 --minari-root ~/minari".
+# Extra flags for `cql-evidence run`, e.g. EVIDENCE_ARGS="--jobs 2 --minari-root ~/minari".
 EVIDENCE_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -41,7 +41,7 @@ bench: $(STAMP)  ## Benchmark the CQL update against d3rlpy and the dataset's me
 	$(BIN)/python scripts/bench_memory.py --json bench_memory.json
 
 evidence: $(STAMP)  ## Build datasets and run the CQL vs offline SAC vs BC evidence suite (hours; resumable)
-	$(BIN)/python scripts/evidence/run_suite.py $(EVIDENCE_ARGS)
+	$(BIN)/cql-evidence run $(EVIDENCE_ARGS)
 
 clean:  ## Remove run outputs and caches (keeps .venv)
 	rm -rf runs multirun outputs .pytest_cache .ruff_cache bench.json bench_memory.json

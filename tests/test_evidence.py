@@ -1,4 +1,4 @@
-"""The evidence suite (scripts/evidence): value-check math, command lines, and the tiny plan end to end.
+"""The evidence suite (`cql-evidence`): value-check math, command lines, and the tiny plan end to end.
 
 The end-to-end test is what CI runs so the suite cannot rot: it builds a tiny InvertedDoublePendulum dataset
 with cql-collect, trains the four methods for a few hundred steps, checks the lower-bound numbers and
@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-EVIDENCE = ROOT / "scripts" / "evidence"
-sys.path.insert(0, str(EVIDENCE))
-
-from gather import Cell, quarter_change  # noqa: E402
-from mujoco_states import restore  # noqa: E402
-from plan import METHODS, make_plan, seed_dirs, train_args  # noqa: E402
-from reading import beyond_reference  # noqa: E402
-from run_suite import parse_args, plan_from_args  # noqa: E402
-from value_check import discounted_return, q_estimates, transform_rewards  # noqa: E402
-
-from cql_runner.config import CQLConfig, NetworkConfig  # noqa: E402
-from cql_runner.cql.agent import CQLAgent  # noqa: E402
+from cql_runner.config import CQLConfig, NetworkConfig
+from cql_runner.cql.agent import CQLAgent
+from cql_runner.evidence.gather_runs import Cell, quarter_change
+from cql_runner.evidence.mujoco_states import restore
+from cql_runner.evidence.results_reading import beyond_reference
+from cql_runner.evidence.run_suite import parse_args, plan_from_args
+from cql_runner.evidence.suite_plan import METHODS, make_plan, seed_dirs, train_args
+from cql_runner.evidence.value_check import discounted_return, q_estimates, transform_rewards
 
 
 # ----- the value-check math ------------------------------------------------------------------
@@ -140,9 +134,18 @@ def test_run_suite_rejects_a_malformed_train_override():
 
 # ----- the tiny suite end to end ----------------------------------------------------------------
 def _suite(out: Path, docs: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(EVIDENCE / "run_suite.py"), str(out), "--budget", "tiny", "--docs", str(docs), *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    """The installed console script, as a user runs it, from a directory that is not the repository."""
+    return run_cli(["run", str(out), "--budget", "tiny", "--docs", str(docs), *extra], cwd=out.parent,
+                   timeout=300, script="cql-evidence", env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+
+
+def test_cql_evidence_lists_its_commands_and_rejects_an_unknown_one(tmp_path):
+    listed = run_cli(["--help"], cwd=tmp_path, script="cql-evidence")
+    assert listed.returncode == 0 and all(c in listed.stdout for c in ("run", "results", "value-check"))
+    assert "--minari-root" in run_cli(["run", "--help"], cwd=tmp_path, script="cql-evidence").stdout
+    assert "--out" in run_cli(["results", "--help"], cwd=tmp_path, script="cql-evidence").stdout
+    bad = run_cli(["rnu"], cwd=tmp_path, script="cql-evidence")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "'rnu'" in bad.stderr
 
 
 def test_scores_above_the_expert_reference_are_explained_not_hidden():

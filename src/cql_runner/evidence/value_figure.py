@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gather import Cell
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from cql_runner.evidence.gather_runs import Cell
 
 BARS = (("q_hat_s0", "Q̂(s0, π(s0)), min over critics"), ("mc_return_s0", "Monte-Carlo return from s0"))
 

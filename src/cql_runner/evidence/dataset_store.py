@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plan import DatasetSpec, collect_args
+from cql_runner.evidence.suite_plan import DatasetSpec, collect_args
 
 
 def dataset_dir(root: Path, dataset_id: str) -> Path:

@@ -1,9 +1,12 @@
-"""``make evidence``: the CQL vs offline SAC vs BC evidence suite, in one resumable command.
+"""``cql-evidence run``: the CQL vs offline SAC vs BC evidence suite, in one resumable command.
 
 It builds the datasets, trains CQL (Lagrange τ and fixed α), offline SAC and BC on each, checks the
 lower-bound property of every trained policy, and writes docs/RESULTS.md.
 
-    python scripts/evidence/run_suite.py [OUT] [--budget default|tiny] [--minari-root DIR] [--behaviour-cache DIR]
+    cql-evidence run [OUT] [--budget default|tiny|gpu] [--minari-root DIR] [--behaviour-cache DIR]
+
+`make evidence` runs it from the repository root. Relative paths (OUT's default runs/evidence, --docs'
+default docs) are taken from the current directory.
 
 Resuming: a dataset that exists in the store is not rebuilt; a run whose every seed dir has a completed
 summary.json (at the planned step count) and a value_check.json is not run again; an unfinished run
@@ -28,8 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from plan import DatasetSpec, MethodSpec, Plan, make_plan, seed_dirs, train_args
-from store import (
+from cql_runner.evidence.dataset_store import (
     behaviour_in_progress,
     build_dataset,
     console_script,
@@ -38,22 +40,22 @@ from store import (
     run_logged,
     subprocess_env,
 )
-from timing import Timing
+from cql_runner.evidence.suite_plan import DatasetSpec, MethodSpec, Plan, make_plan, seed_dirs, train_args
+from cql_runner.evidence.suite_timing import Timing
 
-REPO = Path(__file__).resolve().parents[2]
 VALUE_FILE = "value_check.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out", nargs="?", type=Path, default=REPO / "runs" / "evidence",
+    p = argparse.ArgumentParser(prog="cql-evidence run", description=__doc__.splitlines()[0])
+    p.add_argument("out", nargs="?", type=Path, default=Path("runs") / "evidence",
                    help="suite output dir (default: runs/evidence)")
     p.add_argument("--budget", default="default", choices=["default", "tiny", "gpu"],
                    help="named plan (tiny: CI; gpu: the long run)")
     p.add_argument("--minari-root", type=Path, default=None, help="an existing Minari store (default: OUT/minari)")
     p.add_argument("--behaviour-cache", type=Path, default=None,
                    help="cql-collect out_dir holding trained SAC behaviour policies (default: OUT/behaviour)")
-    p.add_argument("--docs", type=Path, default=REPO / "docs", help="where RESULTS.md and figures go")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="where RESULTS.md and figures go")
     p.add_argument("--no-results", action="store_true", help="skip writing RESULTS.md at the end")
     p.add_argument("--jobs", type=int, default=1,
                    help="training processes at once (each one torch thread); 2 uses both cores of an idle 2-core box")
@@ -137,7 +139,7 @@ def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: 
     say(f"building {ds.dataset_id}: cql-collect env={ds.env_id} level={ds.level} sac.steps={ds.sac_steps} "
         f"collect.steps={ds.collect_steps}")
     start = time.perf_counter()
-    rc = build_dataset(ds, root, cache, out / "logs" / f"collect-{ds.key}.log", REPO)
+    rc = build_dataset(ds, root, cache, out / "logs" / f"collect-{ds.key}.log", Path.cwd())
     timing.add(f"collect:{ds.key}", time.perf_counter() - start)
     if rc != 0 or not dataset_exists(root, ds.dataset_id):
         say(f"FAILED to build {ds.dataset_id} (exit {rc}); see {out / 'logs' / f'collect-{ds.key}.log'}")
@@ -153,7 +155,7 @@ def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Pat
     say(f"{ds.key}/{method.name}: training seeds {list(plan.seeds)} for {plan.train_steps} steps")
     cmd = [console_script("cql-train"), *train_args(plan, ds, method, run_dir, logger)]
     start = time.perf_counter()
-    rc = run_logged(cmd, out / "logs" / f"train-{ds.key}-{method.name}.log", subprocess_env(root), REPO)
+    rc = run_logged(cmd, out / "logs" / f"train-{ds.key}-{method.name}.log", subprocess_env(root), Path.cwd())
     timing.add(f"train:{ds.key}/{method.name}", time.perf_counter() - start)
     if rc != 0 or not trained(plan, run_dir):
         say(f"FAILED {ds.key}/{method.name} (exit {rc}); see {out / 'logs'}")
@@ -164,7 +166,8 @@ def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Pat
 def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, timing: Timing) -> bool:
     if checked(plan, run_dir):
         return True
-    from value_check import load_config, load_dataset, write_check  # torch only when there is work
+    # torch only when there is work
+    from cql_runner.evidence.value_check import load_config, load_dataset, write_check
 
     start = time.perf_counter()
     try:
@@ -229,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing.save()
 
     if not args.no_results:
-        from results import write_results
+        from cql_runner.evidence.results_page import write_results
 
         md = write_results(out, args.docs)
         say(f"wrote {md}")

@@ -12,7 +12,7 @@ so the Monte-Carlo return is computed on r' as well (identical to r for the suit
 and bias 0). Time-limit truncation ends an episode while Q̂ bootstraps through it; with γ = 0.99 and
 1000-step limits the missing tail is below γ^1000 ≈ 4e-5 of one step's value onwards, so we ignore it.
 
-    python scripts/evidence/value_check.py RUN_DIR [RUN_DIR ...] [--episodes 10]
+    cql-evidence value-check RUN_DIR [RUN_DIR ...] [--episodes 10]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from mujoco_states import restore, supported
 from omegaconf import DictConfig, OmegaConf
 
 from cql_runner.checkpoint import load_checkpoint
@@ -36,6 +35,7 @@ from cql_runner.data.spaces import from_unit_actions
 from cql_runner.data.types import OfflineData
 from cql_runner.envs import make_env
 from cql_runner.evaluation import resolve_env_id
+from cql_runner.evidence.mujoco_states import restore, supported
 from cql_runner.rollout import run_episodes
 
 # Env reset seeds are seed * 10_000 + offset + e; evaluation uses offset 100, so these episodes are new ones.
@@ -210,7 +210,7 @@ def write_check(run_dir: Path, episodes: int, data: OfflineData | None = None) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="cql-evidence value-check", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", type=Path, help="seed run dirs (config.yaml + checkpoints/last.pt)")
     p.add_argument("--episodes", type=int, default=10, help="Monte-Carlo episodes per run")
     args = p.parse_args(argv)

@@ -1,0 +1,7 @@
+"""``python -m cql_runner.evidence`` is ``cql-evidence``."""
+
+import sys
+
+from cql_runner.evidence.cli import main
+
+sys.exit(main())
