@@ -27,8 +27,12 @@ mixed-precision switch, so fp32 is what its users run. On a CPU without AMX/AVX5
 bf16 matmuls are emulated and far slower than fp32; the bf16 row then runs only
 ``--bf16-steps`` steps per round, and the notes say so.
 
+This module is the benchmarks' one entry point for speed and holds their shared setup (synthetic data,
+the agent builder, Workload rows and their interleaved timing); scripts/bench_profile.py imports it from
+next door, and scripts/bench_memory.py measures memory in fresh processes.
+
     python scripts/bench.py --json bench.json
-    python scripts/bench.py --rounds 3 --steps 10 --variants
+    python scripts/bench.py --rounds 3 --steps 10 --no-peer
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ class Workload:
     name: str
     label: str
     step: Callable[[], Any]
-    group: str = "ours"  # ours | peer | ceiling | variant
+    group: str = "ours"  # ours | peer | ceiling
     steps: int | None = None  # None: the --steps of the run
     warmup: int | None = None  # None: the --warmup of the run
     note: str = ""
@@ -334,7 +338,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steps per round of the bf16 row when the CPU lacks bf16 hardware (it is ~5-100x slower)")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 row (ratios.bf16 becomes null)")
     p.add_argument("--no-peer", action="store_true", help="skip d3rlpy")
-    p.add_argument("--variants", action="store_true", help="add the rows of scripts/bench_variants.py")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seeds", type=int, default=8,
                    help="K of the seed-vectorised row (K agents in one process); 1 skips the row")
@@ -483,14 +486,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Each ratio's two rows next to each other, so they are timed back to back in a round.
     order = [ours, peer, ours_s, peer_s, ours_g, ours_gc, ours_k, ours_gk, ours_bf16, ceiling]
     rows = [w for w in order if w is not None and w in rows] + [w for w in rows if w not in order]
-
-    if args.variants:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import bench_variants
-
-        ctx = {"args": args, "data": data, "device": device, "make_agent": make_agent, "batch_pool": batch_pool,
-               "cycle": cycle, "Workload": Workload, "notes": notes}
-        rows += bench_variants.build_variants(ctx)
 
     log(f"timing {len(rows)} rows: warmup {args.warmup}, {args.rounds} rounds of {args.steps} steps")
     machine["loadavg_before"] = list(os.getloadavg())

@@ -7,8 +7,8 @@ same weights can be evaluated detached (actor loss) or as Polyak targets.
 
 Two evaluation paths compute the same function. On GPUs one ``baddbmm`` per layer runs all
 members in one kernel. On CPUs a plain ``addmm`` chain per member, an in-place ReLU and a
-GEMV-shaped 1-wide output layer measured 1.15x faster per CQL step (scripts/bench.py
---variants): MKL's batched GEMM and its one-column paths are the slow ones there.
+GEMV-shaped 1-wide output layer measured 1.15x faster per CQL step (docs/PERFORMANCE.md,
+"What was tried"): MKL's batched GEMM and its one-column paths are the slow ones there.
 """
 
 from __future__ import annotations
