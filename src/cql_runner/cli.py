@@ -16,13 +16,14 @@ from cql_runner.config import ConfigError, RunConfig, register_configs
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
 from cql_runner.overrides import did_you_mean, unknown_key
+from cql_runner.run_lock import RunDirInUseError
 from cql_runner.trainer import NonFiniteLossError
 
 register_configs()
 log = logging.getLogger("cql_runner")
 
 # Errors whose message already names the fix: print one line, not a traceback.
-USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError)
+USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError, RunDirInUseError)
 
 
 CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug",
