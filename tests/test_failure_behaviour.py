@@ -126,3 +126,53 @@ def test_resume_from_a_missing_dir_is_an_error_and_creates_nothing(minari_root: 
     assert proc.returncode == 2
     assert "holds no checkpoint to resume from; pass run_dir=" in error_line(proc)
     assert list(empty.iterdir()) == []
+
+
+# ----- 5. Ctrl-C ---------------------------------------------------------------------------
+def test_ctrl_c_checkpoints_marks_the_run_interrupted_and_exits_130(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*FAST, "train.steps=1000000", "train.log_every=20", "train.checkpoint_every=1000000",
+            f"run_dir={run_dir}"]
+    proc = start(args, tmp_path)
+    wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stdout + stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["interrupted_by"] == "SIGINT"
+    assert summary["error"] is None
+    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"]
+    assert step == summary["steps"] >= 20
+    assert stderr.strip().splitlines()[-1] == (f"cql-train: interrupted at step {step}; "
+                                               "rerun the same command to resume")
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # An evaluation every step keeps the run busy for a while after the first Ctrl-C.
+    args = [*TINY_OVERRIDES, "eval.every=1", "eval.episodes=4", "train.steps=1000000",
+            "train.checkpoint_every=1000000", f"run_dir={run_dir}"]
+    proc = start(args, tmp_path)
+    wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:  # the run's log: the first Ctrl-C is acknowledged
+        if "received SIGINT" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_ctrl_c_handler_restores_the_default_action() -> None:
+    from cql_runner.preemption import PreemptionFlag
+
+    with PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert flag.requested and flag.signal_name == "SIGINT"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+        assert flag.previous_handler() is None  # Python's KeyboardInterrupt handler is not forwarded to
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    signal.signal(signal.SIGINT, signal.default_int_handler)
