@@ -11,10 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
+import pytest
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, run_cli
+from data_helpers import make_minari_dataset
 
 from cql_runner.checkpoint import load_checkpoint
 from cql_runner.logging import read_jsonl
+from cql_runner.strict_json import dumps
 
 FAST = [*TINY_OVERRIDES, "eval.every=0"]
 
@@ -176,3 +181,28 @@ def test_ctrl_c_handler_restores_the_default_action() -> None:
         assert flag.previous_handler() is None  # Python's KeyboardInterrupt handler is not forwarded to
     assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# ----- 4. NaN or inf in the dataset; strict JSON -----------------------------------------
+def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari_root: Path,
+                                                                          tmp_path: Path) -> None:
+    folder = make_minari_dataset("test/pendulum/nonfinite-v0", n_episodes=4, max_steps=20)
+    with h5py.File(folder / "data" / "main_data.hdf5", "r+") as f:
+        f["episode_1/observations"][3, 0] = np.nan
+        rewards = f["episode_2/rewards"][...]
+        rewards[[5, 7]] = [np.inf, np.nan]
+        f["episode_2/rewards"][...] = rewards
+    run_dir = tmp_path / "run"
+    proc = run_cli([*FAST, "dataset.id=test/pendulum/nonfinite-v0", f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "dataset test/pendulum/nonfinite-v0: observations has 1 NaN/inf value in episode 1 " \
+           "(first at step 3 of episode 1)" in line
+    assert "rewards has 2 NaN/inf values in episode 2 (first at step 5 of episode 2)" in line
+    assert "next_observations has 1 NaN/inf value in episode 1 (first at step 2 of episode 1)" in line
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
+
+
+def test_summaries_are_strict_json() -> None:
+    text = dumps({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
+    assert json.loads(text, parse_constant=pytest.fail) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}

@@ -5,7 +5,6 @@ This is the plain function behind ``cql-train``; tests call it with a composed c
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,12 +18,14 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from cql_runner import strict_json
 from cql_runner.checkpoint import CheckpointError, load_checkpoint, load_latest
 from cql_runner.config import ConfigError, resolve_seeds, validate
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
 from cql_runner.data.types import OfflineData
+from cql_runner.data.validate import check_finite
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
@@ -209,6 +210,7 @@ def seed_everything(seed: int) -> None:
 def load_data(cfg: DictConfig) -> OfflineData:
     """Load, apply the env's reward transform and optional observation normalisation."""
     data: OfflineData = get_class(cfg.dataset._target_)(cfg.dataset).load()
+    check_finite(data)
     env = cfg.env
     if env.reward_scale != 1.0 or env.reward_bias != 0.0:
         data = apply_reward_transform(data, env.reward_scale, env.reward_bias)
@@ -299,5 +301,5 @@ def _finite_or_none(x: float) -> float | None:
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(strict_json.dumps(obj, indent=2) + "\n")
     tmp.replace(path)
