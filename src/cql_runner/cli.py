@@ -16,13 +16,23 @@ from cql_runner.config import ConfigError, RunConfig, register_configs
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
 from cql_runner.overrides import did_you_mean, unknown_key
+from cql_runner.run_lock import RunDirInUseError
 from cql_runner.trainer import NonFiniteLossError
 
 register_configs()
 log = logging.getLogger("cql_runner")
 
 # Errors whose message already names the fix: print one line, not a traceback.
-USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError)
+USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError, RunDirInUseError)
+
+
+# The shell's status for a process ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT = 130
+
+
+def stopped_by_ctrl_c(summary: dict) -> bool:
+    """Whether the run (or any seed of it) stopped on SIGINT."""
+    return any(s.get("interrupted_by") == "SIGINT" for s in summary.get("runs", [summary]))
 
 
 CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug",
@@ -65,6 +75,10 @@ def _train(cfg: DictConfig) -> float:
 
     try:
         summary = run(cfg)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (which stops cleanly by itself): no traceback.
+        print("cql-train: interrupted before training started or while closing", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     except USER_ERRORS as exc:
         message = f"cql-train: error: {exc}"
         hydra_cfg = HydraConfig.get()
@@ -78,6 +92,10 @@ def _train(cfg: DictConfig) -> float:
             return math.nan
         print(message, file=sys.stderr)
         sys.exit(2)
+    if stopped_by_ctrl_c(summary):
+        print(f"cql-train: interrupted at step {summary['steps']}; rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     score = summary.get("final_normalized_score")
     return math.nan if score is None else float(score)
 

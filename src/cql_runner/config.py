@@ -193,6 +193,9 @@ class RunConfig:
     run_dir: str | None = None
     # A run dir to continue from; null means continue in place if the run dir has a checkpoint.
     resume: str | None = None
+    # Resume although the config differs from the one the checkpoint was trained with (network
+    # shapes excepted); the changes are recorded in <run_dir>/config_changes.jsonl.
+    resume_allow_changes: bool = False
 
 
 def _check(ok: bool, message: str) -> None:

@@ -1,9 +1,12 @@
-"""Turn preemption signals into a polite stop: checkpoint, then let the launcher requeue.
+"""Turn preemption signals and Ctrl-C into a polite stop: checkpoint, then let the launcher requeue.
 
 SLURM sends SIGTERM (and, as configured, SIGUSR1) before preempting a job; submitit sends
 SIGUSR2 before a time limit. The trainer polls :attr:`PreemptionFlag.requested` once per
 step, writes a checkpoint and returns. :meth:`PreemptionFlag.forward` then hands the signal
 to whatever handler was installed before (submitit's requeue logic), if any.
+
+Ctrl-C (SIGINT) takes the same path, so an interactive stop loses no steps; the first one
+restores the default action, so a second Ctrl-C ends the process at once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 log = logging.getLogger("cql_runner")
 
 PREEMPTION_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT") if hasattr(signal, name)
 )
 
 
@@ -35,9 +38,14 @@ class PreemptionFlag:
         return None if self.signum is None else signal.Signals(self.signum).name
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-        self.signum = signum
-        log.warning("received %s: writing a checkpoint and stopping after this step", self.signal_name)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if not self.requested:
+            self.requested = True
+            self.signum = signum
+        again = " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else ""
+        log.warning("received %s: writing a checkpoint and stopping after this step%s",
+                    signal.Signals(signum).name, again)
 
     def __enter__(self) -> PreemptionFlag:
         if threading.current_thread() is threading.main_thread():
@@ -47,12 +55,17 @@ class PreemptionFlag:
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            # After a Ctrl-C, a second one must still end the process at once while it closes.
+            if not (s == signal.SIGINT and self.signum == signal.SIGINT):
+                signal.signal(s, handler)
 
     def previous_handler(self) -> Callable[[int, FrameType | None], Any] | None:
-        """The handler that was installed before ours for the received signal, if it is Python code."""
+        """The handler that was installed before ours for the received signal, if it is Python code.
+
+        Python's own Ctrl-C handler is not one to forward to: it would raise KeyboardInterrupt
+        after the clean stop."""
         handler = self._previous.get(self.signum) if self.signum is not None else None
-        return handler if callable(handler) else None
+        return handler if callable(handler) and handler is not signal.default_int_handler else None
 
     def forward(self) -> None:
         """Give the received signal to the previous handler (e.g. submitit's checkpoint-and-requeue)."""

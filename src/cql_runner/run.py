@@ -5,7 +5,6 @@ This is the plain function behind ``cql-train``; tests call it with a composed c
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,13 +18,17 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from cql_runner import strict_json
 from cql_runner.checkpoint import CheckpointError, load_checkpoint, load_latest
 from cql_runner.config import ConfigError, resolve_seeds, validate
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
 from cql_runner.data.types import OfflineData
+from cql_runner.data.validate import check_finite
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
+from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
+from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
 from cql_runner.video import VideoRecorder
 
@@ -38,11 +41,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns the run's summary; with several seeds, the mean scores plus each seed's summary.
     """
     started = time.perf_counter()
+    check_resume_target(cfg.resume)
+    run_dir = resolve_run_dir(cfg)
+    with RunLock(run_dir):
+        return _run_locked(cfg, run_dir, started)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     validate(cfg)
     seeds = resolve_seeds(cfg)
-    run_dir = resolve_run_dir(cfg)
     # One seed writes into the run dir itself; K seeds each get <run_dir>/seed<k>, an ordinary run dir.
     seed_dirs = [run_dir] if len(seeds) == 1 else [run_dir / f"seed{s}" for s in seeds]
+    config_changes = check_resume_config(seed_dirs, [seed_cfg(cfg, s, len(seeds)) for s in seeds],
+                                         cfg.resume_allow_changes)
     for d in seed_dirs:
         d.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
@@ -65,6 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0
     if resumed:
         log.info("resuming %s at step %d", ", ".join(str(d) for d in seed_dirs), start_step)
+        record_config_changes(seed_dirs, config_changes, start_step)
     loggers = [make_loggers(cfg, seed_cfg(cfg, s, len(seeds)), d, resume_step=start_step if resumed else None,
                             console=k == 0, concurrent=len(seeds) > 1)
                for k, (s, d) in enumerate(zip(seeds, seed_dirs))]
@@ -198,6 +210,7 @@ def seed_everything(seed: int) -> None:
 def load_data(cfg: DictConfig) -> OfflineData:
     """Load, apply the env's reward transform and optional observation normalisation."""
     data: OfflineData = get_class(cfg.dataset._target_)(cfg.dataset).load()
+    check_finite(data)
     env = cfg.env
     if env.reward_scale != 1.0 or env.reward_bias != 0.0:
         data = apply_reward_transform(data, env.reward_scale, env.reward_bias)
@@ -288,5 +301,5 @@ def _finite_or_none(x: float) -> float | None:
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(strict_json.dumps(obj, indent=2) + "\n")
     tmp.replace(path)

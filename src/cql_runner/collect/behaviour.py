@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from cql_runner import strict_json
 from cql_runner.data.cache import user_cache_dir
 from cql_runner.envs import make_vector_env
 from cql_runner.networks import Actor
@@ -163,7 +164,7 @@ def _finish(cfg: Any, directory: Path, run: Any) -> Behaviour:
         "sac_seconds": run.seconds, "updates_per_second": run.updates_per_second,
     }
     _atomic(directory / "summary.json",
-            lambda f: f.write(json.dumps(summary, indent=2).encode()))
+            lambda f: f.write(strict_json.dumps(summary, indent=2).encode()))
     shutil.rmtree(directory / "train", ignore_errors=True)
     loaded = load(directory)
     assert loaded is not None

@@ -17,7 +17,8 @@ TASK_KEY = "env.name"
 # Keys that differ between runs without being a hyperparameter of the experiment: bookkeeping,
 # where things are stored, and how progress is shown. Seeds are what we aggregate over.
 IGNORED_KEYS = frozenset({
-    "seed", "seeds", "run_dir", "resume", "device", "dataset.path", "dataset.cache_dir", "dataset.download",
+    "seed", "seeds", "run_dir", "resume", "resume_allow_changes", "device", "dataset.path", "dataset.cache_dir",
+    "dataset.download",
     "train.progress", "train.num_seeds", "train.checkpoint_every", TASK_KEY,
 })
 IGNORED_PREFIXES = ("hydra.", "logger.")

@@ -1,0 +1,208 @@
+"""Failure behaviour through the real `cql-train`: each case ends in one line that names the fix,
+the documented exit status, and every file written before it intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, run_cli
+from data_helpers import make_minari_dataset
+
+from cql_runner.checkpoint import load_checkpoint
+from cql_runner.logging import read_jsonl
+from cql_runner.strict_json import dumps
+
+FAST = [*TINY_OVERRIDES, "eval.every=0"]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).parent / "cql-train"
+    return subprocess.Popen([str(exe), *args], cwd=cwd, env={**os.environ, **SUBPROCESS_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until ``path`` exists with content; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()[1]}")
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear in time")
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failed run ends with; there must be no traceback."""
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("cql-train: error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != "run.lock"}
+
+
+# ----- 1. two processes on one run dir --------------------------------------------------
+def test_second_process_on_a_run_dir_is_refused_naming_the_holder(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*FAST, "train.steps=1000000", "train.log_every=20", f"run_dir={run_dir}"]
+    first = start(args, tmp_path)
+    try:
+        wait_for(run_dir / "metrics.jsonl", first)
+        second = run_cli(args, cwd=tmp_path)
+        assert second.returncode == 2
+        line = error_line(second)
+        assert f"run dir {run_dir} is in use by PID {first.pid}" in line
+        assert first.poll() is None, "the first run must go on"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps, "steps logged twice"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    # The lock died with its process: the same command now resumes.
+    again = run_cli([*FAST, f"train.steps={steps[-1] + 20}", "train.log_every=20", f"run_dir={run_dir}"],
+                    cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+# ----- 2. resuming with a different config ----------------------------------------------
+def test_resume_with_changed_values_is_refused_before_anything_is_written(minari_root: Path,
+                                                                          tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli([*FAST, "train.steps=100", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
+    before = snapshot(run_dir)
+
+    proc = run_cli([*FAST, "train.steps=150", "cql.tau=5", "seed=3", f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "cql.tau 10.0 -> 5.0" in line and "seed 0 -> 3" in line and "resume_allow_changes=true" in line
+    assert snapshot(run_dir) == before
+
+    # A new network shape cannot continue from the checkpoint, opt-in or not.
+    proc = run_cli([*FAST, "train.steps=150", "network.hidden=[16,16]", "resume_allow_changes=true",
+                    f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "network.hidden [32, 32] -> [16, 16]" in error_line(proc)
+    assert snapshot(run_dir) == before
+
+
+def test_resume_allow_changes_continues_and_records_the_changes(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli([*FAST, "train.steps=100", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
+    proc = run_cli([*FAST, "train.steps=150", "cql.n_actions=2", "resume_allow_changes=true",
+                    f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (run_dir / "config_changes.jsonl").read_text().splitlines()]
+    assert records == [{"step": 100, "time": records[0]["time"],
+                        "changes": {"cql.n_actions": {"old": 4, "new": 2}}}]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 150
+    assert "n_actions: 2" in (run_dir / "config.yaml").read_text()
+    # Extending the now-recorded config needs no opt-in.
+    assert run_cli([*FAST, "train.steps=200", "cql.n_actions=2", f"run_dir={run_dir}"],
+                   cwd=tmp_path).returncode == 0
+
+
+# ----- 8. resume=<a dir that does not exist> --------------------------------------------
+def test_resume_from_a_missing_dir_is_an_error_and_creates_nothing(minari_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "runs" / "typo"
+    proc = run_cli([*FAST, f"resume={missing}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"resume={missing}: no such run dir" in error_line(proc)
+    assert not missing.exists()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli([*FAST, f"resume={empty}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "holds no checkpoint to resume from; pass run_dir=" in error_line(proc)
+    assert list(empty.iterdir()) == []
+
+
+# ----- 5. Ctrl-C ---------------------------------------------------------------------------
+def test_ctrl_c_checkpoints_marks_the_run_interrupted_and_exits_130(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*FAST, "train.steps=1000000", "train.log_every=20", "train.checkpoint_every=1000000",
+            f"run_dir={run_dir}"]
+    proc = start(args, tmp_path)
+    wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stdout + stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["interrupted_by"] == "SIGINT"
+    assert summary["error"] is None
+    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"]
+    assert step == summary["steps"] >= 20
+    assert stderr.strip().splitlines()[-1] == (f"cql-train: interrupted at step {step}; "
+                                               "rerun the same command to resume")
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # An evaluation every step keeps the run busy for a while after the first Ctrl-C.
+    args = [*TINY_OVERRIDES, "eval.every=1", "eval.episodes=4", "train.steps=1000000",
+            "train.checkpoint_every=1000000", f"run_dir={run_dir}"]
+    proc = start(args, tmp_path)
+    wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:  # the run's log: the first Ctrl-C is acknowledged
+        if "received SIGINT" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_ctrl_c_handler_restores_the_default_action() -> None:
+    from cql_runner.preemption import PreemptionFlag
+
+    with PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert flag.requested and flag.signal_name == "SIGINT"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+        assert flag.previous_handler() is None  # Python's KeyboardInterrupt handler is not forwarded to
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# ----- 4. NaN or inf in the dataset; strict JSON -----------------------------------------
+def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari_root: Path,
+                                                                          tmp_path: Path) -> None:
+    folder = make_minari_dataset("test/pendulum/nonfinite-v0", n_episodes=4, max_steps=20)
+    with h5py.File(folder / "data" / "main_data.hdf5", "r+") as f:
+        f["episode_1/observations"][3, 0] = np.nan
+        rewards = f["episode_2/rewards"][...]
+        rewards[[5, 7]] = [np.inf, np.nan]
+        f["episode_2/rewards"][...] = rewards
+    run_dir = tmp_path / "run"
+    proc = run_cli([*FAST, "dataset.id=test/pendulum/nonfinite-v0", f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "dataset test/pendulum/nonfinite-v0: observations has 1 NaN/inf value in episode 1 " \
+           "(first at step 3 of episode 1)" in line
+    assert "rewards has 2 NaN/inf values in episode 2 (first at step 5 of episode 2)" in line
+    assert "next_observations has 1 NaN/inf value in episode 1 (first at step 2 of episode 1)" in line
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
+
+
+def test_summaries_are_strict_json() -> None:
+    text = dumps({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
+    assert json.loads(text, parse_constant=pytest.fail) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}
