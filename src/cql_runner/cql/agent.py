@@ -102,7 +102,8 @@ class CQLAgent(nn.Module):
         self.optimizer = _make_optimizer([
             {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
             {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
-            {"params": [self.log_alpha, self.log_alpha_prime], "lr": cql.alpha_lr},
+            {"params": [self.log_alpha], "lr": cql.alpha_lr},
+            {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
         ], capturable)
         self.num_updates = 0
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
@@ -137,12 +138,18 @@ class CQLAgent(nn.Module):
                 next_actions, next_log_prob = losses.squashed_gaussian_sample(
                     next_mean.unsqueeze(1).float(), next_log_std.unsqueeze(1).float(),
                     noise.next_policy)
-                samples = n_act if c.max_backup else 1
+                if c.target_action == "mean":
+                    # d3rlpy's deterministic backup: the policy's mean action, one per state.
+                    target_actions, target_log_prob = torch.tanh(next_mean.float()).unsqueeze(1), None
+                else:
+                    samples = n_act if c.max_backup else 1
+                    target_actions, target_log_prob = next_actions[:, :samples], next_log_prob[:, :samples]
+                samples = target_actions.shape[1]
                 next_q = self.target_critic(
-                    _repeat(batch.next_obs, samples), next_actions[:, :samples].reshape(k, -1, self.act_dim)
+                    _repeat(batch.next_obs, samples), target_actions.reshape(k, -1, self.act_dim)
                 ).float().reshape(k, -1, samples, b)
                 target = losses.td_target(
-                    batch.rewards, batch.terminals, next_q, next_log_prob[:, :samples],
+                    batch.rewards, batch.terminals, next_q, target_log_prob,
                     entropy_alpha, c.discount, c.deterministic_backup, c.max_backup)
 
             if self.conservative:
@@ -154,12 +161,15 @@ class CQLAgent(nn.Module):
                 q_all = q_all.reshape(k, -1, 1 + 3 * n_act, b)
                 q_data = q_all[:, :, 0]
                 gap = losses.conservative_gap(
-                    q_all[:, :, 1 : 1 + n_act], q_all[:, :, 1 + n_act : 1 + 2 * n_act],
-                    q_all[:, :, 1 + 2 * n_act :], q_data, policy_log_prob, next_log_prob,
-                    self.act_dim, c.temperature, c.importance_sampling,
-                    c.clip_diff_min, c.clip_diff_max)
+                    q_uniform=q_all[:, :, 1 : 1 + n_act], q_policy=q_all[:, :, 1 + n_act : 1 + 2 * n_act],
+                    q_next_policy=q_all[:, :, 1 + 2 * n_act :], q_data=q_data,
+                    log_prob_policy=policy_log_prob, log_prob_next_policy=next_log_prob,
+                    act_dim=self.act_dim, temperature=c.temperature,
+                    importance_sampling=c.importance_sampling, clip_min=c.clip_diff_min,
+                    clip_max=c.clip_diff_max)
                 penalty, alpha_prime_loss, alpha_prime = losses.cql_penalty(
-                    gap.gap, c.alpha, c.lagrange, c.tau, self.log_alpha_prime)
+                    gap=gap.gap, alpha=c.alpha, lagrange=c.lagrange, lagrange_form=c.lagrange_form,
+                    tau=c.tau, log_alpha_prime=self.log_alpha_prime)
             else:
                 q_data = self.critic(batch.obs, batch.actions).float()
                 zeros = q_data.new_zeros(k, q_data.shape[1])
@@ -203,6 +213,7 @@ class CQLAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        losses.project_log_alpha_prime(self.log_alpha_prime)
         with torch.no_grad():
             torch._foreach_lerp_(self.target_critic.net.param_list(), self.critic.net.param_list(),
                                  self.cql.target_update_rate)
@@ -306,7 +317,7 @@ class CQLAgent(nn.Module):
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
         self.load_state_dict(state["modules"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_split_temperature_group(state["optimizer"]))
         # The saved groups carry the writer's capturable flag; this run's device decides it.
         for group in self.optimizer.param_groups:
             group["capturable"] = self.capturable
@@ -319,6 +330,17 @@ def _repeat(obs: Tensor, times: int) -> Tensor:
     """(K, B, d) → (K, times·B, d), sample-major, matching actions laid out (K, times, B, ·)."""
     k, b, d = obs.shape
     return obs.unsqueeze(1).expand(k, times, b, d).reshape(k, times * b, d)
+
+
+def _split_temperature_group(opt_state: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer state written when α and α′ shared one group (before ``alpha_prime_lr``), as two."""
+    groups = opt_state["param_groups"]
+    if len(groups) != 3:
+        return opt_state
+    temps = groups[2]
+    log_alpha, log_alpha_prime = temps["params"]
+    return {**opt_state, "param_groups": [*groups[:2], {**temps, "params": [log_alpha]},
+                                          {**temps, "params": [log_alpha_prime]}]}
 
 
 def _make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:
