@@ -464,17 +464,26 @@ def test_flag_isolation_learning_rates_touch_only_their_group():
 def test_bc_steps_switch_after_the_warm_start(monkeypatch):
     """bc_steps=2: steps 0 and 1 use the BC actor loss, step 2 the SAC one."""
     seen = []
-    real = losses.actor_loss
+    real = losses.squashed_gaussian_log_prob
+    real_actor = losses.actor_loss
 
-    def spy(entropy_alpha, log_prob, q_policy_min, bc_log_prob=None):
-        seen.append(bc_log_prob is not None)
-        return real(entropy_alpha, log_prob, q_policy_min, bc_log_prob)
+    def spy(**kw):
+        out = real_actor(**kw)
+        seen.append(kw["objective"])
+        return out
 
     monkeypatch.setattr(losses, "actor_loss", spy)
     agent = make_agent(bc_steps=2)
+    batch = make_batch()
     for _ in range(3):
-        agent.update(make_batch())
-    assert seen == [True, True, False]
+        with torch.no_grad():
+            mean, log_std = agent.actor(batch.obs)
+            bc = real(mean, log_std, batch.actions)
+        agent.update(batch)
+        seen.append(bc)
+    # Each update recorded (objective, BC log-likelihood at the parameters it used).
+    is_bc = [torch.allclose(objective.detach(), bc, atol=1e-6) for objective, bc in zip(seen[::2], seen[1::2])]
+    assert is_bc == [True, True, False]
 
 
 def test_auto_entropy_off_keeps_alpha_fixed():

@@ -215,6 +215,24 @@ def test_conservative_gap_detaches_log_densities_but_not_q():
 # ----------------------------------------------------------------------------------------
 # CQL penalty and the Lagrange dual
 # ----------------------------------------------------------------------------------------
+def test_conservative_term_off_is_all_zeros_with_no_dual():
+    like = _randn(K, NC, B, seed=23)
+    gap, cql = losses.conservative_term_off(n_agents=K, n_critics=NC, like=like)
+    for t in (*gap, *cql):
+        assert t.dtype == DT and not t.requires_grad and (t == 0).all()
+    assert gap.gap.shape == gap.ood.shape == cql.penalty.shape == (K, NC)
+    assert cql.alpha_prime_loss.shape == cql.alpha_prime.shape == (K,)
+
+
+def test_loss_functions_take_keywords_only():
+    import inspect
+
+    for fn in (losses.td_target, losses.td_loss, losses.conservative_gap, losses.cql_penalty,
+               losses.conservative_term_off, losses.actor_loss, losses.entropy_alpha_loss):
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert kinds == {inspect.Parameter.KEYWORD_ONLY}, fn.__name__
+
+
 def test_cql_penalty_fixed_alpha():
     gap = _randn(K, NC, seed=20).requires_grad_(True)
     log_ap = torch.zeros(K, dtype=DT, requires_grad=True)
@@ -326,6 +344,13 @@ def test_alpha_prime_keeps_its_gradient_at_the_cap_and_projection_bounds_it():
 # ----------------------------------------------------------------------------------------
 # TD target and loss
 # ----------------------------------------------------------------------------------------
+def _td(reward, terminal, next_q, next_log_prob, entropy_alpha, discount, deterministic_backup, max_backup):
+    """td_target in the order the tests below list its inputs (the function takes keywords only)."""
+    return losses.td_target(reward=reward, terminal=terminal, next_q=next_q, next_log_prob=next_log_prob,
+                            entropy_alpha=entropy_alpha, discount=discount,
+                            deterministic_backup=deterministic_backup, max_backup=max_backup)
+
+
 def _td_inputs(samples: int):
     reward = _randn(K, B, seed=30)
     terminal = torch.zeros(K, B, dtype=DT)
@@ -341,7 +366,7 @@ def _td_inputs(samples: int):
 def test_td_target_by_hand(deterministic_backup):
     gamma = 0.9
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=1)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                          deterministic_backup, max_backup=False)
     assert y.shape == (K, B)
     for k in range(K):
@@ -355,16 +380,16 @@ def test_td_target_by_hand(deterministic_backup):
 
 def test_td_target_deterministic_backup_needs_no_log_prob():
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=1)
-    y = losses.td_target(reward, terminal, next_q, None, ent_alpha, 0.9, True, False)
-    torch.testing.assert_close(y, losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, 0.9, True, False))
+    y = _td(reward, terminal, next_q, None, ent_alpha, 0.9, True, False)
+    torch.testing.assert_close(y, _td(reward, terminal, next_q, next_lp, ent_alpha, 0.9, True, False))
     with pytest.raises(ValueError, match="next_log_prob"):
-        losses.td_target(reward, terminal, next_q, None, ent_alpha, 0.9, False, False)
+        _td(reward, terminal, next_q, None, ent_alpha, 0.9, False, False)
 
 
 def test_td_target_without_max_backup_uses_sample_zero_only():
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, 0.9, False, False)
-    y0 = losses.td_target(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.9, False, False)
+    y0 = _td(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9,
                           False, False)
     torch.testing.assert_close(y, y0)
 
@@ -373,9 +398,9 @@ def test_deterministic_backup_drops_exactly_the_entropy_term():
     gamma = 0.95
     for max_backup, samples in ((False, 1), (True, N)):
         reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples)
-        y_det = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma, True,
+        y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, True,
                                  max_backup)
-        y_ent = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma, False,
+        y_ent = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, False,
                                  max_backup)
         idx = next_q.min(1).values.argmax(1) if max_backup else torch.zeros(K, B, dtype=torch.long)
         lp = next_lp.gather(1, idx[:, None]).squeeze(1)
@@ -386,9 +411,9 @@ def test_deterministic_backup_drops_exactly_the_entropy_term():
 def test_max_backup_by_hand():
     gamma = 0.8
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                          deterministic_backup=False, max_backup=True)
-    y_det = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                              deterministic_backup=True, max_backup=True)
     picked_nonzero = False
     for k in range(K):
@@ -411,10 +436,10 @@ def test_terminal_gives_reward_truncation_bootstraps(max_backup):
     reward, _, next_q, next_lp, ent_alpha = _td_inputs(samples)
     next_q = next_q + 10.0  # value clearly non-zero
     terminal = torch.ones(K, B, dtype=DT)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, 0.99, False, max_backup)
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.99, False, max_backup)
     assert torch.equal(y, reward)
     # A truncation (terminal flag 0 at an episode end) bootstraps.
-    y = losses.td_target(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99,
+    y = _td(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99,
                          False, max_backup)
     assert ((y - reward).abs() > 1.0).all()
 
@@ -422,7 +447,7 @@ def test_terminal_gives_reward_truncation_bootstraps(max_backup):
 def test_td_loss_half_mse_per_critic():
     q = _randn(K, NC, B, seed=40)
     y = _randn(K, B, seed=41)
-    loss = losses.td_loss(q, y)
+    loss = losses.td_loss(q_data=q, target=y)
     assert loss.shape == (K, NC)
     for k in range(K):
         for i in range(NC):
@@ -438,8 +463,8 @@ def test_actor_loss_sac_and_bc_forms():
     lp = _randn(K, B, seed=50)
     qmin = _randn(K, B, seed=51, scale=4.0)
     bc_lp = _randn(K, B, seed=52)
-    sac = losses.actor_loss(ent_alpha, lp, qmin)
-    bc = losses.actor_loss(ent_alpha, lp, qmin, bc_log_prob=bc_lp)
+    sac = losses.actor_loss(entropy_alpha=ent_alpha, log_prob=lp, objective=qmin)
+    bc = losses.actor_loss(entropy_alpha=ent_alpha, log_prob=lp, objective=bc_lp)
     assert sac.shape == (K,) and bc.shape == (K,)
     for k in range(K):
         a = ent_alpha[k].item()
@@ -464,7 +489,7 @@ def test_entropy_alpha_step_direction(log_prob_value, direction):
     assert ((log_prob + target_entropy) * direction > 0).all()
     log_alpha = torch.nn.Parameter(torch.zeros(K, dtype=DT))
     opt = torch.optim.SGD([log_alpha], lr=0.1)
-    loss = losses.entropy_alpha_loss(log_alpha, log_prob, target_entropy)
+    loss = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=log_prob, target_entropy=target_entropy)
     opt.zero_grad()
     loss.sum().backward()
     opt.step()
@@ -477,7 +502,7 @@ def test_entropy_alpha_loss_by_hand_and_detached():
     log_alpha = torch.tensor([0.4, -0.9], dtype=DT, requires_grad=True)
     lp = _randn(K, B, seed=60).requires_grad_(True)
     target = -float(A)
-    loss = losses.entropy_alpha_loss(log_alpha, lp, target)
+    loss = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=lp, target_entropy=target)
     for k in range(K):
         expected = -sum(log_alpha[k].item() * (lp[k, b].item() + target) for b in range(B)) / B
         assert loss[k].item() == pytest.approx(expected, rel=1e-12)

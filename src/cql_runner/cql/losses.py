@@ -1,9 +1,11 @@
 """The CQL(H)-on-SAC math, as pure functions of tensors.
 
-Nothing here holds an optimizer, a config object or a logger. Shapes use
-K = independent agents (seeds), n = critics per agent, N = sampled actions per state,
-B = batch, A = action dimension. Every loss is returned per agent, shape (K,), so K
-agents trained side by side get exactly the gradients each would get alone.
+Nothing here holds an optimizer, a config object or a logger. The loss functions take
+keyword-only arguments (two floats such as ``alpha`` and ``tau`` cannot be swapped silently)
+and return a tensor or named terms (a NamedTuple). Shapes use K = independent agents
+(seeds), n = critics per agent, N = sampled actions per state, B = batch, A = action
+dimension. Every loss is returned per agent, shape (K,) or (K, n), so K agents trained side
+by side get exactly the gradients each would get alone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def squashed_gaussian_log_prob(mean: Tensor, log_std: Tensor, action: Tensor) ->
 
 
 def td_target(
+    *,
     reward: Tensor,
     terminal: Tensor,
     next_q: Tensor,
@@ -81,7 +84,7 @@ def td_target(
     return reward + discount * (1.0 - terminal) * value
 
 
-def td_loss(q_data: Tensor, target: Tensor) -> Tensor:
+def td_loss(*, q_data: Tensor, target: Tensor) -> Tensor:
     """½·mean((Q_i(s,a) − y)²) per critic: (K, n, B), (K, B) → (K, n)."""
     return 0.5 * (q_data - target.unsqueeze(1)).pow(2).mean(-1)
 
@@ -180,18 +183,24 @@ def project_log_alpha_prime(log_alpha_prime: Tensor) -> None:
     log_alpha_prime.clamp_(max=LOG_ALPHA_PRIME_MAX)
 
 
-def actor_loss(
-    entropy_alpha: Tensor,
-    log_prob: Tensor,
-    q_policy_min: Tensor,
-    bc_log_prob: Tensor | None = None,
-) -> Tensor:
-    """SAC actor loss mean(α·log π(ã|s) − min_i Q_i(s, ã)); with ``bc_log_prob`` the BC
-    warm-start loss mean(α·log π(ã|s) − log π(a_data|s)). (K, B) inputs → (K,)."""
-    objective = q_policy_min if bc_log_prob is None else bc_log_prob
+def conservative_term_off(*, n_agents: int, n_critics: int, like: Tensor) -> tuple[ConservativeGap, CQLPenalty]:
+    """The gap and penalty when the conservative weight is 0 (plain SAC): all zeros, no α′ loss.
+
+    The agent then skips the proposals' critic calls; these zeros keep the metrics the same."""
+    zeros = like.new_zeros(n_agents, n_critics)
+    per_agent = like.new_zeros(n_agents)
+    return (ConservativeGap(gap=zeros, ood=zeros),
+            CQLPenalty(penalty=zeros, alpha_prime_loss=per_agent, alpha_prime=per_agent))
+
+
+def actor_loss(*, entropy_alpha: Tensor, log_prob: Tensor, objective: Tensor) -> Tensor:
+    """mean(α·log π(ã|s) − objective), α detached. (K, B) inputs → (K,).
+
+    ``objective`` is what the actor climbs: min_i Q_i(s, ã) for SAC, or log π(a_data|s)
+    during the behaviour-cloning warm start."""
     return (entropy_alpha.detach().unsqueeze(-1) * log_prob - objective).mean(-1)
 
 
-def entropy_alpha_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
+def entropy_alpha_loss(*, log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
     """−mean(log α · (log π(ã|s) + target_entropy)), the log-prob detached. → (K,)."""
     return -(log_alpha.unsqueeze(-1) * (log_prob + target_entropy).detach()).mean(-1)
