@@ -5,6 +5,7 @@ equal K single runs, and checkpoints continue exactly."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
 
 import numpy as np
@@ -90,14 +91,17 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
             return net(obs, a.float()).double()  # (K, n, B)
 
         # TD target
-        samples = c.n_actions if c.max_backup else 1
-        vals = torch.stack([q(batch.next_obs, nxt[j][0], True).min(1).values
-                            for j in range(samples)], 1)  # (K, S, B)
-        lps = torch.stack([nxt[j][1] for j in range(samples)], 1)
-        idx = vals.argmax(1, keepdim=True)
-        v, lp = vals.gather(1, idx)[:, 0], lps.gather(1, idx)[:, 0]
-        if not c.deterministic_backup:
-            v = v - alpha[:, None] * lp
+        if c.target_action == "mean":
+            v = q(batch.next_obs, torch.tanh(next_mean.double()), True).min(1).values
+        else:
+            samples = c.n_actions if c.max_backup else 1
+            vals = torch.stack([q(batch.next_obs, nxt[j][0], True).min(1).values
+                                for j in range(samples)], 1)  # (K, S, B)
+            lps = torch.stack([nxt[j][1] for j in range(samples)], 1)
+            idx = vals.argmax(1, keepdim=True)
+            v, lp = vals.gather(1, idx)[:, 0], lps.gather(1, idx)[:, 0]
+            if not c.deterministic_backup:
+                v = v - alpha[:, None] * lp
         y = batch.rewards.double() + c.discount * (1 - batch.terminals.double()) * v
         td = 0.5 * ((q_data - y[:, None]) ** 2).mean(-1)  # (K, n)
 
@@ -111,8 +115,11 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
             cat.append(q(batch.obs, nxt[j][0]) - nxt[j][1][:, None])
         cat = torch.stack(cat, 0)  # (3N, K, n, B)
         ood = c.temperature * torch.logsumexp(cat / c.temperature, 0)
-        gap = (ood - q_data).mean(-1).clamp(c.clip_diff_min, c.clip_diff_max)
-        if c.lagrange:
+        gap = (ood - q_data).clamp(c.clip_diff_min, c.clip_diff_max).mean(-1)
+        if c.lagrange and c.lagrange_form == "weighted":
+            penalty = alpha_prime[:, None] * (c.alpha * gap - c.tau)
+            dual = -0.5 * penalty.sum(-1)
+        elif c.lagrange:
             penalty = alpha_prime[:, None] * c.alpha * (gap - c.tau)
             dual = -0.5 * penalty.sum(-1)
         else:
@@ -140,6 +147,11 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
     (dict(lagrange=True, tau=1.0, max_backup=True, deterministic_backup=False), False),
     (dict(lagrange=False, alpha=2.0, max_backup=True, deterministic_backup=True,
           temperature=0.5), True),
+    # The per-sample differences of this batch lie in [3.16, 3.81] with batch means 3.54-3.57: the
+    # clips bind on single samples but (first case) not on the mean, so a batch-mean clip would differ.
+    (dict(lagrange=True, lagrange_form="raw", alpha=3.0, tau=1.0, target_action="mean",
+          clip_diff_min=3.4, clip_diff_max=3.7), False),
+    (dict(lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5), False),
 ])
 def test_compute_losses_matches_manual_derivation(cfg, bc):
     agent = make_agent(seeds=[1, 2], entropy_alpha_init=0.3, alpha_prime_init=0.7, **cfg)
@@ -157,6 +169,27 @@ def test_compute_losses_matches_manual_derivation(cfg, bc):
             continue
         torch.testing.assert_close(metrics[name].double(), value, rtol=1e-4, atol=1e-4,
                                    msg=f"metric {name} differs from the derivation")
+
+
+def test_alpha_prime_comes_back_down_after_reaching_the_cap():
+    """Pushed to the 1e6 cap while the gap exceeds τ, α′ falls again once the gap is below τ
+    (a clamp on exp(log α′) would have frozen it there)."""
+    cap = math.log(losses.ALPHA_PRIME_MAX)
+    agent = make_agent(lagrange=True, lagrange_form="raw", tau=0.0, alpha_prime_init=0.9e6,
+                       alpha_prime_lr=0.05)
+    batch = make_batch()
+    for _ in range(5):
+        m = agent.update(batch)
+        assert agent.log_alpha_prime.item() <= cap + 1e-5  # float32 rounding of log(1e6)
+    assert m["cql/gap"].item() > 0  # the gap (≈ 3.5 on a fresh critic) is above τ = 0
+    assert agent.log_alpha_prime.item() == pytest.approx(cap)  # at the cap
+    agent.cql.tau = 1e3  # now the gap is far below τ
+    history = []
+    for _ in range(30):
+        agent.update(batch)
+        history.append(agent.log_alpha_prime.item())
+    assert history[-1] < cap - 0.1, "α′ stayed frozen at the cap"
+    assert all(b <= a for a, b in itertools.pairwise(history[10:]))  # and keeps falling
 
 
 def test_conservative_term_off_when_alpha_zero():
@@ -212,11 +245,12 @@ def test_fused_adam_step_equals_plain_adam_per_group():
     """The fast path (one backward of the summed losses, one fused Adam over all groups, Polyak by
     one foreach lerp) against the plain reference: a for-loop Adam per parameter group, each with
     its own learning rate, and a per-tensor Polyak update."""
-    cfg = dict(lagrange=True, tau=1.0, policy_lr=1e-3, critic_lr=3e-3, alpha_lr=2e-3, target_update_rate=0.1)
+    cfg = dict(lagrange=True, tau=1.0, policy_lr=1e-3, critic_lr=3e-3, alpha_lr=2e-3, alpha_prime_lr=5e-3,
+               target_update_rate=0.1, lagrange_form="raw", target_action="mean", clip_diff_max=2.0)
     fast = make_agent(seeds=[0, 1], **cfg)
     ref = make_agent(seeds=[0, 1], **cfg)
-    groups = [list(ref.actor.parameters()), list(ref.critic.parameters()), [ref.log_alpha, ref.log_alpha_prime]]
-    lrs = (cfg["policy_lr"], cfg["critic_lr"], cfg["alpha_lr"])
+    groups = [list(ref.actor.parameters()), list(ref.critic.parameters()), [ref.log_alpha], [ref.log_alpha_prime]]
+    lrs = (cfg["policy_lr"], cfg["critic_lr"], cfg["alpha_lr"], cfg["alpha_prime_lr"])
     plain = [torch.optim.Adam(params, lr=lr, foreach=False, fused=False) for params, lr in zip(groups, lrs)]
     for step in range(4):
         batch = make_batch(k=2, seed=step)
@@ -228,6 +262,7 @@ def test_fused_adam_step_equals_plain_adam_per_group():
         for opt in plain:
             opt.step()
         with torch.no_grad():
+            ref.log_alpha_prime.clamp_(max=math.log(1e6))
             for target, online in zip(ref.target_critic.net.param_list(), ref.critic.net.param_list()):
                 target.copy_(target + cfg["target_update_rate"] * (online - target))
     for group, (xs, ys) in {g: (param_groups(fast)[g], param_groups(ref)[g]) for g in param_groups(fast)}.items():
@@ -373,7 +408,10 @@ FLAG_CASES = [
     ("policy_lr", {}, {"policy_lr": 1e-2}, {}, {}, 1, "actor"),
     ("critic_lr", {}, {"critic_lr": 1e-2}, {}, {}, 1, "critic"),
     ("alpha_lr", {}, {"alpha_lr": 1e-2}, {}, {}, 1, "log_alpha"),
-    ("alpha_lr/alpha_prime", {}, {"alpha_lr": 1e-2}, {}, {}, 1, "log_alpha_prime"),
+    ("alpha_prime_lr", {}, {"alpha_prime_lr": 1e-2}, {}, {}, 1, "log_alpha_prime"),
+    ("lagrange_form", {}, {"lagrange_form": "raw"}, {}, {}, 1, "loss/cql"),
+    ("lagrange_form/dual", {}, {"lagrange_form": "raw"}, {}, {}, 1, "log_alpha_prime"),
+    ("target_action", {}, {"target_action": "mean"}, {}, {}, 1, "q/target"),
     ("target_entropy", {"entropy_alpha_init": 0.5},
      {"entropy_alpha_init": 0.5, "target_entropy": 3.0}, {}, {}, 1, "loss/alpha"),
     ("auto_entropy", {}, {"auto_entropy": False}, {}, {}, 1, "log_alpha"),
@@ -413,31 +451,39 @@ def test_flag_isolation_learning_rates_touch_only_their_group():
     base.update(batch)
     ref = param_groups(base)
     for flag, group in (("policy_lr", "actor"), ("critic_lr", "critic"),
-                        ("alpha_lr", "log_alpha")):
+                        ("alpha_lr", "log_alpha"), ("alpha_prime_lr", "log_alpha_prime")):
         other = make_agent(**{flag: 1e-2})
         other.update(batch)
         got = param_groups(other)
         for name in ref:
             changed = max_diff(ref[name], got[name]) > 0
-            expect = name == group or (flag == "alpha_lr" and name == "log_alpha_prime") \
-                or (flag == "critic_lr" and name == "target_critic")
+            expect = name == group or (flag == "critic_lr" and name == "target_critic")
             assert changed == expect, (flag, name)
 
 
 def test_bc_steps_switch_after_the_warm_start(monkeypatch):
     """bc_steps=2: steps 0 and 1 use the BC actor loss, step 2 the SAC one."""
     seen = []
-    real = losses.actor_loss
+    real = losses.squashed_gaussian_log_prob
+    real_actor = losses.actor_loss
 
-    def spy(entropy_alpha, log_prob, q_policy_min, bc_log_prob=None):
-        seen.append(bc_log_prob is not None)
-        return real(entropy_alpha, log_prob, q_policy_min, bc_log_prob)
+    def spy(**kw):
+        out = real_actor(**kw)
+        seen.append(kw["objective"])
+        return out
 
     monkeypatch.setattr(losses, "actor_loss", spy)
     agent = make_agent(bc_steps=2)
+    batch = make_batch()
     for _ in range(3):
-        agent.update(make_batch())
-    assert seen == [True, True, False]
+        with torch.no_grad():
+            mean, log_std = agent.actor(batch.obs)
+            bc = real(mean, log_std, batch.actions)
+        agent.update(batch)
+        seen.append(bc)
+    # Each update recorded (objective, BC log-likelihood at the parameters it used).
+    is_bc = [torch.allclose(objective.detach(), bc, atol=1e-6) for objective, bc in zip(seen[::2], seen[1::2])]
+    assert is_bc == [True, True, False]
 
 
 def test_auto_entropy_off_keeps_alpha_fixed():

@@ -61,6 +61,11 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("device=tpu", "device must be auto, cpu or cuda"),
         ("cql.clip_diff_min=5", "cql.clip_diff_min must be < cql.clip_diff_max"),
         ("train.threads=0", "train.threads must be >= 1"),
+        ("cql.lagrange_form=rawgap", "cql.lagrange_form must be weighted or raw"),
+        ("cql.target_action=max", "cql.target_action must be sample or mean"),
+        ("cql.target_action=mean", "cql.target_action=mean has no log π for the entropy backup"),
+        ("cql.alpha_prime_lr=0", "cql.alpha_prime_lr must be > 0"),
+        ("cql.alpha_prime_init=2e6", "cql.alpha_prime_init must be in"),
     ],
 )
 def test_out_of_range_values_raise_config_error(compose_cfg: Callable[..., DictConfig], override: str,
@@ -68,9 +73,17 @@ def test_out_of_range_values_raise_config_error(compose_cfg: Callable[..., DictC
     overrides = [override]
     if override.startswith("cql.clip_diff_min"):
         overrides.append("cql.clip_diff_max=1")
+    if override == "cql.target_action=mean":
+        overrides.append("cql.deterministic_backup=false")
     cfg = compose_cfg(overrides)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         validate(cfg)
+
+
+def test_mean_target_action_with_max_backup_is_a_config_error(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match="max_backup has nothing to maximise"):
+        validate(compose_cfg(["cql.target_action=mean", "cql.max_backup=true"]))
+    validate(compose_cfg(["cql.target_action=mean"]))  # with the default deterministic backup: fine
 
 
 def test_type_errors_fail_at_composition(compose_cfg: Callable[..., DictConfig]) -> None:
@@ -140,6 +153,8 @@ def test_antmaze_uses_the_tuned_recipe(compose_cfg: Callable[..., DictConfig]) -
     cfg = compose_cfg(["env=antmaze-umaze"])
     assert cfg.dataset.id == "D4RL/antmaze/umaze-v1"
     assert cfg.cql.lagrange and cfg.cql.tau == 0.8 and cfg.cql.max_backup
+    # CORL's τ = 0.8 bounds the raw gap; the weighted default would ask for gap ≤ 0.16.
+    assert cfg.cql.lagrange_form == "raw" and cfg.cql.clip_diff_min == -200.0
     assert (cfg.env.reward_scale, cfg.env.reward_bias) == (10.0, -5.0)
     assert len(cfg.network.critic_hidden) == 5
     # A user's override still wins over the per-task setting.

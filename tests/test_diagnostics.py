@@ -6,10 +6,22 @@ from cql_runner.diagnostics import lagrange_runaway
 
 
 def test_lagrange_runaway_warns_only_when_alpha_prime_is_large_and_the_gap_stays_above_tau():
-    # The IDP-medium probe with tau=1: the gap floors at ~2.25 and alpha_prime reaches ~1800.
-    message = lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 2.25}, tau=1.0)
+    # The IDP-medium probe with tau=1 (raw form): the gap floors at ~2.25 and alpha_prime reaches ~1800.
+    raw = dict(tau=1.0, alpha=5.0, lagrange_form="raw")
+    message = lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 2.25}, **raw)
     assert message is not None and "cql.tau=1" in message and "raise cql.tau above 2.2" in message
     assert "\n" not in message
-    assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 0.9}, tau=1.0) is None  # constraint met
-    assert lagrange_runaway({"alpha_prime": 40.0, "cql/gap": 2.25}, tau=1.0) is None  # not large yet
-    assert lagrange_runaway({"loss/td": 1.0}, tau=1.0) is None  # fixed alpha: nothing to judge
+    assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 0.9}, **raw) is None  # constraint met
+    assert lagrange_runaway({"alpha_prime": 40.0, "cql/gap": 2.25}, **raw) is None  # not large yet
+    assert lagrange_runaway({"loss/td": 1.0}, **raw) is None  # fixed alpha: nothing to judge
+
+
+def test_lagrange_runaway_weighted_form_compares_alpha_times_gap_with_tau():
+    weighted = dict(tau=10.0, alpha=5.0, lagrange_form="weighted")
+    # 5 x 2.25 = 11.25 > 10: the weighted constraint (gap <= 2) is out of reach.
+    message = lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 2.25}, **weighted)
+    assert message is not None and "11.25" in message and "raise cql.tau above 11.2" in message
+    # 5 x 1.5 = 7.5 <= 10: met, although the raw gap would be compared differently.
+    assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, **weighted) is None
+    assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, tau=1.0, alpha=5.0,
+                            lagrange_form="raw") is not None

@@ -100,6 +100,13 @@ def _gap_inputs(seed: int = 0):
     return q_u, q_c, q_n, q_d, lp_c, lp_n
 
 
+_GAP_NAMES = ("q_uniform", "q_policy", "q_next_policy", "q_data", "log_prob_policy", "log_prob_next_policy")
+
+
+def _gap(inputs, **kwargs) -> losses.ConservativeGap:
+    return losses.conservative_gap(**dict(zip(_GAP_NAMES, inputs)), act_dim=A, **kwargs)
+
+
 def _gap_by_hand(q_u, q_c, q_n, q_d, lp_c, lp_n, temperature, importance_sampling,
                  clip_min=-math.inf, clip_max=math.inf):
     gaps = torch.zeros(K, NC, dtype=DT)
@@ -128,8 +135,8 @@ def _gap_by_hand(q_u, q_c, q_n, q_d, lp_c, lp_n, temperature, importance_samplin
                     cat.append(q_d[k, i, b].item())
                 ood = temperature * math.log(sum(math.exp(c / temperature) for c in cat))
                 total_ood += ood
-                total_gap += ood - q_d[k, i, b].item()
-            gaps[k, i] = min(max(total_gap / B, clip_min), clip_max)
+                total_gap += min(max(ood - q_d[k, i, b].item(), clip_min), clip_max)
+            gaps[k, i] = total_gap / B
             oods[k, i] = total_ood / B
     return gaps, oods
 
@@ -138,8 +145,7 @@ def _gap_by_hand(q_u, q_c, q_n, q_d, lp_c, lp_n, temperature, importance_samplin
 @pytest.mark.parametrize("importance_sampling", [True, False])
 def test_conservative_gap_matches_loops(temperature, importance_sampling):
     inputs = _gap_inputs()
-    out = losses.conservative_gap(*inputs, act_dim=A, temperature=temperature,
-                                  importance_sampling=importance_sampling)
+    out = _gap(inputs, temperature=temperature, importance_sampling=importance_sampling)
     gap, ood = _gap_by_hand(*inputs, temperature, importance_sampling)
     assert out.gap.shape == (K, NC) and out.ood.shape == (K, NC)
     torch.testing.assert_close(out.gap, gap, rtol=1e-10, atol=1e-10)
@@ -148,33 +154,51 @@ def test_conservative_gap_matches_loops(temperature, importance_sampling):
 
 def test_conservative_gap_importance_sampling_changes_value():
     inputs = _gap_inputs()
-    a = losses.conservative_gap(*inputs, act_dim=A, temperature=1.0, importance_sampling=True)
-    b = losses.conservative_gap(*inputs, act_dim=A, temperature=1.0, importance_sampling=False)
+    a = _gap(inputs, temperature=1.0, importance_sampling=True)
+    b = _gap(inputs, temperature=1.0, importance_sampling=False)
     assert (a.gap - b.gap).abs().min() > 1e-3
 
 
-def test_conservative_gap_clipping():
+def _per_sample_diffs(inputs) -> torch.Tensor:
+    """ood(s) − Q(s, a) for every sample, (K, NC, B), re-derived one batch column at a time."""
+    diffs = torch.zeros(K, NC, B, dtype=DT)
+    for b in range(B):
+        q_u, q_c, q_n, q_d, lp_c, lp_n = (t[..., b : b + 1] for t in inputs)
+        diffs[:, :, b] = _gap_by_hand_batch(q_u, q_c, q_n, q_d, lp_c, lp_n)
+    return diffs
+
+
+def _gap_by_hand_batch(q_u, q_c, q_n, q_d, lp_c, lp_n):
+    cat = torch.cat([q_u + A * math.log(2.0), q_c - lp_c[:, None], q_n - lp_n[:, None]], dim=2)
+    return (torch.logsumexp(cat, dim=2) - q_d)[..., 0]
+
+
+def test_conservative_gap_clips_each_sample_before_the_mean():
+    """CORL's cql_clip_diff_min/max: clamp ood(s) − Q(s, a) per sample, then average."""
     inputs = _gap_inputs()
+    diffs = _per_sample_diffs(inputs)
     raw, _ = _gap_by_hand(*inputs, 1.0, True)
-    lo = raw.min().item() + 0.25 * (raw.max() - raw.min()).item()
-    hi = raw.min().item() + 0.75 * (raw.max() - raw.min()).item()
-    assert (raw < lo).any() and (raw > hi).any()
-    out = losses.conservative_gap(*inputs, act_dim=A, temperature=1.0, importance_sampling=True,
-                                  clip_min=lo, clip_max=hi)
-    torch.testing.assert_close(out.gap, raw.clamp(lo, hi), rtol=1e-10, atol=1e-10)
-    # Only the min clamp / only the max clamp.
-    out_min = losses.conservative_gap(*inputs, act_dim=A, temperature=1.0,
-                                      importance_sampling=True, clip_min=lo)
-    torch.testing.assert_close(out_min.gap, raw.clamp(min=lo), rtol=1e-10, atol=1e-10)
-    out_max = losses.conservative_gap(*inputs, act_dim=A, temperature=1.0,
-                                      importance_sampling=True, clip_max=hi)
-    torch.testing.assert_close(out_max.gap, raw.clamp(max=hi), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(diffs.mean(-1), raw, rtol=1e-10, atol=1e-10)
+    lo = diffs.min().item() + 0.25 * (diffs.max() - diffs.min()).item()
+    hi = diffs.min().item() + 0.75 * (diffs.max() - diffs.min()).item()
+    assert (diffs < lo).any() and (diffs > hi).any()
+    for clip in (dict(clip_min=lo, clip_max=hi), dict(clip_min=lo), dict(clip_max=hi)):
+        out = _gap(inputs, temperature=1.0, importance_sampling=True, **clip)
+        by_hand, _ = _gap_by_hand(*inputs, 1.0, True, **clip)
+        expected = diffs.clamp(clip.get("clip_min"), clip.get("clip_max")).mean(-1)
+        torch.testing.assert_close(by_hand, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(out.gap, expected, rtol=1e-10, atol=1e-10)
+    # Per sample is not the same as clamping the batch mean: the clip binds on single samples here.
+    batch_clipped = raw.clamp(lo, hi)
+    out = _gap(inputs, temperature=1.0, importance_sampling=True, clip_min=lo, clip_max=hi)
+    assert (out.gap - batch_clipped).abs().max() > 1e-3
+    # The logsumexp metric is never clipped.
+    torch.testing.assert_close(out.ood, _gap(inputs, temperature=1.0, importance_sampling=True).ood)
 
 
 def test_conservative_gap_detaches_log_densities_but_not_q():
     q_u, q_c, q_n, q_d, lp_c, lp_n = (t.clone().requires_grad_(True) for t in _gap_inputs())
-    out = losses.conservative_gap(q_u, q_c, q_n, q_d, lp_c, lp_n, act_dim=A, temperature=1.0,
-                                  importance_sampling=True)
+    out = _gap((q_u, q_c, q_n, q_d, lp_c, lp_n), temperature=1.0, importance_sampling=True)
     grads = torch.autograd.grad(out.gap.sum(), [q_u, q_c, q_n, q_d, lp_c, lp_n],
                                 allow_unused=True)
     for g in grads[:4]:
@@ -191,30 +215,64 @@ def test_conservative_gap_detaches_log_densities_but_not_q():
 # ----------------------------------------------------------------------------------------
 # CQL penalty and the Lagrange dual
 # ----------------------------------------------------------------------------------------
+def test_conservative_term_off_is_all_zeros_with_no_dual():
+    like = _randn(K, NC, B, seed=23)
+    gap, cql = losses.conservative_term_off(n_agents=K, n_critics=NC, like=like)
+    for t in (*gap, *cql):
+        assert t.dtype == DT and not t.requires_grad and (t == 0).all()
+    assert gap.gap.shape == gap.ood.shape == cql.penalty.shape == (K, NC)
+    assert cql.alpha_prime_loss.shape == cql.alpha_prime.shape == (K,)
+
+
+def test_loss_functions_take_keywords_only():
+    import inspect
+
+    for fn in (losses.td_target, losses.td_loss, losses.conservative_gap, losses.cql_penalty,
+               losses.conservative_term_off, losses.actor_loss, losses.entropy_alpha_loss):
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert kinds == {inspect.Parameter.KEYWORD_ONLY}, fn.__name__
+
+
 def test_cql_penalty_fixed_alpha():
     gap = _randn(K, NC, seed=20).requires_grad_(True)
     log_ap = torch.zeros(K, dtype=DT, requires_grad=True)
-    penalty, dual, ap = losses.cql_penalty(gap, alpha=3.5, lagrange=False, tau=1.0,
-                                           log_alpha_prime=log_ap)
-    torch.testing.assert_close(penalty, 3.5 * gap.detach())
-    assert penalty.shape == (K, NC) and dual.shape == (K,) and ap.shape == (K,)
-    assert (dual == 0).all()
-    assert not dual.requires_grad  # the dual variable gets no gradient when off
-    (g,) = torch.autograd.grad(penalty.sum(), [gap])
-    torch.testing.assert_close(g, torch.full_like(gap, 3.5))
+    for form in ("weighted", "raw"):  # the form only matters with Lagrange
+        penalty, dual, ap = losses.cql_penalty(gap=gap, alpha=3.5, lagrange=False, lagrange_form=form, tau=1.0,
+                                               log_alpha_prime=log_ap)
+        torch.testing.assert_close(penalty, 3.5 * gap.detach())
+        assert penalty.shape == (K, NC) and dual.shape == (K,) and ap.shape == (K,)
+        assert (dual == 0).all()
+        assert not dual.requires_grad  # the dual variable gets no gradient when off
+        (g,) = torch.autograd.grad(penalty.sum(), [gap])
+        torch.testing.assert_close(g, torch.full_like(gap, 3.5))
 
 
-def test_cql_penalty_lagrange_values_and_detachment():
+def _penalty_by_hand(gap, alpha, tau, log_ap, form):
+    """Both Lagrange forms, one critic at a time: (penalty (K, NC), dual (K,))."""
+    penalty = torch.zeros(K, NC, dtype=DT)
+    dual = torch.zeros(K, dtype=DT)
+    for k in range(K):
+        ap = math.exp(log_ap[k].item())
+        for i in range(NC):
+            g = gap[k, i].item()
+            slack = alpha * g - tau if form == "weighted" else alpha * (g - tau)
+            penalty[k, i] = ap * slack
+            dual[k] += -0.5 * ap * slack
+    return penalty, dual
+
+
+@pytest.mark.parametrize("form", ["weighted", "raw"])
+def test_cql_penalty_lagrange_values_and_detachment(form):
     gap = _randn(K, NC, seed=21, scale=3.0).requires_grad_(True)
     log_ap = torch.tensor([0.3, -1.2], dtype=DT, requires_grad=True)
     alpha, tau = 2.0, 0.5
-    penalty, dual, ap = losses.cql_penalty(gap, alpha=alpha, lagrange=True, tau=tau,
+    penalty, dual, ap = losses.cql_penalty(gap=gap, alpha=alpha, lagrange=True, lagrange_form=form, tau=tau,
                                            log_alpha_prime=log_ap)
     ap_expected = log_ap.detach().exp()
     torch.testing.assert_close(ap, ap_expected)
-    torch.testing.assert_close(penalty, ap_expected[:, None] * alpha * (gap.detach() - tau))
-    torch.testing.assert_close(
-        dual, -0.5 * (ap_expected[:, None] * alpha * (gap.detach() - tau)).sum(-1))
+    want_penalty, want_dual = _penalty_by_hand(gap.detach(), alpha, tau, log_ap.detach(), form)
+    torch.testing.assert_close(penalty, want_penalty, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dual, want_dual, rtol=1e-12, atol=1e-12)
     # penalty: gradient to gap only (α′ detached); dual: gradient to log α′ only (gap detached).
     g_gap, g_lap = torch.autograd.grad(penalty.sum(), [gap, log_ap], allow_unused=True)
     torch.testing.assert_close(g_gap, ap_expected[:, None].expand(K, NC) * alpha)
@@ -224,41 +282,75 @@ def test_cql_penalty_lagrange_values_and_detachment():
     torch.testing.assert_close(g_lap, dual.detach())  # d/dlogα′ of c·exp(logα′) is itself
 
 
-@pytest.mark.parametrize("gap_value, direction", [(3.0, +1), (-2.0, -1)])
-def test_lagrange_dual_step_moves_alpha_prime_the_right_way(gap_value, direction):
-    """gap > τ ⇒ α′ rises; gap < τ ⇒ α′ falls, under an actual SGD step on log α′."""
-    tau = 1.0
+def test_lagrange_forms_differ_unless_alpha_is_one():
+    gap = _randn(K, NC, seed=22, scale=3.0)
+    log_ap = torch.tensor([0.1, 0.4], dtype=DT)
+
+    def both(alpha):
+        return [losses.cql_penalty(gap=gap, alpha=alpha, lagrange=True, lagrange_form=f, tau=2.0,
+                                   log_alpha_prime=log_ap) for f in ("weighted", "raw")]
+
+    weighted, raw = both(1.0)
+    torch.testing.assert_close(weighted.penalty, raw.penalty)
+    torch.testing.assert_close(weighted.alpha_prime_loss, raw.alpha_prime_loss)
+    weighted, raw = both(5.0)
+    # raw − weighted = α′·(tau − alpha·tau) per critic: here α′·(2 − 10).
+    torch.testing.assert_close(raw.penalty - weighted.penalty, log_ap.exp()[:, None].expand(K, NC) * -8.0)
+
+
+@pytest.mark.parametrize("form", ["weighted", "raw"])
+@pytest.mark.parametrize("gap_value, direction", [(3.0, +1), (-2.0, -1), (0.5, 0)])
+def test_lagrange_dual_step_moves_alpha_prime_the_right_way(form, gap_value, direction):
+    """The constrained quantity (alpha·gap for weighted, gap for raw) above τ ⇒ α′ rises; below ⇒ α′
+    falls, under an actual SGD step on log α′. With alpha = 2 and τ = 1 a gap of 0.5 is below τ for
+    the raw form but exactly at it for the weighted one (2·0.5 = 1), so α′ stays there."""
+    tau, alpha = 1.0, 2.0
+    if direction == 0:
+        direction = -1 if form == "raw" else 0
     gap = torch.full((K, NC), gap_value, dtype=DT)
     log_ap = torch.nn.Parameter(torch.zeros(K, dtype=DT))
     opt = torch.optim.SGD([log_ap], lr=0.1)
-    _, dual, ap_before = losses.cql_penalty(gap, alpha=1.0, lagrange=True, tau=tau,
-                                            log_alpha_prime=log_ap)
+    kw = dict(alpha=alpha, lagrange=True, lagrange_form=form, tau=tau)
+    ap_before = losses.cql_penalty(gap=gap, log_alpha_prime=log_ap, **kw).alpha_prime
     opt.zero_grad()
-    dual.sum().backward()
-    if direction > 0:
-        assert (log_ap.grad < 0).all()
-    else:
-        assert (log_ap.grad > 0).all()
+    losses.cql_penalty(gap=gap, log_alpha_prime=log_ap, **kw).alpha_prime_loss.sum().backward()
     opt.step()
-    _, _, ap_after = losses.cql_penalty(gap, alpha=1.0, lagrange=True, tau=tau,
-                                        log_alpha_prime=log_ap)
-    assert ((ap_after - ap_before) * direction > 0).all()
+    ap_after = losses.cql_penalty(gap=gap, log_alpha_prime=log_ap, **kw).alpha_prime
+    if direction == 0:
+        torch.testing.assert_close(ap_after, ap_before)
+    else:
+        assert ((ap_after - ap_before) * direction > 0).all()
 
 
-def test_alpha_prime_clamped_at_1e6():
-    gap = torch.ones(K, NC, dtype=DT)
-    log_ap = torch.tensor([math.log(1e6) + 5.0, 1000.0], dtype=DT, requires_grad=True)
-    penalty, dual, ap = losses.cql_penalty(gap, alpha=1.0, lagrange=True, tau=0.0,
-                                           log_alpha_prime=log_ap)
+def test_alpha_prime_keeps_its_gradient_at_the_cap_and_projection_bounds_it():
+    """No clamp on exp(log α′): at (or above) the cap the dual still has a gradient, so α′ can come
+    back down once the constraint is met; the projection after each step keeps α′ ≤ 1e6."""
     assert losses.ALPHA_PRIME_MAX == 1e6
-    torch.testing.assert_close(ap, torch.full((K,), 1e6, dtype=DT))
-    torch.testing.assert_close(penalty, torch.full((K, NC), 1e6, dtype=DT))
-    assert torch.isfinite(dual).all()
+    gap = torch.ones(K, NC, dtype=DT)
+    log_ap = torch.tensor([losses.LOG_ALPHA_PRIME_MAX, 1000.0], dtype=DT, requires_grad=True)
+    # gap (1) below τ (3): the dual's gradient pushes log α′ down, even at and beyond the cap.
+    out = losses.cql_penalty(gap=gap, alpha=1.0, lagrange=True, lagrange_form="raw", tau=3.0,
+                             log_alpha_prime=log_ap)
+    (grad,) = torch.autograd.grad(out.alpha_prime_loss.sum(), [log_ap])
+    assert grad[0] > 0  # gradient descent lowers log α′
+    with torch.no_grad():
+        losses.project_log_alpha_prime(log_ap)
+    torch.testing.assert_close(log_ap.detach().exp(), torch.full((K,), 1e6, dtype=DT))
+    below = torch.tensor([0.5, -3.0], dtype=DT)
+    losses.project_log_alpha_prime(below)
+    torch.testing.assert_close(below, torch.tensor([0.5, -3.0], dtype=DT))  # inside the range: untouched
 
 
 # ----------------------------------------------------------------------------------------
 # TD target and loss
 # ----------------------------------------------------------------------------------------
+def _td(reward, terminal, next_q, next_log_prob, entropy_alpha, discount, deterministic_backup, max_backup):
+    """td_target in the order the tests below list its inputs (the function takes keywords only)."""
+    return losses.td_target(reward=reward, terminal=terminal, next_q=next_q, next_log_prob=next_log_prob,
+                            entropy_alpha=entropy_alpha, discount=discount,
+                            deterministic_backup=deterministic_backup, max_backup=max_backup)
+
+
 def _td_inputs(samples: int):
     reward = _randn(K, B, seed=30)
     terminal = torch.zeros(K, B, dtype=DT)
@@ -274,7 +366,7 @@ def _td_inputs(samples: int):
 def test_td_target_by_hand(deterministic_backup):
     gamma = 0.9
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=1)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                          deterministic_backup, max_backup=False)
     assert y.shape == (K, B)
     for k in range(K):
@@ -286,10 +378,18 @@ def test_td_target_by_hand(deterministic_backup):
             assert y[k, b].item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
+def test_td_target_deterministic_backup_needs_no_log_prob():
+    reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=1)
+    y = _td(reward, terminal, next_q, None, ent_alpha, 0.9, True, False)
+    torch.testing.assert_close(y, _td(reward, terminal, next_q, next_lp, ent_alpha, 0.9, True, False))
+    with pytest.raises(ValueError, match="next_log_prob"):
+        _td(reward, terminal, next_q, None, ent_alpha, 0.9, False, False)
+
+
 def test_td_target_without_max_backup_uses_sample_zero_only():
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, 0.9, False, False)
-    y0 = losses.td_target(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.9, False, False)
+    y0 = _td(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9,
                           False, False)
     torch.testing.assert_close(y, y0)
 
@@ -298,9 +398,9 @@ def test_deterministic_backup_drops_exactly_the_entropy_term():
     gamma = 0.95
     for max_backup, samples in ((False, 1), (True, N)):
         reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples)
-        y_det = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma, True,
+        y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, True,
                                  max_backup)
-        y_ent = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma, False,
+        y_ent = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, False,
                                  max_backup)
         idx = next_q.min(1).values.argmax(1) if max_backup else torch.zeros(K, B, dtype=torch.long)
         lp = next_lp.gather(1, idx[:, None]).squeeze(1)
@@ -311,9 +411,9 @@ def test_deterministic_backup_drops_exactly_the_entropy_term():
 def test_max_backup_by_hand():
     gamma = 0.8
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                          deterministic_backup=False, max_backup=True)
-    y_det = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, gamma,
+    y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
                              deterministic_backup=True, max_backup=True)
     picked_nonzero = False
     for k in range(K):
@@ -336,10 +436,10 @@ def test_terminal_gives_reward_truncation_bootstraps(max_backup):
     reward, _, next_q, next_lp, ent_alpha = _td_inputs(samples)
     next_q = next_q + 10.0  # value clearly non-zero
     terminal = torch.ones(K, B, dtype=DT)
-    y = losses.td_target(reward, terminal, next_q, next_lp, ent_alpha, 0.99, False, max_backup)
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.99, False, max_backup)
     assert torch.equal(y, reward)
     # A truncation (terminal flag 0 at an episode end) bootstraps.
-    y = losses.td_target(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99,
+    y = _td(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99,
                          False, max_backup)
     assert ((y - reward).abs() > 1.0).all()
 
@@ -347,7 +447,7 @@ def test_terminal_gives_reward_truncation_bootstraps(max_backup):
 def test_td_loss_half_mse_per_critic():
     q = _randn(K, NC, B, seed=40)
     y = _randn(K, B, seed=41)
-    loss = losses.td_loss(q, y)
+    loss = losses.td_loss(q_data=q, target=y)
     assert loss.shape == (K, NC)
     for k in range(K):
         for i in range(NC):
@@ -363,8 +463,8 @@ def test_actor_loss_sac_and_bc_forms():
     lp = _randn(K, B, seed=50)
     qmin = _randn(K, B, seed=51, scale=4.0)
     bc_lp = _randn(K, B, seed=52)
-    sac = losses.actor_loss(ent_alpha, lp, qmin)
-    bc = losses.actor_loss(ent_alpha, lp, qmin, bc_log_prob=bc_lp)
+    sac = losses.actor_loss(entropy_alpha=ent_alpha, log_prob=lp, objective=qmin)
+    bc = losses.actor_loss(entropy_alpha=ent_alpha, log_prob=lp, objective=bc_lp)
     assert sac.shape == (K,) and bc.shape == (K,)
     for k in range(K):
         a = ent_alpha[k].item()
@@ -389,7 +489,7 @@ def test_entropy_alpha_step_direction(log_prob_value, direction):
     assert ((log_prob + target_entropy) * direction > 0).all()
     log_alpha = torch.nn.Parameter(torch.zeros(K, dtype=DT))
     opt = torch.optim.SGD([log_alpha], lr=0.1)
-    loss = losses.entropy_alpha_loss(log_alpha, log_prob, target_entropy)
+    loss = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=log_prob, target_entropy=target_entropy)
     opt.zero_grad()
     loss.sum().backward()
     opt.step()
@@ -402,7 +502,7 @@ def test_entropy_alpha_loss_by_hand_and_detached():
     log_alpha = torch.tensor([0.4, -0.9], dtype=DT, requires_grad=True)
     lp = _randn(K, B, seed=60).requires_grad_(True)
     target = -float(A)
-    loss = losses.entropy_alpha_loss(log_alpha, lp, target)
+    loss = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=lp, target_entropy=target)
     for k in range(K):
         expected = -sum(log_alpha[k].item() * (lp[k, b].item() + target) for b in range(B)) / B
         assert loss[k].item() == pytest.approx(expected, rel=1e-12)

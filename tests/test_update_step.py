@@ -76,11 +76,21 @@ def _run(step: Callable[[], Metrics], n: int) -> list[Metrics]:
     return [{k: v.clone() for k, v in step().items()} for _ in range(n)]
 
 
+# The step's conventions of cql (issue 14) go through the graphed path too: α′ projection, both
+# Lagrange forms, the mean target action, per-sample clips, a separate α′ learning rate.
+CONVENTIONS = [
+    {},
+    {"lagrange_form": "raw", "target_action": "mean", "clip_diff_max": 3.5, "alpha_prime_lr": 1e-2},
+    {"tau": 0.0, "alpha_prime_init": 0.99e6, "alpha_prime_lr": 0.1},  # α′ pinned at the cap
+]
+
+
+@pytest.mark.parametrize("conventions", CONVENTIONS, ids=["default", "raw-mean-clip", "alpha-prime-cap"])
 @pytest.mark.parametrize("bc_steps", [0, 5])
-def test_graphed_step_equals_eager_steps(bc_steps: int) -> None:
+def test_graphed_step_equals_eager_steps(bc_steps: int, conventions: dict) -> None:
     torch.manual_seed(0)
-    agent_e, sampler_e = _setup(bc_steps=bc_steps)
-    agent_g, sampler_g = _setup(bc_steps=bc_steps)
+    agent_e, sampler_e = _setup(bc_steps=bc_steps, **conventions)
+    agent_g, sampler_g = _setup(bc_steps=bc_steps, **conventions)
     backend = StandInGraph(agent_g, sampler_g)
     graphed = GraphedStep(agent_g, sampler_g, batch_size=8, backend=backend, warmup_steps=2)
 

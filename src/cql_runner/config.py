@@ -14,6 +14,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+# The choices of CQLConfig's string fields (checked in validate).
+LAGRANGE_FORMS = ("weighted", "raw")
+TARGET_ACTIONS = ("sample", "mean")
+# α′ is kept at or below this (the original code's clamp).
+ALPHA_PRIME_MAX = 1e6
+
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the fix."""
@@ -68,22 +74,28 @@ class NetworkConfig:
 class CQLConfig:
     """CQL(H) on SAC. The loss, in full (per critic i, batch means over s, a ~ D):
 
-    gap_i   = E_s[ T·logsumexp_j(cat_ij / T) ] − E_{s,a}[ Q_i(s, a) ]     (clipped to [clip_diff_min, clip_diff_max])
+    gap_i   = E_{s,a}[ clip(T·logsumexp_j(cat_ij(s)/T) − Q_i(s,a)) ]  (per sample, to [clip_diff_min, clip_diff_max])
     cat_i   = [Q_i(s,u)+|A|log2, Q_i(s,c)−log π(c|s), Q_i(s,n)−log π(n|s′)],  N each of u~Unif, c~π(s), n~π(s′)
     cql_i   = alpha·gap_i                       (lagrange: false)
-            = α′·alpha·(gap_i − tau)            (lagrange: true,  α′ = clamp(exp(log α′), 0, 1e6))
-    L_Q     = Σ_i ½·E[(Q_i(s,a) − y)²] + cql_i
+            = α′·(alpha·gap_i − tau)            (lagrange: true, lagrange_form: weighted; the original code)
+            = α′·alpha·(gap_i − tau)            (lagrange: true, lagrange_form: raw; CORL, d3rlpy 2.8.1)
+    L_Q     = Σ_i ½·E[(Q_i(s,a) − y)²] + cql_i,   y = r + γ(1−d)·min_i Q̄_i(s′, a′)
     L_α′    = −½ Σ_i cql_i                      (minimised over log α′; Q terms detached)
 
-    The common 1/(3N) inside the logsumexp is dropped (as in the original, CORL and d3rlpy),
-    so ``tau`` is compared with the gap as written above.
+    α′ = exp(log α′), with log α′ projected to ≤ log 1e6 after each step. a′ ~ π(·|s′)
+    (target_action: sample) or a′ = tanh(μ(s′)) (target_action: mean). The common 1/(3N)
+    inside the logsumexp is dropped (as in the original, CORL and d3rlpy), so ``tau`` is
+    compared with the gap as written above.
     """
 
     # Conservative weight; with lagrange it multiplies α′.
     alpha: float = 5.0
     lagrange: bool = True
-    # Lagrange threshold on the gap (the paper's τ). Only used when lagrange is true.
+    # Lagrange threshold (the paper's τ). Only used when lagrange is true.
     tau: float = 10.0
+    # What tau bounds: weighted = alpha·gap ≤ tau (the original code; with alpha 5, tau 10 asks
+    # for gap ≤ 2), raw = gap ≤ tau (CORL, d3rlpy 2.8.1). The two agree at alpha = 1.
+    lagrange_form: str = "weighted"
     # N: actions sampled from each proposal per state.
     n_actions: int = 10
     temperature: float = 1.0
@@ -93,14 +105,20 @@ class CQLConfig:
     max_backup: bool = False
     # Drop the −α·log π entropy term from the TD target.
     deterministic_backup: bool = True
+    # The TD target's next action: sample = a′ ~ π(·|s′) (the original, CORL), mean = tanh(μ(s′))
+    # (d3rlpy 2.8.1; needs deterministic_backup and no max_backup).
+    target_action: str = "sample"
     # Steps of behaviour-cloning actor loss before the SAC actor loss takes over.
     bc_steps: int = 0
+    # Clamp each sample's ood(s) − Q(s, a) before the batch mean (CORL's cql_clip_diff_min/max).
     clip_diff_min: float = -math.inf
     clip_diff_max: float = math.inf
     policy_lr: float = 1e-4
     critic_lr: float = 3e-4
-    # Learning rate of both temperatures: entropy α and Lagrange α′.
+    # Learning rate of the entropy temperature α.
     alpha_lr: float = 3e-4
+    # Learning rate of the Lagrange multiplier α′ (the original and CORL: the critic's rate).
+    alpha_prime_lr: float = 3e-4
     alpha_prime_init: float = 1.0
     discount: float = 0.99
     # Polyak averaging rate for the target critics (named so it cannot clash with tau).
@@ -214,11 +232,20 @@ def validate(cfg: Any) -> None:
     _check(0 < c.target_update_rate <= 1, f"cql.target_update_rate must be in (0, 1] (got {c.target_update_rate})")
     _check(c.bc_steps >= 0, f"cql.bc_steps must be >= 0 (got {c.bc_steps})")
     _check(c.clip_diff_min < c.clip_diff_max, "cql.clip_diff_min must be < cql.clip_diff_max")
-    _check(c.alpha_prime_init > 0, f"cql.alpha_prime_init must be > 0 (got {c.alpha_prime_init})")
+    _check(0 < c.alpha_prime_init <= ALPHA_PRIME_MAX,
+           f"cql.alpha_prime_init must be in (0, {ALPHA_PRIME_MAX:g}] (got {c.alpha_prime_init})")
+    _check(c.lagrange_form in LAGRANGE_FORMS,
+           f"cql.lagrange_form must be weighted or raw (got {c.lagrange_form!r})")
+    _check(c.target_action in TARGET_ACTIONS, f"cql.target_action must be sample or mean (got {c.target_action!r})")
+    if c.target_action == "mean":
+        _check(c.deterministic_backup, "cql.target_action=mean has no log π for the entropy backup; "
+               "add cql.deterministic_backup=true or use cql.target_action=sample")
+        _check(not c.max_backup, "cql.target_action=mean gives one next action, so max_backup has nothing to "
+               "maximise over; drop cql.max_backup or use cql.target_action=sample")
     _check(c.entropy_alpha_init > 0, f"cql.entropy_alpha_init must be > 0 (got {c.entropy_alpha_init})")
     _check(cfg.train.threads is None or cfg.train.threads >= 1,
            f"train.threads must be >= 1 or null for torch's default (got {cfg.train.threads})")
-    for name in ("policy_lr", "critic_lr", "alpha_lr"):
+    for name in ("policy_lr", "critic_lr", "alpha_lr", "alpha_prime_lr"):
         _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
 
     n = cfg.network

@@ -149,7 +149,8 @@ class Trainer:
         if self._warned_runaway or not self.agent.cql.lagrange:
             return
         for k, rec in enumerate(records):
-            message = lagrange_runaway(rec, self.agent.cql.tau)
+            c = self.agent.cql
+            message = lagrange_runaway(rec, tau=c.tau, alpha=c.alpha, lagrange_form=c.lagrange_form)
             if message is not None:
                 who = f" (seed index {k})" if len(records) > 1 else ""
                 log.warning("step %d%s: %s", self.state.step, who, message)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
-from cql_runner.cql import losses
+from cql_runner.cql import losses, terms
 from cql_runner.networks import Actor, Critic
 
 
@@ -38,6 +38,15 @@ class Noise(NamedTuple):
     policy: Tensor
     next_policy: Tensor
     uniform: Tensor
+
+
+class PolicySample(NamedTuple):
+    """N reparameterised draws of π(·|s) per state and the Gaussian they came from."""
+
+    actions: Tensor  # (K, N, B, A)
+    log_prob: Tensor  # (K, N, B)
+    mean: Tensor  # (K, B, A): pre-tanh mean
+    log_std: Tensor  # (K, B, A)
 
 
 # Offsets keep the update-noise stream apart from the data-sampling stream of the same seed.
@@ -102,7 +111,8 @@ class CQLAgent(nn.Module):
         self.optimizer = _make_optimizer([
             {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
             {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
-            {"params": [self.log_alpha, self.log_alpha_prime], "lr": cql.alpha_lr},
+            {"params": [self.log_alpha], "lr": cql.alpha_lr},
+            {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
         ], capturable)
         self.num_updates = 0
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
@@ -122,75 +132,81 @@ class CQLAgent(nn.Module):
     # ----- the losses of one step -----------------------------------------------------
     def compute_losses(self, batch: Batch, noise: Noise, bc: bool) -> tuple[Tensor, dict[str, Tensor]]:
         """All losses from the current parameters; returns (sum to minimise, metrics (K,))."""
-        c = self.cql
-        k, b, n_act = batch.obs.shape[0], batch.obs.shape[1], c.n_actions
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if self.bf16 else nullcontext())
         entropy_alpha = self.log_alpha.exp().detach()
         with autocast:
-            mean, log_std = self.actor(batch.obs)
-            policy_actions, policy_log_prob = losses.squashed_gaussian_sample(
-                mean.unsqueeze(1).float(), log_std.unsqueeze(1).float(), noise.policy)
-
+            policy = self._sample_policy(batch.obs, noise.policy)
             with torch.no_grad():
-                next_mean, next_log_std = self.actor(batch.next_obs)
-                next_actions, next_log_prob = losses.squashed_gaussian_sample(
-                    next_mean.unsqueeze(1).float(), next_log_std.unsqueeze(1).float(),
-                    noise.next_policy)
-                samples = n_act if c.max_backup else 1
-                next_q = self.target_critic(
-                    _repeat(batch.next_obs, samples), next_actions[:, :samples].reshape(k, -1, self.act_dim)
-                ).float().reshape(k, -1, samples, b)
-                target = losses.td_target(
-                    batch.rewards, batch.terminals, next_q, next_log_prob[:, :samples],
-                    entropy_alpha, c.discount, c.deterministic_backup, c.max_backup)
+                next_policy = self._sample_policy(batch.next_obs, noise.next_policy)
+                target = self._td_target(batch, next_policy, entropy_alpha)
+            critic = self._critic_terms(batch, noise, policy, next_policy, target)
+            actor = self._actor_terms(batch, policy, entropy_alpha, bc)
+        return terms.total_loss(critic, actor), terms.step_metrics(critic, actor)
 
-            if self.conservative:
-                # One critic call for the dataset action and all 3N proposals at s.
-                actions = torch.cat([batch.actions.unsqueeze(1), noise.uniform,
-                                     policy_actions.detach(), next_actions], dim=1)
-                q_all = self.critic(_repeat(batch.obs, 1 + 3 * n_act),
-                                    actions.reshape(k, -1, self.act_dim)).float()
-                q_all = q_all.reshape(k, -1, 1 + 3 * n_act, b)
-                q_data = q_all[:, :, 0]
-                gap = losses.conservative_gap(
-                    q_all[:, :, 1 : 1 + n_act], q_all[:, :, 1 + n_act : 1 + 2 * n_act],
-                    q_all[:, :, 1 + 2 * n_act :], q_data, policy_log_prob, next_log_prob,
-                    self.act_dim, c.temperature, c.importance_sampling,
-                    c.clip_diff_min, c.clip_diff_max)
-                penalty, alpha_prime_loss, alpha_prime = losses.cql_penalty(
-                    gap.gap, c.alpha, c.lagrange, c.tau, self.log_alpha_prime)
-            else:
-                q_data = self.critic(batch.obs, batch.actions).float()
-                zeros = q_data.new_zeros(k, q_data.shape[1])
-                gap = losses.ConservativeGap(gap=zeros, ood=zeros)
-                penalty, alpha_prime_loss = zeros, zeros.sum(-1)
-                alpha_prime = zeros.sum(-1)
-            td = losses.td_loss(q_data, target)
-            critic_loss = (td + penalty).sum(-1)
+    def _sample_policy(self, obs: Tensor, eps: Tensor) -> PolicySample:
+        mean, log_std = self.actor(obs)
+        actions, log_prob = losses.squashed_gaussian_sample(
+            mean.unsqueeze(1).float(), log_std.unsqueeze(1).float(), eps)
+        return PolicySample(actions=actions, log_prob=log_prob, mean=mean.float(), log_std=log_std.float())
 
-            # The actor sees the critics through detached weights: no gradient reaches them.
-            frozen = [p.detach() for p in self.critic.net.param_list()]
-            q_policy = self.critic(batch.obs, policy_actions[:, 0], params=frozen).float()
-            q_policy_min = q_policy.min(dim=1).values
-            bc_log_prob = (losses.squashed_gaussian_log_prob(mean.float(), log_std.float(), batch.actions)
-                           if bc else None)
-            actor_loss = losses.actor_loss(entropy_alpha, policy_log_prob[:, 0], q_policy_min,
-                                           bc_log_prob)
-            alpha_loss = (losses.entropy_alpha_loss(self.log_alpha, policy_log_prob[:, 0],
-                                                    self.target_entropy)
-                          if c.auto_entropy else torch.zeros_like(actor_loss))
+    def _td_target(self, batch: Batch, next_policy: PolicySample, entropy_alpha: Tensor) -> Tensor:
+        """y from the target critics at a′: the first sample of π(·|s′), the best of N (max
+        backup), or the mean action tanh(μ(s′)) (d3rlpy's deterministic backup)."""
+        c, (k, b) = self.cql, batch.rewards.shape
+        if c.target_action == "mean":
+            actions, log_prob = torch.tanh(next_policy.mean).unsqueeze(1), None
+        else:
+            samples = c.n_actions if c.max_backup else 1
+            actions, log_prob = next_policy.actions[:, :samples], next_policy.log_prob[:, :samples]
+        samples = actions.shape[1]
+        next_q = self.target_critic(_repeat(batch.next_obs, samples), actions.reshape(k, -1, self.act_dim))
+        return losses.td_target(
+            reward=batch.rewards, terminal=batch.terminals, next_q=next_q.float().reshape(k, -1, samples, b),
+            next_log_prob=log_prob, entropy_alpha=entropy_alpha, discount=c.discount,
+            deterministic_backup=c.deterministic_backup, max_backup=c.max_backup)
 
-        total = (critic_loss + actor_loss + alpha_loss + alpha_prime_loss).sum()
-        metrics = {
-            "loss/critic": critic_loss, "loss/td": td.mean(-1), "loss/cql": penalty.mean(-1),
-            "loss/actor": actor_loss, "loss/alpha": alpha_loss, "loss/alpha_prime": alpha_prime_loss,
-            "alpha": entropy_alpha, "alpha_prime": alpha_prime,
-            "cql/gap": gap.gap.mean(-1), "cql/ood_logsumexp": gap.ood.mean(-1),
-            "q/data": q_data.mean(dim=(1, 2)), "q/policy": q_policy_min.mean(-1),
-            "q/target": target.mean(-1), "policy/entropy": -policy_log_prob[:, 0].mean(-1),
-        }
-        return total, {name: value.detach() for name, value in metrics.items()}
+    def _critic_terms(self, batch: Batch, noise: Noise, policy: PolicySample, next_policy: PolicySample,
+                      target: Tensor) -> terms.CriticTerms:
+        c, (k, b) = self.cql, batch.rewards.shape
+        if self.conservative:
+            n = c.n_actions
+            # One critic call at s for the dataset action and the N proposals of each of Unif,
+            # π(·|s) and π(·|s′), laid out (K, n, 1 + 3N, B) and split by name.
+            actions = torch.cat([batch.actions.unsqueeze(1), noise.uniform, policy.actions.detach(),
+                                 next_policy.actions], dim=1)
+            q_all = self.critic(_repeat(batch.obs, 1 + 3 * n), actions.reshape(k, -1, self.act_dim))
+            q_data, q_uniform, q_policy, q_next_policy = q_all.float().reshape(k, -1, 1 + 3 * n, b).split(
+                [1, n, n, n], dim=2)
+            q_data = q_data.squeeze(2)
+            gap = losses.conservative_gap(
+                q_uniform=q_uniform, q_policy=q_policy, q_next_policy=q_next_policy, q_data=q_data,
+                log_prob_policy=policy.log_prob, log_prob_next_policy=next_policy.log_prob,
+                act_dim=self.act_dim, temperature=c.temperature, importance_sampling=c.importance_sampling,
+                clip_min=c.clip_diff_min, clip_max=c.clip_diff_max)
+            cql = losses.cql_penalty(
+                gap=gap.gap, alpha=c.alpha, lagrange=c.lagrange, lagrange_form=c.lagrange_form, tau=c.tau,
+                log_alpha_prime=self.log_alpha_prime)
+        else:
+            q_data = self.critic(batch.obs, batch.actions).float()
+            gap, cql = losses.conservative_term_off(n_agents=k, n_critics=q_data.shape[1], like=q_data)
+        return terms.CriticTerms(target=target, q_data=q_data, td=losses.td_loss(q_data=q_data, target=target),
+                                 gap=gap, cql=cql)
+
+    def _actor_terms(self, batch: Batch, policy: PolicySample, entropy_alpha: Tensor,
+                     bc: bool) -> terms.ActorTerms:
+        log_prob = policy.log_prob[:, 0]
+        # The actor sees the critics through detached weights: no gradient reaches them.
+        frozen = [p.detach() for p in self.critic.net.param_list()]
+        q_policy_min = self.critic(batch.obs, policy.actions[:, 0], params=frozen).float().min(dim=1).values
+        objective = (losses.squashed_gaussian_log_prob(policy.mean, policy.log_std, batch.actions)
+                     if bc else q_policy_min)
+        loss = losses.actor_loss(entropy_alpha=entropy_alpha, log_prob=log_prob, objective=objective)
+        alpha_loss = (losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob,
+                                                target_entropy=self.target_entropy)
+                      if self.cql.auto_entropy else torch.zeros_like(loss))
+        return terms.ActorTerms(loss=loss, alpha_loss=alpha_loss, entropy_alpha=entropy_alpha,
+                                log_prob=log_prob, q_policy_min=q_policy_min)
 
     # ----- one gradient step ----------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:
@@ -203,6 +219,7 @@ class CQLAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        losses.project_log_alpha_prime(self.log_alpha_prime)
         with torch.no_grad():
             torch._foreach_lerp_(self.target_critic.net.param_list(), self.critic.net.param_list(),
                                  self.cql.target_update_rate)
@@ -306,7 +323,7 @@ class CQLAgent(nn.Module):
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
         self.load_state_dict(state["modules"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_split_temperature_group(state["optimizer"]))
         # The saved groups carry the writer's capturable flag; this run's device decides it.
         for group in self.optimizer.param_groups:
             group["capturable"] = self.capturable
@@ -319,6 +336,17 @@ def _repeat(obs: Tensor, times: int) -> Tensor:
     """(K, B, d) → (K, times·B, d), sample-major, matching actions laid out (K, times, B, ·)."""
     k, b, d = obs.shape
     return obs.unsqueeze(1).expand(k, times, b, d).reshape(k, times * b, d)
+
+
+def _split_temperature_group(opt_state: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer state written when α and α′ shared one group (before ``alpha_prime_lr``), as two."""
+    groups = opt_state["param_groups"]
+    if len(groups) != 3:
+        return opt_state
+    temps = groups[2]
+    log_alpha, log_alpha_prime = temps["params"]
+    return {**opt_state, "param_groups": [*groups[:2], {**temps, "params": [log_alpha]},
+                                          {**temps, "params": [log_alpha_prime]}]}
 
 
 def _make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:
