@@ -298,3 +298,21 @@ def test_a_sweep_records_every_job_tallies_them_and_fails(minari_root: Path, tmp
     header = rows[0].split(",")
     by_tau = {r.split(",")[header.index("cql.tau")]: r.split(",") for r in rows[1:]}
     assert by_tau["-1.0"][header.index("n_failed")] == "1" and by_tau["5.0"][header.index("n_completed")] == "1"
+
+
+# ----- 10. cql-report on a run still being written ----------------------------------------
+def test_report_shows_a_run_being_written_as_running(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "a"
+    assert run_cli([*FAST, "train.steps=100", "train.log_every=25", f"run_dir={run_dir}"],
+                   cwd=tmp_path).returncode == 0
+    metrics = run_dir / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) - 20])  # the writer was cut mid-line
+    (run_dir / "summary.json").write_text("")  # created, not yet written
+    proc = run_cli([str(tmp_path / "runs"), "--out", str(tmp_path / "report")], cwd=tmp_path,
+                   script="cql-report")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 runs (0 completed, 1 running, 0 failed, 0 skipped)" in proc.stdout
+    assert "skipping" not in proc.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {run_dir} | running | 75/100 |" in report
