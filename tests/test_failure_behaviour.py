@@ -206,3 +206,113 @@ def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari
 def test_summaries_are_strict_json() -> None:
     text = dumps({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
     assert json.loads(text, parse_constant=pytest.fail) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}
+
+
+# ----- 3. disk full while checkpointing ----------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Path | None:
+    """A real 4 MiB tmpfs when this process may mount one (root), else None."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        yield None
+        return
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Fill the filesystem of ``fs`` until only ``leave`` bytes are free."""
+    st = os.statvfs(fs)
+    filler = fs / "filler"
+    filler.write_bytes(b"\0" * max(st.f_bavail * st.f_frsize - leave, 0))
+    return filler
+
+
+DISK_FULL_PATCH = """
+import errno, sys
+import cql_runner.checkpoint as ckpt
+from cql_runner.cli import train_main
+calls = []
+def full(f, data):
+    calls.append(1)
+    if len(calls) > {allowed}:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    f.write(data); f.flush()
+ckpt._write_all = full
+sys.argv = ["cql-train", *sys.argv[1:]]
+train_main()
+"""
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_checkpoints(minari_root: Path, tmp_path: Path,
+                                                                              small_fs: Path | None) -> None:
+    run_dir = (small_fs or tmp_path) / "run"
+    args = [*FAST, "train.checkpoint_every=50", "train.log_every=1000000", f"run_dir={run_dir}"]
+    assert run_cli([*args, "train.steps=50"], cwd=tmp_path).returncode == 0
+    size = (run_dir / "checkpoints" / "last.pt").stat().st_size
+    if small_fs is not None:
+        # Room for the step-100 checkpoint, not for the one at step 150.
+        filler = fill(small_fs, leave=size + size // 2 + 16 * 4096)
+        proc = run_cli([*args, "train.steps=200"], cwd=tmp_path)
+    else:  # no way to fill a real filesystem here: the write itself reports ENOSPC
+        exe = [sys.executable, "-c", DISK_FULL_PATCH.format(allowed=1), *args, "train.steps=200"]
+        proc = subprocess.run(exe, cwd=tmp_path, env={**os.environ, **SUBPROCESS_ENV}, capture_output=True,
+                              text=True, timeout=180)
+    assert proc.returncode == 2
+    assert error_line(proc) == (f"cql-train: error: cannot write checkpoint {run_dir}/checkpoints/last.pt: "
+                                "no space left on device; free space and rerun to resume from step 100")
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 100
+    assert load_checkpoint(run_dir / "checkpoints" / "prev.pt")["trainer"]["step"] == 50
+    assert not list((run_dir / "checkpoints").glob(".ckpt-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "no space left on device" in summary["error"]
+
+    if small_fs is not None:  # freeing space is all a rerun needs
+        filler.unlink()
+        proc = run_cli([*args, "train.steps=200"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 200
+
+
+# ----- 9. a sweep with a bad value --------------------------------------------------------
+def test_a_sweep_records_every_job_tallies_them_and_fails(minari_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", *FAST, "train.steps=40", "train.log_every=20", "cql.tau=5,-1",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"cql-train: sweep {sweep}: 2 jobs: 1 completed, 1 failed"
+    good, bad = (json.loads((sweep / str(k) / "summary.json").read_text(), parse_constant=pytest.fail)
+                 for k in (0, 1))
+    assert good["status"] == "completed"
+    assert bad["status"] == "failed" and bad["error"].startswith("ConfigError: cql.tau must be >= 0 (got -1.0)")
+    assert "tau: -1.0" in (sweep / "1" / "config.yaml").read_text()
+
+    # cql-report sees that tau was swept and lists the failed job under its setting.
+    report = run_cli([str(sweep), "--out", str(tmp_path / "report")], cwd=tmp_path, script="cql-report")
+    assert report.returncode == 0, report.stderr
+    assert "2 runs (1 completed, 0 running, 1 failed" in report.stdout and "cql.tau" in report.stdout
+    rows = (tmp_path / "report" / "report.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    by_tau = {r.split(",")[header.index("cql.tau")]: r.split(",") for r in rows[1:]}
+    assert by_tau["-1.0"][header.index("n_failed")] == "1" and by_tau["5.0"][header.index("n_completed")] == "1"
+
+
+# ----- 10. cql-report on a run still being written ----------------------------------------
+def test_report_shows_a_run_being_written_as_running(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "a"
+    assert run_cli([*FAST, "train.steps=100", "train.log_every=25", f"run_dir={run_dir}"],
+                   cwd=tmp_path).returncode == 0
+    metrics = run_dir / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[: len(text) - 20])  # the writer was cut mid-line
+    (run_dir / "summary.json").write_text("")  # created, not yet written
+    proc = run_cli([str(tmp_path / "runs"), "--out", str(tmp_path / "report")], cwd=tmp_path,
+                   script="cql-report")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 runs (0 completed, 1 running, 0 failed, 0 skipped)" in proc.stdout
+    assert "skipping" not in proc.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| {run_dir} | running | 75/100 |" in report

@@ -15,6 +15,7 @@ checkpoint, which :func:`load_latest` finds.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -193,17 +194,50 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], state: dict[str, Any], ste
     envelope = {"format": FORMAT, "step": int(step), "sha256": _digest(int(step), payload),
                 "payload": payload}
 
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=ckpt_dir)
-    tmp = Path(tmp_name)
+    # Serialised in memory first: torch.save straight to a file turns a failed write (a full
+    # disk) into an unrelated "unexpected pos" RuntimeError; a plain write keeps the OSError.
+    data = io.BytesIO()
+    torch.save(envelope, data)
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=ckpt_dir)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as f:
-            torch.save(envelope, f)
-            f.flush()
+            _write_all(f, data.getbuffer())
             os.fsync(f.fileno())
         _rotate(ckpt_dir)
         os.replace(tmp, ckpt_dir / LAST)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(ckpt_dir / LAST, exc) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(ckpt_dir)
     return ckpt_dir / LAST
+
+
+def _write_all(f: io.BufferedWriter, data: memoryview) -> None:
+    f.write(data)
+    f.flush()
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, quota, permissions); the ones before it are intact."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+            exc.strerror or str(exc)).lower()
+        super().__init__(f"cannot write checkpoint {path}: {reason}; {_resume_hint(path.parent, exc)}")
+
+
+def _resume_hint(ckpt_dir: Path, exc: OSError) -> str:
+    fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+    for name in (LAST, PREV):
+        try:
+            return f"{fix} and rerun to resume from step {checkpoint_step(ckpt_dir / name)}"
+        except CheckpointError:
+            continue
+    return f"{fix} and rerun (no earlier checkpoint: the run starts over)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import sys
@@ -24,6 +25,18 @@ log = logging.getLogger("cql_runner")
 
 # Errors whose message already names the fix: print one line, not a traceback.
 USER_ERRORS = (ConfigError, DatasetError, EnvError, NonFiniteLossError, CheckpointError, RunDirInUseError)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def one_line_message(exc: BaseException) -> str:
+    """The user-facing line for an error that names its fix; a full disk outside checkpoints
+    (metrics, config) gets one in the same words as a checkpoint write."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where = f"cannot write {exc.filename}" if exc.filename else "cannot write the run's files"
+        return f"{where}: no space left on device; free space and rerun to resume from the last checkpoint"
+    return str(exc)
 
 
 # The shell's status for a process ended by Ctrl-C (128 + SIGINT).
@@ -66,6 +79,10 @@ def train_main() -> None:
         print(f"cql-train: error: {message}", file=sys.stderr)
         sys.exit(2)
     _train()
+    from cql_runner.sweep_tally import last_tally
+
+    if last_tally["failed"]:
+        sys.exit(1)
 
 
 @hydra.main(config_path="pkg://cql_runner.conf", config_name="train", version_base="1.3")
@@ -79,8 +96,10 @@ def _train(cfg: DictConfig) -> float:
         # Ctrl-C outside the training loop (which stops cleanly by itself): no traceback.
         print("cql-train: interrupted before training started or while closing", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
-    except USER_ERRORS as exc:
-        message = f"cql-train: error: {exc}"
+    except (*USER_ERRORS, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in DISK_FULL:
+            raise
+        message = f"cql-train: error: {one_line_message(exc)}"
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode.name == "MULTIRUN":
             # One bad job must not end a sweep; its summary.json records the failure. The basic

@@ -26,6 +26,7 @@ from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
 from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
+from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
@@ -44,7 +45,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_resume_target(cfg.resume)
     run_dir = resolve_run_dir(cfg)
     with RunLock(run_dir):
-        return _run_locked(cfg, run_dir, started)
+        try:
+            return _run_locked(cfg, run_dir, started)
+        except Exception as exc:
+            record_failed_start(cfg, run_dir, exc)
+            raise
 
 
 def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
@@ -101,7 +106,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
             summary = make_summary(cfg, s, data, trainer.state, k, status, error, wall)
             if result is not None and result.preemption is not None:
                 summary["interrupted_by"] = result.preemption.signal_name
-            write_json(d / "summary.json", summary)
+            write_summary(d / "summary.json", summary)
             logger.log_summary(summary)
             logger.close()
             summaries.append(summary)
@@ -297,6 +302,15 @@ def aggregate_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write summary.json; on a full disk warn in one line rather than hide the run's own error."""
+    try:
+        write_json(path, summary)
+    except OSError as exc:
+        path.with_suffix(path.suffix + ".tmp").unlink(missing_ok=True)
+        log.warning("could not write %s (%s)", path, exc.strerror or exc)
 
 
 def write_json(path: Path, obj: Any) -> None:

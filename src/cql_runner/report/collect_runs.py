@@ -136,7 +136,10 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            return None  # created but not yet written: the run is still going
+        summary = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path.name}: not valid JSON ({exc})") from exc
     if not isinstance(summary, dict):
