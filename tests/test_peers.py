@@ -164,3 +164,52 @@ def test_real_peer_trains_and_writes_a_run(minari_root: Path, tmp_path: Path) ->
     assert summary["steps"] == 20 and summary["peer"]["method"] == "d3rlpy-cql"
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20] and all("alpha_prime" in r for r in rows)
+
+
+# ----- the evidence suite's peer methods ----------------------------------------------------------
+def test_suite_peer_methods_share_the_plans_budget(tmp_path: Path) -> None:
+    from cql_runner.evidence.run_suite import parse_args, plan_from_args
+    from cql_runner.evidence.suite_plan import env_args, make_plan, peer_args, train_args
+
+    plan = make_plan("default", methods=["cql-lagrange", "d3rlpy-cql", "d3rlpy-bc"], datasets=["hopper-medium"])
+    ours, cql, bc = plan.methods
+    assert (ours.peer, cql.peer, bc.peer) == (None, "cql", "bc")
+    assert [m.name for m in make_plan("default").methods] == ["cql-lagrange", "cql-fixed", "sac", "bc"]
+    ds = plan.datasets[0]
+    args = peer_args(plan, ds, cql, tmp_path / "run", tmp_path / "venv")
+    train = train_args(plan, ds, ours, tmp_path / "run")
+
+    def after(flag: str, n: int = 1) -> list[str]:
+        i = args.index(flag)
+        return args[i + 1:i + 1 + n]
+
+    assert after("--algo") == ["cql"] and after("--venv") == [str(tmp_path / "venv")]
+    assert after("--seeds", 3) == [str(s) for s in plan.seeds] and f"seeds=[{','.join(after('--seeds', 3))}]" in train
+    assert f"train.steps={after('--steps')[0]}" in train and f"eval.every={after('--eval-every')[0]}" in train
+    assert f"eval.episodes={after('--eval-episodes')[0]}" in train
+    assert f"network.hidden=[{','.join(after('--hidden', 2))}]" in train
+    assert f"train.batch_size={after('--batch-size')[0]}" in train
+    assert f"cql.n_actions={after('--n-actions')[0]}" in train
+    assert args[args.index("--") + 1:] == env_args(ds)  # the dataset is read as cql-train reads it
+    with pytest.raises(ValueError, match="not a peer"):
+        peer_args(plan, ds, ours, tmp_path, tmp_path)
+    parsed = parse_args([str(tmp_path), "--methods", "d3rlpy-bc", "--peer-venv", str(tmp_path / "v")])
+    assert parsed.peer_venv == tmp_path / "v" and [m.name for m in plan_from_args(parsed).methods] == ["d3rlpy-bc"]
+
+
+@pytest.mark.slow
+def test_tiny_suite_runs_a_peer_into_the_results_table(tmp_path: Path) -> None:
+    """cql-evidence with --methods bc,d3rlpy-bc on the tiny plan (skipped without CQL_RUNNER_PEER_VENV)."""
+    from conftest import run_cli
+
+    venv = os.environ.get("CQL_RUNNER_PEER_VENV")
+    if not venv or not (Path(venv) / "bin" / "python").is_file():
+        pytest.skip("set CQL_RUNNER_PEER_VENV to a peer venv built by `python -m cql_runner.peers build`")
+    out, docs = tmp_path / "suite", tmp_path / "docs"
+    done = run_cli(["run", str(out), "--budget", "tiny", "--docs", str(docs), "--methods", "bc,d3rlpy-bc",
+                    "--peer-venv", venv], cwd=tmp_path, timeout=900, script="cql-evidence",
+                   env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((docs / "evidence" / "results.json").read_text())
+    assert {k.split("/")[1] for k in results} == {"bc", "d3rlpy-bc"}
+    assert "d3rlpy-bc" in (docs / "RESULTS.md").read_text()
