@@ -37,7 +37,8 @@ lint: $(STAMP)  ## Lint with ruff
 	$(BIN)/ruff check src tests scripts
 
 bench: $(STAMP)  ## Benchmark the CQL update against d3rlpy and the dataset's memory (bench.json, bench_memory.json)
-	$(BIN)/python scripts/bench.py --json bench.json
+	$(BIN)/python -m cql_runner.peers build --venv .peer-venv
+	$(BIN)/python scripts/bench.py --json bench.json --peer-venv .peer-venv
 	$(BIN)/python scripts/bench_memory.py --json bench_memory.json
 
 evidence: $(STAMP)  ## Build datasets and run the CQL vs offline SAC vs BC evidence suite (hours; resumable)

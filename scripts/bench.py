@@ -197,8 +197,18 @@ def counted_flops(update: Callable[[], Any]) -> int | None:
 
 
 # ----- the peer ---------------------------------------------------------------------------
-def import_d3rlpy() -> tuple[Any, str | None]:
-    """(module, None) or (None, why it is missing). Its import prints gym/structlog noise."""
+def import_d3rlpy(peer_venv: Path | None = None) -> tuple[Any, str | None]:
+    """(module, None) or (None, why it is missing). Its import prints gym/structlog noise.
+
+    d3rlpy is never installed into our venv (it pins gymnasium==1.0.0). With ``peer_venv`` (built by
+    ``python -m cql_runner.peers build``), that venv's site-packages is appended to sys.path, after
+    ours: d3rlpy's own modules load from there while torch, numpy and gymnasium stay ours.
+    """
+    if peer_venv is not None:
+        import site
+
+        for sp in sorted(peer_venv.glob("lib/python*/site-packages")):
+            site.addsitedir(str(sp))
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             import d3rlpy
@@ -209,8 +219,8 @@ def import_d3rlpy() -> tuple[Any, str | None]:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         return d3rlpy, None
     except Exception as exc:  # ImportError, or a broken install
-        return None, (f"d3rlpy is not importable ({type(exc).__name__}: {exc}); install the bench extra "
-                      "as docs/PERFORMANCE.md shows")
+        return None, (f"d3rlpy is not importable ({type(exc).__name__}: {exc}); build the peer venv with "
+                      "`python -m cql_runner.peers build --venv .peer-venv` and pass --peer-venv .peer-venv")
 
 
 def d3rlpy_device(device: torch.device) -> str | bool:
@@ -338,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="steps per round of the bf16 row when the CPU lacks bf16 hardware (it is ~5-100x slower)")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 row (ratios.bf16 becomes null)")
     p.add_argument("--no-peer", action="store_true", help="skip d3rlpy")
+    p.add_argument("--peer-venv", type=Path, default=None,
+                   help="a peer venv (python -m cql_runner.peers build --venv DIR) to import d3rlpy from")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seeds", type=int, default=8,
                    help="K of the seed-vectorised row (K agents in one process); 1 skips the row")
@@ -439,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.no_peer:
         peer_info["reason"] = "skipped (--no-peer)"
     else:
-        d3rlpy, reason = import_d3rlpy()
+        d3rlpy, reason = import_d3rlpy(args.peer_venv)
         if d3rlpy is None:
             peer_info["reason"] = reason
         else:

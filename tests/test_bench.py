@@ -1,7 +1,8 @@
 """Smoke test of scripts/bench.py: a tiny run in a subprocess writes JSON of the documented schema.
 
-d3rlpy (the optional ``bench`` extra) is compared with when it is installed; without it the
-bench must still run ours and say why the peer is missing, so CI passes without the extra.
+d3rlpy is compared with when a peer venv is named by CQL_RUNNER_PEER_VENV (built by
+``python -m cql_runner.peers build``; d3rlpy never goes into our venv); without it the bench must
+still run ours and say why the peer is missing, so CI passes without the peer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-HAS_D3RLPY = importlib.util.find_spec("d3rlpy") is not None
+PEER_VENV = os.environ.get("CQL_RUNNER_PEER_VENV")
+HAS_D3RLPY = importlib.util.find_spec("d3rlpy") is not None or bool(PEER_VENV)
 
 
 def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
@@ -26,7 +28,9 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--rounds", "1", "--steps", "2",
            "--hidden", "32", "32", "--warmup", "1", "--dataset-size", "5000", "--gemm-reps", "2", "--seeds", "2",
            "--json", str(out), "--quiet"]
-    if not HAS_D3RLPY:
+    if PEER_VENV:
+        cmd += ["--peer-venv", PEER_VENV]
+    elif not HAS_D3RLPY:
         cmd.append("--no-peer")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)

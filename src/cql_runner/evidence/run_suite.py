@@ -40,7 +40,15 @@ from cql_runner.evidence.dataset_store import (
     run_logged,
     subprocess_env,
 )
-from cql_runner.evidence.suite_plan import DatasetSpec, MethodSpec, Plan, make_plan, seed_dirs, train_args
+from cql_runner.evidence.suite_plan import (
+    DatasetSpec,
+    MethodSpec,
+    Plan,
+    make_plan,
+    peer_args,
+    seed_dirs,
+    train_args,
+)
 from cql_runner.evidence.suite_timing import Timing
 
 VALUE_FILE = "value_check.json"
@@ -61,7 +69,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="training processes at once (each one torch thread); 2 uses both cores of an idle 2-core box")
     p.add_argument("--logger", default="none", choices=["none", "wandb-offline"], help="cql-train's remote logger")
     p.add_argument("--datasets", default=None, help="comma-separated dataset keys (default: all in the plan)")
-    p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated method names (default: all of ours; d3rlpy-cql and d3rlpy-bc add the peers)")
+    p.add_argument("--peer-venv", type=Path, default=None,
+                   help="the peers' own venv, built on first use (default: OUT/peer-venv)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--hidden", default=None, help="network.hidden as comma-separated sizes, e.g. 128,128")
@@ -148,12 +159,16 @@ def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: 
 
 
 def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, root: Path, out: Path,
-                   logger: str, timing: Timing) -> bool:
+                   logger: str, timing: Timing, peer_venv: Path | None = None) -> bool:
     if trained(plan, run_dir):
         say(f"{ds.key}/{method.name}: trained; skipping")
         return True
     say(f"{ds.key}/{method.name}: training seeds {list(plan.seeds)} for {plan.train_steps} steps")
-    cmd = [console_script("cql-train"), *train_args(plan, ds, method, run_dir, logger)]
+    if method.peer is not None:  # the peer trains in its own venv (built on first use)
+        venv = peer_venv or out / "peer-venv"
+        cmd = [sys.executable, "-m", "cql_runner.peers", *peer_args(plan, ds, method, run_dir, venv)]
+    else:
+        cmd = [console_script("cql-train"), *train_args(plan, ds, method, run_dir, logger)]
     start = time.perf_counter()
     rc = run_logged(cmd, out / "logs" / f"train-{ds.key}-{method.name}.log", subprocess_env(root), Path.cwd())
     timing.add(f"train:{ds.key}/{method.name}", time.perf_counter() - start)
@@ -164,6 +179,8 @@ def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Pat
 
 
 def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, timing: Timing) -> bool:
+    if method.peer is not None:  # the value check reads our checkpoints; a peer run has none
+        return True
     if checked(plan, run_dir):
         return True
     # torch only when there is work
@@ -221,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Training runs in up to --jobs processes; value checks run here, in this thread, as runs finish.
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(ensure_trained, plan, ds, method, out / "runs" / ds.key / method.name, root, out,
-                               args.logger, timing): (ds, method)
+                               args.logger, timing, args.peer_venv): (ds, method)
                    for ds in ready for method in plan.methods}
         for future in as_completed(futures):
             ds, method = futures[future]

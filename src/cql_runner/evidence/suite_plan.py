@@ -35,10 +35,15 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method is a cql group choice plus overrides, named the way RESULTS.md reports it."""
+    """A method is a cql group choice plus overrides, named the way RESULTS.md reports it.
+
+    A peer method (``peer`` set to a ``cql_runner.peers`` algo) is trained by the peer library in its
+    own venv on the same dataset, seeds, steps, network, batch and evaluation, instead of by cql-train.
+    """
 
     name: str
     overrides: tuple[str, ...]
+    peer: str | None = None
 
 
 METHODS: tuple[MethodSpec, ...] = (
@@ -46,6 +51,11 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("cql-fixed", ("cql=fixed",)),
     MethodSpec("sac", ("cql=sac",)),
     MethodSpec("bc", ("cql=bc",)),
+)
+# Not in a plan by default (they need the peer venv): asked for with --methods.
+PEER_METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("d3rlpy-cql", (), peer="cql"),
+    MethodSpec("d3rlpy-bc", (), peer="bc"),
 )
 
 
@@ -162,7 +172,8 @@ def make_plan(budget: str, **changes: object) -> Plan:
     for key in ("datasets", "methods"):
         if key in changes:
             wanted = list(changes.pop(key))  # type: ignore[call-overload]
-            have = {x.key if key == "datasets" else x.name: x for x in getattr(plan, key)}
+            known = getattr(plan, key) if key == "datasets" else (*plan.methods, *PEER_METHODS)
+            have = {x.key if key == "datasets" else x.name: x for x in known}
             unknown = [w for w in wanted if w not in have]
             if unknown:
                 raise ValueError(f"unknown {key} {unknown}; choose from {', '.join(have)}")
@@ -210,6 +221,17 @@ def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, l
         f"eval.every={plan.eval_every}", f"eval.episodes={plan.eval_episodes}",
         *plan.extra_train,
     ]
+
+
+def peer_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, venv: Path) -> list[str]:
+    """``python -m cql_runner.peers run`` arguments for a peer method: the same budget as train_args."""
+    if method.peer is None:
+        raise ValueError(f"{method.name} is not a peer method")
+    return ["run", "--algo", method.peer, "--venv", str(venv), "--run-dir", str(run_dir),
+            "--seeds", *[str(s) for s in plan.seeds], "--steps", str(plan.train_steps),
+            "--eval-every", str(plan.eval_every), "--eval-episodes", str(plan.eval_episodes),
+            "--hidden", *[str(h) for h in plan.hidden], "--batch-size", str(plan.batch_size),
+            "--n-actions", str(plan.n_actions), "--threads", "1", "--", *env_args(ds)]
 
 
 def seed_dirs(plan: Plan, run_dir: Path) -> list[Path]:
