@@ -1,0 +1,138 @@
+"""The discrete-action CQL math, as pure functions of tensors.
+
+Nothing here holds an optimizer, a config object or a logger. Shapes use K = independent
+agents (seeds), B = batch, A = number of actions, N = quantiles. Every loss is returned per
+agent, shape (K,), so K agents trained side by side get exactly the gradients each would
+get alone.
+
+On discrete actions the CQL(H) logsumexp is exact: it runs over all |A| Q-values, with no
+sampled proposals and no importance weights:
+
+    gap = E_s[ T·logsumexp_a(Q(s, a) / T) ] − E_{(s,a)∈D}[ Q(s, a) ]
+
+With QR-DQN the Q-value of an action is the mean over its quantiles, and the gap is taken
+on those means.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ALPHA_PRIME_MAX = 1e6
+LagrangeForm = Literal["weighted", "raw"]
+TDKind = Literal["mse", "huber"]
+
+
+class ConservativeGap(NamedTuple):
+    gap: Tensor  # (K,): logsumexp − data, batch means
+    logsumexp: Tensor  # (K,): E_s[T·logsumexp_a(Q(s, a)/T)]
+    q_data: Tensor  # (K,): E[Q(s, a_data)]
+
+
+def conservative_gap(*, q_values: Tensor, actions: Tensor, temperature: float = 1.0) -> ConservativeGap:
+    """The exact CQL(H) gap: ``q_values`` (K, B, A), dataset ``actions`` (K, B) int64."""
+    lse = temperature * torch.logsumexp(q_values / temperature, dim=-1)  # (K, B)
+    q_data = q_values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (K, B)
+    return ConservativeGap(gap=(lse - q_data).mean(-1), logsumexp=lse.mean(-1), q_data=q_data.mean(-1))
+
+
+class ConservativePenalty(NamedTuple):
+    penalty: Tensor  # (K,): added to the Q loss
+    alpha_prime_loss: Tensor  # (K,): minimised over log α′ (zero without Lagrange)
+    alpha_prime: Tensor  # (K,): the multiplier used, detached (zero without Lagrange)
+
+
+def conservative_penalty(
+    *,
+    gap: Tensor,
+    alpha: float,
+    lagrange: bool,
+    tau: float,
+    log_alpha_prime: Tensor,
+    lagrange_form: LagrangeForm = "weighted",
+) -> ConservativePenalty:
+    """The conservative penalty on ``gap`` (K,) and, with Lagrange, the dual loss on log α′ (K,).
+
+    - fixed:               penalty = α·gap
+    - Lagrange, weighted:  penalty = α′·(α·gap − τ)   (the original code: τ is compared with α·gap)
+    - Lagrange, raw:       penalty = α′·α·(gap − τ)   (CORL, d3rlpy: τ is compared with the raw gap)
+
+    α′ = clamp(exp(log α′), 0, 1e6) enters the penalty detached; the dual loss is the negated
+    penalty with the gap detached, so minimising it grows α′ while the gap exceeds its threshold.
+    The two forms agree at α = 1.
+    """
+    if not lagrange:
+        zeros = torch.zeros_like(log_alpha_prime)
+        return ConservativePenalty(penalty=alpha * gap, alpha_prime_loss=zeros, alpha_prime=zeros)
+    alpha_prime = log_alpha_prime.exp().clamp(0.0, ALPHA_PRIME_MAX)
+
+    def slack(g: Tensor) -> Tensor:
+        return alpha * g - tau if lagrange_form == "weighted" else alpha * (g - tau)
+
+    if lagrange_form not in ("weighted", "raw"):
+        raise ValueError(f"lagrange_form must be 'weighted' or 'raw' (got {lagrange_form!r})")
+    return ConservativePenalty(
+        penalty=alpha_prime.detach() * slack(gap),
+        alpha_prime_loss=-(alpha_prime * slack(gap.detach())),
+        alpha_prime=alpha_prime.detach(),
+    )
+
+
+def double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_q_online: Tensor,
+                      next_q_target: Tensor) -> Tensor:
+    """y = r + discount·Q̄(s′, argmax_a Q(s′, a)): the online net picks, the target net values.
+
+    ``rewards`` (K, B) are (n-step) returns and ``discounts`` (K, B) are γ^m·(1 − terminal), so a
+    termination inside the n steps cuts the bootstrap and a truncation keeps it. Q-values of s′
+    are (K, B, A). Returned detached.
+    """
+    best = next_q_online.argmax(-1, keepdim=True)
+    value = next_q_target.gather(-1, best).squeeze(-1)
+    return (rewards + discounts * value).detach()
+
+
+def td_loss(*, q_data: Tensor, target: Tensor, kind: TDKind = "mse", huber_delta: float = 1.0) -> Tensor:
+    """Per-agent TD loss of ``q_data`` (K, B) against ``target`` (K, B) → (K,).
+
+    ``mse`` is ½·mean((Q − y)²), the ½ of the CQL paper and of the continuous loss module;
+    ``huber`` is mean(Huber_δ(Q − y)), which equals it wherever |Q − y| ≤ δ.
+    """
+    if kind == "mse":
+        return 0.5 * (q_data - target).pow(2).mean(-1)
+    if kind == "huber":
+        return F.huber_loss(q_data, target, reduction="none", delta=huber_delta).mean(-1)
+    raise ValueError(f"td loss kind must be 'mse' or 'huber' (got {kind!r})")
+
+
+def quantile_midpoints(n: int, *, device: torch.device | str | None = None) -> Tensor:
+    """τ̂_i = (2i + 1) / (2N), i = 0 … N−1: the quantile fractions QR-DQN regresses."""
+    return (torch.arange(n, device=device, dtype=torch.float32) * 2 + 1) / (2 * n)
+
+
+def qr_double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_quantiles_online: Tensor,
+                         next_quantiles_target: Tensor) -> Tensor:
+    """Target quantiles r + discount·θ̄_j(s′, a*), a* = argmax_a mean_j θ_j(s′, a) of the online net.
+
+    Quantiles of s′ are (K, B, A, N); returns (K, B, N), detached.
+    """
+    best = next_quantiles_online.mean(-1).argmax(-1)  # (K, B)
+    index = best[..., None, None].expand(*best.shape, 1, next_quantiles_target.shape[-1])
+    chosen = next_quantiles_target.gather(-2, index).squeeze(-2)  # (K, B, N)
+    return (rewards.unsqueeze(-1) + discounts.unsqueeze(-1) * chosen).detach()
+
+
+def quantile_huber_loss(*, quantiles: Tensor, target: Tensor, kappa: float = 1.0) -> Tensor:
+    """QR-DQN's loss (Dabney et al. 2018, eq. 10): Σ_i E_j[ |τ̂_i − 1{u_ij < 0}|·Huber_κ(u_ij)/κ ].
+
+    ``quantiles`` (K, B, N) are θ_i(s, a_data); ``target`` (K, B, N′) the target quantiles;
+    u_ij = target_j − θ_i. Mean over the batch → (K,).
+    """
+    taus = quantile_midpoints(quantiles.shape[-1], device=quantiles.device)
+    u = target.unsqueeze(-2) - quantiles.unsqueeze(-1)  # (K, B, N, N′)
+    huber = F.huber_loss(u, torch.zeros_like(u), reduction="none", delta=kappa)
+    weight = (taus.unsqueeze(-1) - (u.detach() < 0).float()).abs()
+    return (weight * huber / kappa).mean(-1).sum(-1).mean(-1)
