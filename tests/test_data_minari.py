@@ -435,11 +435,15 @@ def test_incomplete_dataset_dir(store: Path) -> None:
         load(id=PENDULUM_ID)
 
 
-def test_discrete_actions_rejected(store: Path) -> None:
+def test_discrete_actions_load_as_indices(store: Path) -> None:
     make_minari_dataset("test/cartpole/random-v0", env_id="CartPole-v1", n_episodes=2,
                         max_steps=10)
-    with pytest.raises(DatasetError, match="not a Box"):
-        load(id="test/cartpole/random-v0")
+    data = load(id="test/cartpole/random-v0")
+    raw = minari.load_dataset("test/cartpole/random-v0")
+    expected = np.concatenate([ep.actions for ep in raw.iterate_episodes()])
+    assert data.actions.shape == (data.size, 1)
+    np.testing.assert_array_equal(data.actions[:, 0], expected)
+    assert data.meta.extra["n_actions"] == 2 and data.meta.action_low is None
 
 
 @pytest.mark.parametrize("hint", [0, 1, 120, 199, 201, 1000])

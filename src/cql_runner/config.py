@@ -131,6 +131,41 @@ class CQLConfig:
 
 
 @dataclass
+class DiscreteConfig:
+    """Discrete-action CQL (``action_space=discrete``): the exact logsumexp over all actions.
+
+    gap     = E_s[ T·logsumexp_a(Q(s,a)/T) ] − E_{s,a∈D}[ Q(s,a) ]      (Q = mean over quantiles for qr_dqn)
+    L_Q     = TD + cql.alpha·gap                          (cql.lagrange: false)
+            = TD + α′·(cql.alpha·gap − cql.tau)           (lagrange_form weighted; raw: α′·alpha·(gap − tau))
+    TD      = ½·E[(Q(s,a) − y)²] or Huber (double_dqn), quantile Huber (qr_dqn)
+    y       = R⁽ⁿ⁾ + γᵐ(1 − d)·Q̄(s′, argmax_a Q(s′, a))     (n-step, cut at episode ends)
+
+    The conservative weight, Lagrange settings, temperature, discount, the Q-network's learning
+    rate (cql.critic_lr), α′'s (cql.alpha_lr) and the Polyak rate come from ``cql``; the network
+    sizes from ``network`` (one Q-network per seed: network.n_critics must be 1).
+    """
+
+    # double_dqn (d3rlpy's DiscreteCQL) | qr_dqn (the CQL paper's Atari base).
+    backbone: str = "double_dqn"
+    # TD loss of double_dqn: mse (½·(Q − y)²) | huber (δ = 1).
+    td_loss: str = "huber"
+    # QR-DQN's N (Dabney et al. 2018 use 200).
+    n_quantiles: int = 200
+    # Returns over n steps (the Atari recipe uses 3); 1 is one-step TD.
+    n_step: int = 1
+    # hard: copy the Q-network every target_update_every updates; polyak: cql.target_update_rate per update.
+    target_update: str = "hard"
+    # d3rlpy DiscreteCQL's default interval.
+    target_update_every: int = 8000
+    # Observation encoder: mlp (vector observations).
+    encoder: str = "mlp"
+    # ε of the ε-greedy evaluation policy (0: greedy). 0.001 is the evaluation ε of the DQN Replay
+    # Dataset (Agarwal et al. 2020) and Dopamine, on which the CQL paper's Atari runs are built;
+    # the Nature DQN (Mnih et al. 2015) evaluated with 0.05.
+    eval_epsilon: float = 0.001
+
+
+@dataclass
 class TrainConfig:
     """The training loop and its cadences; ``_target_`` picks the trainer class."""
 
@@ -198,10 +233,13 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     cql: CQLConfig = field(default_factory=CQLConfig)
+    discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
+    # continuous: CQL(H) on SAC; discrete: CQL on Double DQN / QR-DQN (see DiscreteConfig).
+    action_space: str = "continuous"
     # Explicit seeds to train side by side in one process (overrides seed and train.num_seeds);
     # each gets its own run dir <run_dir>/seed<k>.
     seeds: list[int] | None = None
@@ -248,6 +286,11 @@ def validate(cfg: Any) -> None:
     for name in ("policy_lr", "critic_lr", "alpha_lr", "alpha_prime_lr"):
         _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
 
+    _check(cfg.action_space in ("continuous", "discrete"),
+           f"action_space must be continuous or discrete (got {cfg.action_space!r})")
+    if cfg.action_space == "discrete":
+        validate_discrete(cfg)
+
     n = cfg.network
     for name in ("hidden", "actor_hidden", "critic_hidden"):
         sizes = getattr(n, name)
@@ -281,6 +324,28 @@ def validate(cfg: Any) -> None:
     _check(cfg.dataset.id is not None or cfg.dataset.path is not None,
            f"env={cfg.env.name} names no data: pass dataset.path=<file or dir> (e.g. for env=d4rl-file) "
            "or dataset.id=<Minari id>, or pick a task with env=<name>")
+
+
+def validate_discrete(cfg: Any) -> None:
+    """Checks of a discrete run: its own fields, and the shared plumbing it does not support."""
+    d = cfg.discrete
+    _check(d.backbone in ("double_dqn", "qr_dqn"),
+           f"discrete.backbone must be double_dqn or qr_dqn (got {d.backbone!r})")
+    _check(d.td_loss in ("mse", "huber"), f"discrete.td_loss must be mse or huber (got {d.td_loss!r})")
+    _check(d.n_quantiles >= 1, f"discrete.n_quantiles must be >= 1 (got {d.n_quantiles})")
+    _check(d.n_step >= 1, f"discrete.n_step must be >= 1 (got {d.n_step})")
+    _check(d.target_update in ("hard", "polyak"),
+           f"discrete.target_update must be hard or polyak (got {d.target_update!r})")
+    _check(d.target_update_every >= 1, f"discrete.target_update_every must be >= 1 (got {d.target_update_every})")
+    _check(d.encoder == "mlp", f"discrete.encoder must be mlp (got {d.encoder!r}); image encoders are not built yet")
+    _check(0 <= d.eval_epsilon <= 1, f"discrete.eval_epsilon must be in [0, 1] (got {d.eval_epsilon})")
+    _check(cfg.network.n_critics == 1,
+           "action_space=discrete trains one Q-network per seed; pass network.n_critics=1 "
+           f"(got {cfg.network.n_critics})")
+    for flag in ("cuda_graph", "compile", "bf16"):
+        _check(not getattr(cfg.train, flag),
+               f"train.{flag}=true is not supported with action_space=discrete; drop it")
+    _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
 
 
 def resolve_seeds(cfg: Any) -> list[int]:

@@ -66,12 +66,17 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _check_action_space(env: gym.Env, env_id: str) -> None:
+def _check_action_space(env: gym.Env, env_id: str, discrete: bool = False) -> None:
     space = env.action_space
+    if discrete:
+        if not isinstance(space, gym.spaces.Discrete):
+            raise EnvError(f"environment {env_id!r} has a {type(space).__name__} action space, not Discrete; "
+                           "drop action_space=discrete to train continuous CQL on it")
+        return
     if not isinstance(space, gym.spaces.Box):
         raise EnvError(
             f"environment {env_id!r} has a discrete action space ({type(space).__name__}); "
-            "CQL here supports continuous (Box) actions only"
+            "continuous (Box) CQL cannot act in it; use discrete CQL with action_space=discrete"
         )
     # Policies act in [-1, 1] and are rescaled to [low, high]; infinite bounds have no scale.
     if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
@@ -81,8 +86,9 @@ def _check_action_space(env: gym.Env, env_id: str) -> None:
         )
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
-    """``gym.make`` with checks: a known id, installed extras, and bounded Box actions.
+def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False) -> gym.Env:
+    """``gym.make`` with checks: a known id, installed extras, and bounded Box actions
+    (a Discrete action space instead with ``discrete=True``).
 
     ``max_episode_steps`` overrides the registered time limit; None keeps the env's own.
     Raises :class:`EnvError` with a one-line message naming the fix.
@@ -97,7 +103,7 @@ def make_env(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
         # e.g. Hopper-v3 needs mujoco-py, which moved out of gymnasium.
         raise EnvError(f"cannot build environment {env_id!r}: {_one_line(exc)}") from exc
     try:
-        _check_action_space(env, env_id)
+        _check_action_space(env, env_id, discrete)
     except EnvError:
         env.close()
         raise
@@ -105,7 +111,7 @@ def make_env(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
 
 
 def make_vector_env(
-    env_id: str, n: int, max_episode_steps: int | None = None
+    env_id: str, n: int, max_episode_steps: int | None = None, *, discrete: bool = False
 ) -> SyncVectorEnv:
     """``n`` copies of :func:`make_env` in one SyncVectorEnv.
 
@@ -115,7 +121,7 @@ def make_vector_env(
     if n < 1:
         raise ValueError(f"make_vector_env needs n >= 1 (got {n})")
     # Build the first env eagerly so a bad id fails once, with our message.
-    first = make_env(env_id, max_episode_steps)
+    first = make_env(env_id, max_episode_steps, discrete=discrete)
     fns: list[Callable[[], gym.Env]] = [lambda: first]
-    fns += [lambda: make_env(env_id, max_episode_steps) for _ in range(n - 1)]
+    fns += [lambda: make_env(env_id, max_episode_steps, discrete=discrete) for _ in range(n - 1)]
     return SyncVectorEnv(fns)

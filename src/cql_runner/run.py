@@ -26,6 +26,8 @@ from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
 from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
+from cql_runner.discrete.build import build_discrete
+from cql_runner.discrete.data import check_action_space
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
@@ -71,11 +73,15 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     warn_about_config(cfg, device)
 
     data = load_data(cfg)
-    evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
-    agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
-                     obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
-                     bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
-    sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
+    check_action_space(cfg.action_space, data)
+    if cfg.action_space == "discrete":
+        evaluator, agent, sampler = build_discrete(cfg, data, seeds, device)
+    else:
+        evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
+        agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
+                         obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
+                         bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
+        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0

@@ -204,7 +204,9 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
     1.05x for a load from the cache (scripts/bench_memory.py).
     """
     keys = _obs_keys(dataset.observation_space)
-    low, high = _action_bounds(dataset.action_space)
+    # Discrete actions are kept as their indices (a float32 column); Box actions go to [-1, 1].
+    n_actions = discrete_action_count(dataset.action_space)
+    low, high = _action_bounds(dataset.action_space) if n_actions is None else (None, None)
     cols = _FlatColumns(_expected_steps(dataset))
     lengths: list[int] = []
     for ep in dataset.iterate_episodes():
@@ -220,7 +222,8 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
             n,
             obs=obs[:-1],
             next_obs=obs[1:],
-            actions=to_unit_actions(np.asarray(ep.actions).reshape(n, -1), low, high),
+            actions=(to_unit_actions(np.asarray(ep.actions).reshape(n, -1), low, high) if n_actions is None
+                     else np.asarray(ep.actions, dtype=np.float32).reshape(n, 1)),
             rewards=np.asarray(ep.rewards, dtype=np.float32).reshape(n),
             terminals=np.asarray(ep.terminations, dtype=np.float32).reshape(n),
             timeouts=np.asarray(ep.truncations, dtype=np.float32).reshape(n),
@@ -239,7 +242,7 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
         terminals=flat["terminals"],
         timeouts=flat["timeouts"],
         episode_starts=starts,
-        meta=build_meta(dataset, keys, low, high, data_dir),
+        meta=build_meta(dataset, keys, low, high, data_dir, n_actions),
     )
 
 
@@ -303,6 +306,16 @@ def _obs_keys(space: gym.Space) -> list[str] | None:
                        "Dict-of-Box observations")
 
 
+def discrete_action_count(space: gym.Space) -> int | None:
+    """|A| of a Discrete action space (starting at 0), None for anything else."""
+    if isinstance(space, gym.spaces.Discrete):
+        if int(space.start) != 0:
+            raise DatasetError(f"action space {space} starts at {space.start}; only Discrete spaces "
+                               "starting at 0 are supported")
+        return int(space.n)
+    return None
+
+
 def _action_bounds(space: gym.Space) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(space, gym.spaces.Box):
         raise DatasetError(f"action space {space} is not a Box; CQL (SAC-based) needs "
@@ -349,8 +362,8 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def build_meta(dataset: minari.MinariDataset, keys: list[str] | None, low: np.ndarray,
-               high: np.ndarray, data_dir: Path | None = None) -> DatasetMeta:
+def build_meta(dataset: minari.MinariDataset, keys: list[str] | None, low: np.ndarray | None,
+               high: np.ndarray | None, data_dir: Path | None = None, n_actions: int | None = None) -> DatasetMeta:
     """Meta from the dataset's metadata.json (reference scores as stored, not recomputed)."""
     md = dataset.storage.metadata
     collect_id, _ = _spec_json(md.get("env_spec"))
@@ -359,6 +372,8 @@ def build_meta(dataset: minari.MinariDataset, keys: list[str] | None, low: np.nd
     extra.update({k: md[k] for k in _METADATA_EXTRAS if md.get(k) is not None})
     if data_dir is not None:
         extra["data_path"] = str(data_dir.resolve())
+    if n_actions is not None:
+        extra["n_actions"] = int(n_actions)
     return DatasetMeta(
         dataset_id=str(md.get("dataset_id", dataset.id)),
         eval_env_id=eval_id,

@@ -1,0 +1,189 @@
+"""The discrete CQL agent: Q-networks (Double DQN or QR-DQN heads), targets, optimizer, one step.
+
+K agents (seeds) live side by side as the K members of one ensemble MLP; with K = 1 this is
+an ordinary single-seed agent. Every tensor of the agent's state has the seed as its leading
+dimension (the observation statistics excepted, which all seeds share), so one seed's share
+of a K-seed checkpoint is a slice, in exactly the format a single-seed run writes. The
+update draws no random numbers, so seed k of a K-seed run equals a single run with seed k.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
+from cql_runner.networks import EnsembleMLP
+
+from . import losses
+from .sampler import DiscreteBatch
+
+
+class DiscreteCQLAgent(nn.Module):
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        seeds: Sequence[int],
+        network: NetworkConfig,
+        cql: CQLConfig,
+        discrete: DiscreteConfig,
+        device: torch.device | str = "cpu",
+        obs_mean: np.ndarray | None = None,
+        obs_std: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.seeds = [int(s) for s in seeds]
+        self.n_agents = len(self.seeds)
+        self.obs_dim, self.n_actions = obs_dim, n_actions
+        self.cql, self.discrete = cql, discrete
+        self.device = torch.device(device)
+        self.quantile = discrete.backbone == "qr_dqn"
+        self.n_quantiles = int(discrete.n_quantiles) if self.quantile else 1
+        self.q = EnsembleMLP(self.n_agents, obs_dim, n_actions * self.n_quantiles, list(network.hidden),
+                             network.layer_norm)
+        for k, seed in enumerate(self.seeds):
+            self.q.init_member(k, torch.Generator().manual_seed(seed), network.orthogonal_init)
+        self.target_q = copy.deepcopy(self.q).requires_grad_(False)
+        self.log_alpha_prime = nn.Parameter(torch.full((self.n_agents,), math.log(cql.alpha_prime_init)))
+        mean = np.zeros(obs_dim, np.float32) if obs_mean is None else obs_mean
+        std = np.ones(obs_dim, np.float32) if obs_std is None else obs_std
+        self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
+        self.to(self.device)
+        self.optimizer = torch.optim.Adam([
+            {"params": list(self.q.parameters()), "lr": cql.critic_lr},
+            {"params": [self.log_alpha_prime], "lr": cql.alpha_lr},
+        ], foreach=True)
+        # No update draws random numbers; the list exists for the trainer's step protocol.
+        self.generators: list[torch.Generator] = []
+        self.num_updates = 0
+
+    # ----- the networks ---------------------------------------------------------------
+    def normalize(self, obs: Tensor) -> Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def quantiles(self, obs: Tensor, target: bool = False) -> Tensor:
+        """(K, B, obs_dim) normalised observations → (K, B, A, N) (N = 1 for Double DQN)."""
+        net = self.target_q if target else self.q
+        out = net(obs)
+        return out.reshape(*out.shape[:-1], self.n_actions, self.n_quantiles)
+
+    def q_values(self, obs: Tensor, target: bool = False) -> Tensor:
+        """Q(s, ·) = mean over quantiles: (K, B, A)."""
+        return self.quantiles(obs, target).mean(-1)
+
+    # ----- the losses -----------------------------------------------------------------
+    def compute_losses(self, batch: DiscreteBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        c, d = self.cql, self.discrete
+        obs, next_obs = self.normalize(batch.obs), self.normalize(batch.next_obs)
+        theta = self.quantiles(obs)  # (K, B, A, N)
+        q = theta.mean(-1)
+        with torch.no_grad():
+            next_online = self.quantiles(next_obs)
+            next_target = self.quantiles(next_obs, target=True)
+        if self.quantile:
+            index = batch.actions[..., None, None].expand(*batch.actions.shape, 1, self.n_quantiles)
+            theta_data = theta.gather(-2, index).squeeze(-2)  # (K, B, N)
+            target = losses.qr_double_dqn_target(rewards=batch.rewards, discounts=batch.discounts,
+                                                 next_quantiles_online=next_online,
+                                                 next_quantiles_target=next_target)
+            td = losses.quantile_huber_loss(quantiles=theta_data, target=target)
+            target_mean = target.mean(-1)
+        else:
+            q_data = q.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+            target_mean = losses.double_dqn_target(rewards=batch.rewards, discounts=batch.discounts,
+                                                   next_q_online=next_online.squeeze(-1),
+                                                   next_q_target=next_target.squeeze(-1))
+            td = losses.td_loss(q_data=q_data, target=target_mean, kind=d.td_loss)
+        gap = losses.conservative_gap(q_values=q, actions=batch.actions, temperature=c.temperature)
+        penalty = losses.conservative_penalty(gap=gap.gap, alpha=c.alpha, lagrange=c.lagrange, tau=c.tau,
+                                              log_alpha_prime=self.log_alpha_prime,
+                                              lagrange_form=c.lagrange_form)
+        critic = td + penalty.penalty
+        total = (critic + penalty.alpha_prime_loss).sum()
+        metrics = {
+            "loss/critic": critic, "loss/td": td, "loss/cql": penalty.penalty,
+            "loss/alpha_prime": penalty.alpha_prime_loss, "alpha_prime": penalty.alpha_prime,
+            "cql/gap": gap.gap, "cql/ood_logsumexp": gap.logsumexp, "q/data": gap.q_data,
+            "q/target": target_mean.mean(-1),
+        }
+        return total, {name: value.detach() for name, value in metrics.items()}
+
+    # ----- one gradient step ----------------------------------------------------------
+    def update(self, batch: DiscreteBatch) -> dict[str, Tensor]:
+        """One step on ``batch``; returns per-agent metrics (K,) left on the device."""
+        total, metrics = self.compute_losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.num_updates += 1
+        self._update_target()
+        return metrics
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        online, target = self.q.param_list(), self.target_q.param_list()
+        if self.discrete.target_update == "polyak":
+            torch._foreach_lerp_(target, online, self.cql.target_update_rate)
+        elif self.num_updates % self.discrete.target_update_every == 0:
+            torch._foreach_copy_(target, online)
+
+    # ----- acting ---------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions: raw obs (K, E, obs_dim) → (K, E) int64."""
+        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        return self.q_values(x).argmax(-1).cpu().numpy()
+
+    @torch.no_grad()
+    def q_value(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Q(s, a) for raw obs (K, M, obs_dim) and action indices (K, M) → (K, M)."""
+        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        a = torch.as_tensor(actions, dtype=torch.int64, device=self.device).reshape(x.shape[:-1])
+        return self.q_values(x).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu().numpy()
+
+    # ----- checkpointing --------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"modules": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "num_updates": self.num_updates, "seeds": self.seeds}
+
+    @staticmethod
+    def _per_seed(name: str) -> bool:
+        return not name.startswith("obs_")
+
+    def seed_state(self, k: int) -> dict[str, Any]:
+        """Agent k's checkpoint, in exactly the format a single-seed agent writes."""
+        modules = {n: (t[k : k + 1] if self._per_seed(n) else t).clone() for n, t in self.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        state = {i: {key: (v if key == "step" else v[k : k + 1].clone()) for key, v in st.items()}
+                 for i, st in opt["state"].items()}
+        return {"modules": modules, "optimizer": {"state": state, "param_groups": opt["param_groups"]},
+                "num_updates": self.num_updates, "seeds": [self.seeds[k]]}
+
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Inverse of :meth:`seed_state`: stack K single-seed checkpoints into this agent."""
+        seeds = [int(st["seeds"][0]) for st in states]
+        first = states[0]
+        modules = {n: (torch.cat([st["modules"][n] for st in states]) if self._per_seed(n) else t)
+                   for n, t in first["modules"].items()}
+        opt_state = {i: {key: (v if key == "step" else torch.cat([st["optimizer"]["state"][i][key]
+                                                                  for st in states]))
+                         for key, v in st0.items()}
+                     for i, st0 in first["optimizer"]["state"].items()}
+        self.load_checkpoint_state({"modules": modules, "num_updates": first["num_updates"], "seeds": seeds,
+                                    "optimizer": {"state": opt_state,
+                                                  "param_groups": first["optimizer"]["param_groups"]}})
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if list(state["seeds"]) != self.seeds:
+            raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
+        self.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
