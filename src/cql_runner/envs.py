@@ -86,6 +86,28 @@ def _check_action_space(env: gym.Env, env_id: str, discrete: bool = False) -> No
         )
 
 
+def _make_unchecked(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
+    """``gym.make`` with one-line errors for unknown ids and missing extras; no action-space check."""
+    _ensure_robotics_registered(env_id)
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym_error.UnregisteredEnv as exc:
+        raise _unknown_id_error(env_id) from exc
+    except (gym_error.DeprecatedEnv, gym_error.DependencyNotInstalled, ImportError) as exc:
+        # e.g. Hopper-v3 needs mujoco-py, which moved out of gymnasium.
+        raise EnvError(f"cannot build environment {env_id!r}: {_one_line(exc)}") from exc
+
+
+def has_discrete_actions(env_id: str, max_episode_steps: int | None = None) -> bool:
+    """Whether ``env_id`` has a Discrete action space (EnvError for an unknown id)."""
+    env = _make_unchecked(env_id, max_episode_steps)
+    try:
+        return isinstance(env.action_space, gym.spaces.Discrete)
+    finally:
+        env.close()
+
+
 def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False) -> gym.Env:
     """``gym.make`` with checks: a known id, installed extras, and bounded Box actions
     (a Discrete action space instead with ``discrete=True``).
@@ -93,15 +115,7 @@ def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: boo
     ``max_episode_steps`` overrides the registered time limit; None keeps the env's own.
     Raises :class:`EnvError` with a one-line message naming the fix.
     """
-    _ensure_robotics_registered(env_id)
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
-    try:
-        env = gym.make(env_id, **kwargs)
-    except gym_error.UnregisteredEnv as exc:
-        raise _unknown_id_error(env_id) from exc
-    except (gym_error.DeprecatedEnv, gym_error.DependencyNotInstalled, ImportError) as exc:
-        # e.g. Hopper-v3 needs mujoco-py, which moved out of gymnasium.
-        raise EnvError(f"cannot build environment {env_id!r}: {_one_line(exc)}") from exc
+    env = _make_unchecked(env_id, max_episode_steps)
     try:
         _check_action_space(env, env_id, discrete)
     except EnvError:

@@ -3,7 +3,7 @@
     cql-collect env=<Gymnasium id> level=<random|medium|expert|medium-replay|medium-expert> \\
         [dataset_id=<Minari id>] [collect.steps=N] [sac.steps=N] [seed=K] [overwrite=true] ...
 
-The last line printed is ``dataset: <id>``. User errors (an unknown or discrete-action env, a
+The last line printed is ``dataset: <id>``. User errors (an unknown env or unsupported space, a
 bad value, an existing dataset) print one line to stderr and exit with status 2; Ctrl-C exits
 with 130, and rerunning the same command resumes SAC from its last checkpoint.
 """

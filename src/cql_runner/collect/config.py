@@ -30,8 +30,12 @@ class CollectSection:
     steps: int = 1_000_000
     # Episodes run side by side in one SyncVectorEnv while collecting.
     envs: int = 10
-    # Collect with the deterministic tanh(mean) action instead of sampling the SAC policy.
+    # Collect with the deterministic tanh(mean) action instead of sampling the SAC policy
+    # (discrete envs: the greedy DQN action instead of the ε-greedy one).
     deterministic: bool = False
+    # Discrete envs: ε of the ε-greedy DQN behaviour policy, so the data covers more than one
+    # action per state.
+    epsilon: float = 0.1
 
 
 @dataclass
@@ -60,10 +64,33 @@ class SACConfig:
 
 
 @dataclass
+class DQNConfig:
+    """Online Double DQN that trains the behaviour policies of Discrete-action envs (the discrete
+    CQL agent with the conservative term off)."""
+
+    # Env steps of online training (the budget); the expert is the best snapshot within it.
+    steps: int = 100_000
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    batch_size: int = 64
+    # Uniform-random actions for the first start_steps env steps (capped at steps // 10).
+    start_steps: int = 1_000
+    lr: float = 5e-4
+    discount: float = 0.99
+    # Hard target-network copy every this many updates.
+    target_update_every: int = 500
+    # ε-greedy exploration: ε decays linearly from 1 to epsilon_end over epsilon_fraction·steps.
+    epsilon_end: float = 0.05
+    epsilon_fraction: float = 0.2
+    # Greedy evaluation (and a Q-network snapshot) every this many env steps, and at the end.
+    eval_every: int = 5_000
+    eval_episodes: int = 5
+
+
+@dataclass
 class CollectConfig:
     """The root config of ``cql-collect``."""
 
-    # Gymnasium id of a continuous-action env, e.g. Hopper-v5.
+    # Gymnasium id, e.g. Hopper-v5 (Box actions: SAC behaviour) or CartPole-v1 (Discrete: DQN).
     env: str = MISSING
     level: str = "medium"
     # Minari id to write; null derives it from env and level (see default_dataset_id).
@@ -71,6 +98,7 @@ class CollectConfig:
     seed: int = 0
     collect: CollectSection = field(default_factory=CollectSection)
     sac: SACConfig = field(default_factory=SACConfig)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
     # Medium = the first snapshot whose return reaches random + medium_fraction·(expert − random).
     medium_fraction: float = 1.0 / 3.0
     # Episodes used to measure the reference returns (random policy, expert policy).
@@ -119,6 +147,18 @@ def validate(cfg: Any) -> None:
     _check(s.eval_every >= 1, f"sac.eval_every must be >= 1 (got {s.eval_every})")
     _check(1 <= s.eval_episodes <= 1000, f"sac.eval_episodes must be in [1, 1000] (got {s.eval_episodes})")
     _check(s.checkpoint_every >= 0, f"sac.checkpoint_every must be >= 0 (got {s.checkpoint_every}); 0 disables it")
+    _check(0 <= c.epsilon <= 1, f"collect.epsilon must be in [0, 1] (got {c.epsilon})")
+    q = cfg.dqn
+    _check(q.steps >= 1, f"dqn.steps must be >= 1 (got {q.steps}); pass e.g. dqn.steps=50000")
+    _check(len(q.hidden) >= 1 and all(h >= 1 for h in q.hidden),
+           f"dqn.hidden must be a non-empty list of positive sizes (got {list(q.hidden)})")
+    for name in ("batch_size", "target_update_every", "eval_every", "eval_episodes"):
+        _check(getattr(q, name) >= 1, f"dqn.{name} must be >= 1 (got {getattr(q, name)})")
+    _check(q.start_steps >= 0, f"dqn.start_steps must be >= 0 (got {q.start_steps})")
+    _check(q.lr > 0, f"dqn.lr must be > 0 (got {q.lr})")
+    _check(0 < q.discount <= 1, f"dqn.discount must be in (0, 1] (got {q.discount})")
+    _check(0 <= q.epsilon_end <= 1, f"dqn.epsilon_end must be in [0, 1] (got {q.epsilon_end})")
+    _check(0 < q.epsilon_fraction <= 1, f"dqn.epsilon_fraction must be in (0, 1] (got {q.epsilon_fraction})")
     _check(0 < cfg.medium_fraction < 1, f"medium_fraction must be in (0, 1) (got {cfg.medium_fraction})")
     _check(1 <= cfg.ref_episodes <= 1000, f"ref_episodes must be in [1, 1000] (got {cfg.ref_episodes})")
     _check(cfg.max_episode_steps is None or cfg.max_episode_steps >= 1,

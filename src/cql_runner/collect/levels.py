@@ -24,7 +24,7 @@ import torch
 from gymnasium.vector import SyncVectorEnv
 from omegaconf import OmegaConf
 
-from cql_runner.envs import EnvError, make_env, make_vector_env
+from cql_runner.envs import EnvError, has_discrete_actions, make_env, make_vector_env
 from cql_runner.logging.console import ConsoleLogger
 from cql_runner.rollout import Episode, Policy, rollout
 
@@ -49,15 +49,16 @@ def truncate(ep: Episode, steps: int) -> Episode:
 
 
 def collect_episodes(vec: SyncVectorEnv, policy: Policy, seed: int, stream: str, steps: int,
-                     console: Any = None) -> list[Episode]:
+                     console: Any = None, run: Any = rollout) -> list[Episode]:
     """Batches of seeded episodes from ``policy`` until ``steps`` transitions are recorded.
 
-    ``console`` (optional) has ``advance(step)`` and ``total_steps``.
+    ``console`` (optional) has ``advance(step)`` and ``total_steps``; ``run`` is the rollout
+    function (the discrete one for Discrete-action envs).
     """
     episodes: list[Episode] = []
     total = batch = 0
     while total < steps:
-        result = rollout(vec, policy, [stream_seed(seed, stream, batch)], vec.num_envs, record=True)
+        result = run(vec, policy, [stream_seed(seed, stream, batch)], vec.num_envs, record=True)
         for ep in result.episodes or []:
             if total >= steps:
                 break
@@ -132,7 +133,11 @@ def _algorithm(level: str) -> str:
 def collect(cfg: Any) -> str:
     """Build the dataset ``cfg`` asks for; print a summary ending in ``dataset: <id>``."""
     validate(cfg)
-    env = make_env(cfg.env, cfg.max_episode_steps)  # EnvError for unknown ids, discrete actions
+    if has_discrete_actions(cfg.env, cfg.max_episode_steps):
+        from .discrete_levels import collect_discrete
+
+        return collect_discrete(cfg)
+    env = make_env(cfg.env, cfg.max_episode_steps)  # EnvError for unknown ids
     try:
         check_box_env(env, cfg.env)
         spec = env.spec
