@@ -41,31 +41,6 @@ def test_gap_gradient_raises_dataset_actions_and_lowers_the_rest() -> None:
             assert (grad[b, a] < 0) if a == actions[0, b] else (grad[b, a] > 0)
 
 
-@pytest.mark.parametrize("form", ["weighted", "raw"])
-def test_lagrange_forms_and_their_duals(form: str) -> None:
-    gap = torch.tensor([2.0, 0.5], requires_grad=True)
-    log_ap = torch.log(torch.tensor([3.0, 3.0])).requires_grad_(True)
-    alpha, tau = 4.0, 5.0
-    out = losses.conservative_penalty(gap=gap, alpha=alpha, lagrange=True, tau=tau, log_alpha_prime=log_ap,
-                                      lagrange_form=form)
-    expected = [3.0 * (alpha * g - tau) if form == "weighted" else 3.0 * alpha * (g - tau) for g in (2.0, 0.5)]
-    assert out.penalty.tolist() == pytest.approx(expected)
-    assert out.alpha_prime_loss.tolist() == pytest.approx([-e for e in expected])
-    out.alpha_prime_loss.sum().backward()
-    # α·gap = 8 > τ in the weighted form grows α′ (negative gradient); the raw gap 2 < τ shrinks it.
-    assert (log_ap.grad[0] < 0) == (form == "weighted")
-    assert gap.grad is None  # the dual sees the gap detached
-
-
-def test_fixed_alpha_penalty_and_forms_agree_at_alpha_one() -> None:
-    gap, log_ap = torch.tensor([1.5]), torch.zeros(1)
-    fixed = losses.conservative_penalty(gap=gap, alpha=2.0, lagrange=False, tau=0.0, log_alpha_prime=log_ap)
-    assert fixed.penalty.item() == pytest.approx(3.0) and fixed.alpha_prime_loss.item() == 0.0
-    w, r = (losses.conservative_penalty(gap=gap, alpha=1.0, lagrange=True, tau=0.7, log_alpha_prime=log_ap,
-                                        lagrange_form=f) for f in ("weighted", "raw"))
-    assert w.penalty.item() == pytest.approx(r.penalty.item())
-
-
 def test_double_dqn_target_uses_online_argmax_and_target_value() -> None:
     online, target = _q(seed=2), _q(seed=3)
     rewards, discounts = torch.rand(2, 5), torch.rand(2, 5)

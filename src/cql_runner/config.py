@@ -141,7 +141,7 @@ class DiscreteConfig:
     y       = R⁽ⁿ⁾ + γᵐ(1 − d)·Q̄(s′, argmax_a Q(s′, a))     (n-step, cut at episode ends)
 
     The conservative weight, Lagrange settings, temperature, discount, the Q-network's learning
-    rate (cql.critic_lr), α′'s (cql.alpha_lr) and the Polyak rate come from ``cql``; the network
+    rate (cql.critic_lr), α′'s (cql.alpha_prime_lr) and the Polyak rate come from ``cql``; the network
     sizes from ``network`` (one Q-network per seed: network.n_critics must be 1).
     """
 

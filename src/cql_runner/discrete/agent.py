@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
+from cql_runner.cql.losses import cql_penalty, project_log_alpha_prime
 from cql_runner.networks import EnsembleMLP
 
 from . import losses
@@ -59,7 +60,7 @@ class DiscreteCQLAgent(nn.Module):
         self.to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.q.parameters()), "lr": cql.critic_lr},
-            {"params": [self.log_alpha_prime], "lr": cql.alpha_lr},
+            {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
         ], foreach=True)
         # No update draws random numbers; the list exists for the trainer's step protocol.
         self.generators: list[torch.Generator] = []
@@ -103,13 +104,13 @@ class DiscreteCQLAgent(nn.Module):
                                                    next_q_target=next_target.squeeze(-1))
             td = losses.td_loss(q_data=q_data, target=target_mean, kind=d.td_loss)
         gap = losses.conservative_gap(q_values=q, actions=batch.actions, temperature=c.temperature)
-        penalty = losses.conservative_penalty(gap=gap.gap, alpha=c.alpha, lagrange=c.lagrange, tau=c.tau,
-                                              log_alpha_prime=self.log_alpha_prime,
-                                              lagrange_form=c.lagrange_form)
-        critic = td + penalty.penalty
+        # The continuous agent's penalty, on a gap of one critic: (K,) → (K, 1).
+        penalty = cql_penalty(gap=gap.gap.unsqueeze(-1), alpha=c.alpha, lagrange=c.lagrange,
+                              lagrange_form=c.lagrange_form, tau=c.tau, log_alpha_prime=self.log_alpha_prime)
+        critic = td + penalty.penalty.squeeze(-1)
         total = (critic + penalty.alpha_prime_loss).sum()
         metrics = {
-            "loss/critic": critic, "loss/td": td, "loss/cql": penalty.penalty,
+            "loss/critic": critic, "loss/td": td, "loss/cql": penalty.penalty.squeeze(-1),
             "loss/alpha_prime": penalty.alpha_prime_loss, "alpha_prime": penalty.alpha_prime,
             "cql/gap": gap.gap, "cql/ood_logsumexp": gap.logsumexp, "q/data": gap.q_data,
             "q/target": target_mean.mean(-1),
@@ -123,6 +124,7 @@ class DiscreteCQLAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        project_log_alpha_prime(self.log_alpha_prime)
         self.num_updates += 1
         self._update_target()
         return metrics

@@ -5,6 +5,10 @@ agents (seeds), B = batch, A = number of actions, N = quantiles. Every loss is r
 agent, shape (K,), so K agents trained side by side get exactly the gradients each would
 get alone.
 
+The penalty on the gap (fixed α, or Lagrange α′ in the weighted or raw form) is the continuous
+agent's own :func:`cql_runner.cql.losses.cql_penalty`, applied to the gap of the one Q-network,
+so both action spaces share one Lagrange convention.
+
 On discrete actions the CQL(H) logsumexp is exact: it runs over all |A| Q-values, with no
 sampled proposals and no importance weights:
 
@@ -22,8 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ALPHA_PRIME_MAX = 1e6
-LagrangeForm = Literal["weighted", "raw"]
 TDKind = Literal["mse", "huber"]
 
 
@@ -38,48 +40,6 @@ def conservative_gap(*, q_values: Tensor, actions: Tensor, temperature: float = 
     lse = temperature * torch.logsumexp(q_values / temperature, dim=-1)  # (K, B)
     q_data = q_values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (K, B)
     return ConservativeGap(gap=(lse - q_data).mean(-1), logsumexp=lse.mean(-1), q_data=q_data.mean(-1))
-
-
-class ConservativePenalty(NamedTuple):
-    penalty: Tensor  # (K,): added to the Q loss
-    alpha_prime_loss: Tensor  # (K,): minimised over log α′ (zero without Lagrange)
-    alpha_prime: Tensor  # (K,): the multiplier used, detached (zero without Lagrange)
-
-
-def conservative_penalty(
-    *,
-    gap: Tensor,
-    alpha: float,
-    lagrange: bool,
-    tau: float,
-    log_alpha_prime: Tensor,
-    lagrange_form: LagrangeForm = "weighted",
-) -> ConservativePenalty:
-    """The conservative penalty on ``gap`` (K,) and, with Lagrange, the dual loss on log α′ (K,).
-
-    - fixed:               penalty = α·gap
-    - Lagrange, weighted:  penalty = α′·(α·gap − τ)   (the original code: τ is compared with α·gap)
-    - Lagrange, raw:       penalty = α′·α·(gap − τ)   (CORL, d3rlpy: τ is compared with the raw gap)
-
-    α′ = clamp(exp(log α′), 0, 1e6) enters the penalty detached; the dual loss is the negated
-    penalty with the gap detached, so minimising it grows α′ while the gap exceeds its threshold.
-    The two forms agree at α = 1.
-    """
-    if not lagrange:
-        zeros = torch.zeros_like(log_alpha_prime)
-        return ConservativePenalty(penalty=alpha * gap, alpha_prime_loss=zeros, alpha_prime=zeros)
-    alpha_prime = log_alpha_prime.exp().clamp(0.0, ALPHA_PRIME_MAX)
-
-    def slack(g: Tensor) -> Tensor:
-        return alpha * g - tau if lagrange_form == "weighted" else alpha * (g - tau)
-
-    if lagrange_form not in ("weighted", "raw"):
-        raise ValueError(f"lagrange_form must be 'weighted' or 'raw' (got {lagrange_form!r})")
-    return ConservativePenalty(
-        penalty=alpha_prime.detach() * slack(gap),
-        alpha_prime_loss=-(alpha_prime * slack(gap.detach())),
-        alpha_prime=alpha_prime.detach(),
-    )
 
 
 def double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_q_online: Tensor,
