@@ -217,7 +217,7 @@ def test_cli_names_the_likely_key_for_a_typo(tmp_path, monkeypatch, capsys, over
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("env_id, words", [("Blackjack-v1", "flat Box observation space"),
+@pytest.mark.parametrize("env_id, words", [("Blackjack-v1", "needs a Box observation space"),
                                             ("NoSuchEnv-v0", "unknown environment id")])
 def test_cli_rejects_bad_envs(tmp_path, monkeypatch, capsys, env_id, words):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))

@@ -8,6 +8,7 @@ gymnasium or halfway through a training run.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from gymnasium.vector import SyncVectorEnv
 # Env families registered by gymnasium-robotics rather than gymnasium itself.
 ROBOTICS_PREFIXES = ("AntMaze", "PointMaze", "Adroit", "FrankaKitchen")
 ROBOTICS_INSTALL_HINT = 'pip install "cql-runner[robotics]"'
+MINATAR_INSTALL_HINT = 'pip install "cql-runner[minatar]"'
 
 
 class EnvError(RuntimeError):
@@ -47,6 +49,42 @@ def _ensure_robotics_registered(env_id: str) -> None:
             f"install it with `{ROBOTICS_INSTALL_HINT}`"
         ) from exc
     gym.register_envs(gymnasium_robotics)
+
+
+def _ensure_minatar_registered(env_id: str) -> None:
+    """Register MinAtar's ``MinAtar/<Game>-v0|v1`` envs (its package does not on import)."""
+    if env_id in gym.registry or not env_id.startswith("MinAtar/"):
+        return
+    # MinAtar warns through the root logger when matplotlib/seaborn (only needed to render) are absent.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        import minatar.gym
+    except ImportError as exc:
+        raise EnvError(f"environment {env_id!r} comes from MinAtar, which is not installed; "
+                       f"install it with `{MINATAR_INSTALL_HINT}`") from exc
+    finally:
+        root.setLevel(level)
+    minatar.gym.register_envs()
+
+
+class Uint32ResetSeed(gym.Wrapper):
+    """Folds reset seeds into [0, 2**32) for envs seeded through numpy's legacy RandomState (MinAtar).
+
+    The runner's collection seeds reach 10**15; SeedSequence mixes every bit of them into 32, so
+    distinct seeds stay distinct in practice and the same seed always gives the same episode.
+    """
+
+    @property
+    def spec(self):  # type: ignore[override]
+        # The env's own spec: datasets record the env, not this seeding detail of the runner.
+        return self.env.spec
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        if seed is not None:
+            seed = int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
+        return self.env.reset(seed=seed, options=options)
 
 
 def suggest_env_ids(env_id: str, n: int = 3) -> list[str]:
@@ -89,9 +127,11 @@ def _check_action_space(env: gym.Env, env_id: str, discrete: bool = False) -> No
 def _make_unchecked(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
     """``gym.make`` with one-line errors for unknown ids and missing extras; no action-space check."""
     _ensure_robotics_registered(env_id)
+    _ensure_minatar_registered(env_id)
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
     try:
-        return gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **kwargs)
+        return Uint32ResetSeed(env) if env_id.startswith("MinAtar/") else env
     except gym_error.UnregisteredEnv as exc:
         raise _unknown_id_error(env_id) from exc
     except (gym_error.DeprecatedEnv, gym_error.DependencyNotInstalled, ImportError) as exc:

@@ -173,6 +173,9 @@ def default_dataset_id(env_id: str, level: str) -> str:
     """mujoco/<env>/<level>-v0 for Minari's MuJoCo tasks, else cql_runner/<env>/<level>-v0."""
     if env_id in MINARI_MUJOCO:
         return f"mujoco/{MINARI_MUJOCO[env_id]}/{level}-v0"
+    if env_id.startswith("MinAtar/"):  # MinAtar/SpaceInvaders-v1 → minatar-space_invaders
+        game = re.sub(r"-v\d+$", "", env_id.split("/", 1)[1])
+        return f"cql_runner/minatar-{re.sub(r'(?<!^)(?=[A-Z])', '_', game).lower()}/{level}-v0"
     name = re.sub(r"-v\d+$", "", env_id.rsplit("/", 1)[-1]).lower()
     name = re.sub(r"[^a-z0-9_-]+", "-", name).strip("-") or "env"
     return f"cql_runner/{name}/{level}-v0"

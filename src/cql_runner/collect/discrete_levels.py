@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import OmegaConf
@@ -128,12 +129,13 @@ def _load(directory: Path) -> DQNBehaviour:
     return DQNBehaviour(directory, summary, weights)
 
 
-def level_episodes(cfg: Any, behaviour: DQNBehaviour | None, n_actions: int) -> list[Episode]:
+def level_episodes(cfg: Any, behaviour: DQNBehaviour | None, n_actions: int,
+                   obs_shape: tuple[int, ...]) -> list[Episode]:
     level, seed, steps = cfg.level, int(cfg.seed), int(cfg.collect.steps)
     if level == "medium-replay":
         assert behaviour is not None
         replay = behaviour.replay()
-        return replay_episodes(replay, min(replay.size, steps))
+        return replay_episodes(replay, min(replay.size, steps), obs_shape)
     parts = {"medium-expert": ["medium", "expert"]}.get(level, [level])
     console = ConsoleLogger(steps * len(parts), enabled=bool(cfg.progress), keys=())
     vec = make_vector_env(cfg.env, int(cfg.collect.envs), cfg.max_episode_steps, discrete=True)
@@ -161,11 +163,12 @@ def collect_discrete(cfg: Any) -> str:
     env = make_env(cfg.env, cfg.max_episode_steps, discrete=True)
     try:
         spec, n_actions = env.spec, int(env.action_space.n)
-        shape = env.observation_space.shape
+        shape, space_name = env.observation_space.shape, str(env.observation_space)
+        is_box = isinstance(env.observation_space, gym.spaces.Box)
     finally:
         env.close()
-    if shape is None or len(shape) != 1:
-        raise EnvError(f"cql-collect needs a flat Box observation space; {cfg.env!r} has {shape}")
+    if not is_box:
+        raise EnvError(f"cql-collect needs a Box observation space; {cfg.env!r} has {space_name}")
     if spec is None or spec.max_episode_steps is None:
         raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
     dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.level)
@@ -180,7 +183,7 @@ def collect_discrete(cfg: Any) -> str:
         if ref_min is None:
             ref_min = returns["random_return"] if "random_return" in returns else random_return(cfg, n_actions)
         ref_max = cfg.ref_max_score if cfg.ref_max_score is not None else returns["expert_return"]
-        episodes = level_episodes(cfg, behaviour, n_actions)
+        episodes = level_episodes(cfg, behaviour, n_actions, tuple(shape))
     finally:
         torch.set_num_threads(threads)
 

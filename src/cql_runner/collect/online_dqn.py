@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
@@ -72,7 +73,7 @@ def q_network(obs_dim: int, n_actions: int, hidden: Sequence[int], state: dict[s
 
 
 def greedy_policy(net: EnsembleMLP) -> DiscretePolicy:
-    """argmax_a Q(s, a) for raw observations (K = 1, E, obs_dim): the DQN never normalises them."""
+    """argmax_a Q(s, a) for raw flat observations (1, E, obs_dim): the DQN never normalises them."""
 
     @torch.no_grad()
     def act(obs: np.ndarray) -> np.ndarray:
@@ -97,10 +98,11 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
     t0 = time.perf_counter()
     env = make_env(env_id, max_episode_steps, discrete=True)
     space = env.observation_space
-    if space.shape is None or len(space.shape) != 1:
+    if not isinstance(space, gym.spaces.Box):
         env.close()
-        raise EnvError(f"cql-collect needs a flat Box observation space; {env_id!r} has {space}")
-    obs_dim, n_actions = int(space.shape[0]), int(env.action_space.n)
+        raise EnvError(f"cql-collect needs a Box observation space; {env_id!r} has {space}")
+    # Observations of any Box shape (MinAtar's 10×10×C grids) are flattened for the MLP.
+    obs_dim, n_actions = int(np.prod(space.shape)), int(env.action_space.n)
     total = int(dqn.steps)
     agent = make_dqn_agent(obs_dim, n_actions, seed, dqn)
     rng, warm_rng = numpy_generator(seed, "train"), numpy_generator(seed, "warmup")
@@ -117,7 +119,7 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
     def reset() -> tuple[int, np.ndarray]:
         s = episode_seed(seed, "train", len(replay.episode_seeds))
         episode = replay.start_episode(s)
-        return episode, np.asarray(env.reset(seed=s)[0], np.float64)
+        return episode, np.asarray(env.reset(seed=s)[0], np.float64).reshape(-1)
 
     episode, obs = reset()
     ret = 0.0
@@ -131,7 +133,7 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
             else:
                 action = int(agent.act(obs[None, None].astype(np.float32))[0, 0])
             next_obs, reward, term, trunc, _ = env.step(action)
-            next_obs = np.asarray(next_obs, np.float64)
+            next_obs = np.asarray(next_obs, np.float64).reshape(-1)
             replay.add(obs, np.array([action], np.float32), float(reward), next_obs, bool(term), bool(trunc),
                        episode)
             ret += float(reward)
@@ -181,8 +183,9 @@ def sample(replay: ReplayBuffer, rng: np.random.Generator, batch_size: int, disc
                          discounts=torch.from_numpy(discounts).unsqueeze(0))
 
 
-def replay_episodes(replay: ReplayBuffer, end: int) -> list[Episode]:
-    """Rows [0, end) of a one-env replay buffer as episodes (the last cut there is marked truncated)."""
+def replay_episodes(replay: ReplayBuffer, end: int, obs_shape: Sequence[int]) -> list[Episode]:
+    """Rows [0, end) of a one-env replay buffer as episodes (the last cut there is marked truncated),
+    observations back in the env's ``obs_shape``."""
     end = min(int(end), replay.size)
     out: list[Episode] = []
     start = 0
@@ -196,7 +199,7 @@ def replay_episodes(replay: ReplayBuffer, end: int) -> list[Episode]:
             trunc[-1] = True
         actions = replay.actions[rows, 0].astype(np.int64)
         out.append(Episode(agent=0, index=len(out), seed=replay.episode_seeds[int(replay.episode[start])],
-                           obs=np.concatenate([replay.obs[rows], replay.next_obs[t:t + 1]]),
+                           obs=np.concatenate([replay.obs[rows], replay.next_obs[t:t + 1]]).reshape(-1, *obs_shape),
                            actions=actions, unit_actions=actions.copy(), rewards=replay.rewards[rows].copy(),
                            terminations=term, truncations=trunc))
         start = t + 1
