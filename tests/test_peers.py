@@ -242,3 +242,15 @@ def test_parity_table_reads_cells_and_results_page_repeats_it(tmp_path: Path) ->
     lines = parity_lines(docs)
     assert any(line.startswith("| idp-medium | ours-b |") for line in lines)
     assert parity_lines(tmp_path / "nothing") == []
+
+
+def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cql_runner.peers", "run", "--algo", "bc", "--venv", str(tmp_path / "venv"),
+         "--run-dir", str(tmp_path / "run"), "--steps", "10", "--eval-every", "10", "--",
+         *TINY_OVERRIDES[:-2], "dataset.id=test/none/missing-v0", "logger=none"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cql_runner.peers: error:") and "missing-v0" in line
+    assert not (tmp_path / "venv").exists()
