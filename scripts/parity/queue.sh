@@ -82,6 +82,14 @@ run_cell() {
     */ours-b-main) run_ours "${1%%/*}" ours-b-main "${BUDGET[@]}" "${OURS_B[@]}" ;;
     */ours-b) run_ours "${1%%/*}" ours-b "${BUDGET[@]}" "${OURS_B[@]}" cql.alpha_prime_lr=1e-4 \
                 cql.lagrange_form=raw cql.target_action=mean ;;
+    # Probes: ours-b with ONE convention changed back, to find which one moves the score.
+    */ours-b-sample) run_ours "${1%%/*}" ours-b-sample "${BUDGET[@]}" "${OURS_B[@]}" cql.alpha_prime_lr=1e-4 \
+                       cql.lagrange_form=raw cql.target_action=sample ;;
+    */ours-b-lr) run_ours "${1%%/*}" ours-b-lr "${BUDGET[@]}" "${OURS_B[@]}" cql.alpha_prime_lr=3e-4 \
+                   cql.alpha_lr=3e-4 cql.lagrange_form=raw cql.target_action=mean ;;
+    */ours-b-orth) run_ours "${1%%/*}" ours-b-orth "${BUDGET[@]}" "${OURS_B[@]}" cql.alpha_prime_lr=1e-4 \
+                     cql.lagrange_form=raw cql.target_action=mean network.orthogonal_init=true ;;
+    */ours-bc) run_ours "${1%%/*}" ours-bc "${BUDGET[@]}" cql=bc ;;
     */d3rlpy-cql) run_peer "${1%%/*}" cql ;;
     */d3rlpy-bc) run_peer "${1%%/*}" bc ;;
     hopper-medium/tau10-evidence) run_ours hopper-medium tau10-evidence "${EVIDENCE[@]}" cql.tau=10 ;;

@@ -66,11 +66,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cql_runner.config import validate
     from cql_runner.run import load_data
 
-    venv = peer_venv.build(peer_venv.PeerVenv(args.venv), log=args.venv.with_suffix(".log"))
     cfg = compose_train_config(list(args.overrides))
-    data = load_data(cfg)
+    validate(cfg)
+    data = load_data(cfg)  # before building the venv: a missing dataset fails in seconds, not minutes
+    venv = peer_venv.build(peer_venv.PeerVenv(args.venv), log=args.venv.with_suffix(".log"))
     budget = PeerBudget(seeds=tuple(args.seeds), steps=args.steps, eval_every=args.eval_every,
                         eval_episodes=args.eval_episodes, hidden=tuple(args.hidden), batch_size=args.batch_size,
                         n_actions=args.n_actions, threads=args.threads, algo_params=dict(args.param))
@@ -91,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return run(args)
     except peer_venv.PeerVenvError as exc:
+        print(f"cql_runner.peers: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bad dataset, env or override: one line naming the fix, as cql-train does
+        from cql_runner.cli import USER_ERRORS
+
+        if not isinstance(exc, USER_ERRORS):
+            raise
         print(f"cql_runner.peers: error: {exc}", file=sys.stderr)
         return 2
 
