@@ -162,6 +162,37 @@ def test_scores_above_the_expert_reference_are_explained_not_hidden():
     assert beyond_reference({"idp-medium-replay": {"bc": cells["idp-medium-replay"]["bc"]}}) == []
 
 
+def test_results_page_reports_iqm_with_intervals_beside_mean_and_std():
+    from rliable import metrics
+
+    from cql_runner.evidence.results_page import results_json, score_lines
+    from cql_runner.report.collect_runs import SCORE_KEY, Run
+
+    def cell(dataset, method, scores):
+        runs = [Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed")
+                for i, s in enumerate(scores)]
+        return Cell(dataset, method, runs)
+
+    cells = [cell("hopper-medium", "cql-lagrange", [40.0, 50.0, 60.0, 90.0]),
+             cell("hopper-medium", "sac", [10.0, 20.0, 30.0, 40.0]),
+             cell("walker2d-medium", "cql-lagrange", [70.0, 71.0, 72.0, 73.0]),
+             cell("walker2d-medium", "sac", [5.0]), cell("walker2d-medium", "bc", [])]
+    md = "\n".join(score_lines(cells))
+    # IQM of 40, 50, 60, 90 drops 40 and 90: 55; its interval follows it.
+    assert "| hopper-medium | cql-lagrange | 4 | 60.0 ± 21.6 | 55.0 [" in md
+    assert "| walker2d-medium | sac | 1 | 5.0 ± 0.0 | 5.0 (n = 1, no interval) |" in md
+    assert "### Over all datasets" in md
+    # cql-lagrange over both datasets: 4 seeds × 2 datasets, IQM of all 8 scores.
+    iqm = metrics.aggregate_iqm(np.array([[40.0, 70.0], [50.0, 71.0], [60.0, 72.0], [90.0, 73.0]]))
+    assert "| cql-lagrange | 4 × 2 | 65.8 [" in md and f"| {iqm:.1f} [" in md  # mean of the task means first
+    assert "| P(cql-lagrange > sac) | 1.00 (n = 1, no interval) |" in md  # sac has 1 seed on walker2d
+    results = results_json(cells)
+    final = results["hopper-medium/cql-lagrange"]["final_normalized_score"]
+    assert final["scores"] == [40.0, 50.0, 60.0, 90.0] and final["iqm"] == 55.0
+    assert final["iqm_ci"][0] <= 55.0 <= final["iqm_ci"][1]
+    assert results["walker2d-medium/sac"]["final_normalized_score"]["iqm_ci"] is None
+
+
 def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
     out, docs = tmp_path / "suite", tmp_path / "docs"
     first = _suite(out, docs, "--jobs", "2")  # two one-thread trainings at once: the parallel path, and faster

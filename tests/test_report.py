@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import scipy.stats
 import yaml
 from conftest import TINY_OVERRIDES, run_cli
 
@@ -16,7 +18,7 @@ from cql_runner.report.cli import main
 from cql_runner.report.collect_runs import collect, find_run_dirs
 from cql_runner.report.render import outlier_symlog_threshold
 
-OUTPUTS = ("report.md", "report.csv", "curves.png", "q_values.png")
+OUTPUTS = ("report.md", "report.csv", "interval_estimates.png", "performance_profile.png", "curves.png", "q_values.png")
 
 
 def make_run(d: Path, *, env: str = "hopper-medium", seed: int = 0, tau: float = 5.0, alpha: float = 5.0,
@@ -45,7 +47,9 @@ def make_run(d: Path, *, env: str = "hopper-medium", seed: int = 0, tau: float =
 
 
 def report(paths: list[Path], out: Path, *extra: str) -> int:
-    return main([*(str(p) for p in paths), "--out", str(out), *extra])
+    # Few bootstrap resamples keep the tests fast; tests of the intervals pass their own --reps.
+    reps = [] if "--reps" in extra else ["--reps", "200"]
+    return main([*(str(p) for p in paths), "--out", str(out), *reps, *extra])
 
 
 def read_csv(out: Path) -> list[dict[str, str]]:
@@ -223,28 +227,114 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
+def test_interval_estimates_in_csv_and_markdown_and_one_run_has_no_interval(tmp_path: Path) -> None:
+    finals = (10.0, 20.0, 30.0, 40.0)
+    for seed, final in enumerate(finals):
+        make_run(tmp_path / "runs" / f"a{seed}", seed=seed, tau=2.0, scores=(final, final))
+    make_run(tmp_path / "runs" / "b0", tau=10.0, scores=(55.0,))
+    out = tmp_path / "report"
+    assert report([tmp_path / "runs"], out, "--reps", "500") == 0
+
+    a, b = read_csv(out)
+    # IQM of 10, 20, 30, 40 trims one value at each end: (20 + 30) / 2.
+    assert float(a["final_iqm"]) == 25.0 and float(a["final_median"]) == 25.0
+    assert float(a["final_optimality_gap"]) == 75.0
+    for name in ("mean", "median", "iqm", "optimality_gap"):
+        low, high = float(a[f"final_{name}_ci_low"]), float(a[f"final_{name}_ci_high"])
+        assert low <= float(a[f"final_{name}"]) <= high and low < high
+        assert b[f"final_{name}_ci_low"] == "" and b[f"final_{name}_ci_high"] == ""  # one run: no fake interval
+    assert float(b["final_iqm"]) == 55.0 and float(b["best_iqm"]) == 55.0
+    md = (out / "report.md").read_text()
+    assert "## Interval estimates (95% stratified bootstrap CIs)" in md
+    assert "| hopper-medium | 10.0 | 1 | 55.0 (n = 1, no interval) |" in md
+    assert f"| hopper-medium | 2.0 | 4 | 25.0 [{float(a['final_mean_ci_low']):.1f}, " in md
+    assert "[interval_estimates.png](interval_estimates.png)" in md
+
+
+def test_settings_are_aggregated_over_tasks(tmp_path: Path) -> None:
+    for env, offset in (("hopper-medium", 0.0), ("walker2d-medium", 50.0)):
+        for seed in range(3):
+            make_run(tmp_path / env / str(seed), env=env, seed=seed, scores=(offset + 10 * seed,))
+    make_run(tmp_path / "walker2d-medium" / "3", env="walker2d-medium", seed=3, scores=(99.0,))  # 4th run
+    out = tmp_path / "report"
+    assert report([tmp_path], out, "--reps", "300") == 0
+    rows = read_csv(out)
+    assert [r["task"] for r in rows] == ["hopper-medium", "walker2d-medium", "all tasks"]
+    # Equal run counts are needed: the first 3 seeds of each task, 0 10 20 and 50 60 70.
+    assert float(rows[2]["final_mean"]) == pytest.approx(35.0) and rows[2]["final_n"] == "3"
+    assert float(rows[2]["final_iqm"]) == pytest.approx(35.0)  # one of 6 cut at each end: 10 20 50 60
+    md = (out / "report.md").read_text()
+    assert "| all tasks | 3 × 2 tasks |" in md and "uses the first 3 runs (by seed) of each task" in md
+
+
+def test_compare_gives_probability_of_improvement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in range(3):
+        make_run(tmp_path / "low" / str(seed), seed=seed, tau=1.0, scores=(10.0 + seed,))
+        make_run(tmp_path / "high" / str(seed), seed=seed, tau=5.0, scores=(20.0 + seed,))
+    out = tmp_path / "report"
+    assert report([tmp_path], out, "--compare", "cql.tau=5", "cql.tau=1", "--reps", "300") == 0
+    (row,) = list(csv.DictReader((out / "compare.csv").open()))
+    assert float(row["p_improvement"]) == 1.0 and row["n_a"] == "3"
+    assert report([tmp_path], out, "--compare", "1", "1", "--reps", "300") == 0  # a bare value of the one key
+    (row,) = list(csv.DictReader((out / "compare.csv").open()))
+    assert float(row["p_improvement"]) == 0.5 and float(row["ci_low"]) <= 0.5 <= float(row["ci_high"])
+    assert report([tmp_path], out, "--compare", str(tmp_path / "low"), str(tmp_path / "high"),
+                  "--reps", "300") == 0  # two run sets
+    (row,) = list(csv.DictReader((out / "compare.csv").open()))
+    assert float(row["p_improvement"]) == 0.0
+    assert "## Probability of improvement: P(" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert report([tmp_path], tmp_path / "bad", "--compare", "cql.tau=7", "cql.tau=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no runs with that setting" in err[0] and "cql.tau=5.0" in err[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_formats_and_iqm_curves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in range(3):
+        make_run(tmp_path / "runs" / str(seed), seed=seed, scores=(10.0 * seed, 5.0 + seed, 30.0))
+    out = tmp_path / "report"
+    assert report([tmp_path / "runs"], out, "--format", "png,svg,pdf", "--curves", "iqm", "--reps", "200") == 0
+    for stem in ("interval_estimates", "performance_profile", "curves", "q_values"):
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+        assert b"<svg" in (out / f"{stem}.svg").read_bytes()
+    assert "IQM with 95% bootstrap band" in (out / "curves.svg").read_text()
+    capsys.readouterr()
+    assert report([tmp_path / "runs"], tmp_path / "bad", "--format", "png,gif") == 2
+    assert "--format 'png,gif': use a comma-separated list of png, svg, pdf" in capsys.readouterr().err
+
+
 def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "seed=0,1", "cql.tau=1,5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    proc = run_cli(["-m", "seed=0,1,2", "cql.tau=1,5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
-    proc = run_cli([str(sweep), "--out", str(out)], cwd=tmp_path, script="cql-report")
+    proc = run_cli([str(sweep), "--out", str(out), "--compare", "cql.tau=5", "cql.tau=5", "--reps", "500"],
+                   cwd=tmp_path, script="cql-report")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "wrote " + ", ".join(str(out / n) for n in OUTPUTS)
+    outputs = ["report.md", "report.csv", "compare.csv", *OUTPUTS[2:]]
+    assert proc.stdout.strip().splitlines()[-1] == "wrote " + ", ".join(str(out / n) for n in outputs)
+    (self_compare,) = list(csv.DictReader((out / "compare.csv").open()))
+    assert float(self_compare["p_improvement"]) == 0.5
+    assert float(self_compare["ci_low"]) <= 0.5 <= float(self_compare["ci_high"])
 
     summaries = [json.loads(p.read_text()) | {"tau": yaml.safe_load((p.parent / "config.yaml").read_text())["cql"]
                                                 ["tau"]} for p in sorted(sweep.glob("*/summary.json"))]
-    assert len(summaries) == 4 and all(s["status"] == "completed" for s in summaries)
+    assert len(summaries) == 6 and all(s["status"] == "completed" for s in summaries)
     rows = read_csv(out)
     assert [r["cql.tau"] for r in rows] == ["1.0", "5.0"]
     md = (out / "report.md").read_text()
     for row in rows:
         mine = [s for s in summaries if str(s["tau"]) == row["cql.tau"]]
-        assert row["n_completed"] == "2" and row["seeds"] == "0 1"
+        assert row["n_completed"] == "3" and row["seeds"] == "0 1 2"
         for key in ("final", "best"):
-            values = [s[f"{key}_normalized_score"] for s in mine]
-            mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5  # ddof=1 std of two values
-            assert float(row[f"{key}_mean"]) == pytest.approx(mean, rel=1e-12)
-            assert float(row[f"{key}_std"]) == pytest.approx(std, rel=1e-9)
+            values = np.array([s[f"{key}_normalized_score"] for s in mine])
+            assert float(row[f"{key}_mean"]) == pytest.approx(values.mean(), rel=1e-12)
+            assert float(row[f"{key}_std"]) == pytest.approx(values.std(ddof=1), rel=1e-9)
+            # rliable's IQM is scipy's trim_mean, cutting int(0.25 n) runs at each end (none of 3).
+            assert float(row[f"{key}_iqm"]) == pytest.approx(scipy.stats.trim_mean(values, 0.25), rel=1e-12)
+            assert float(row[f"{key}_median"]) == pytest.approx(np.median(values), rel=1e-12)
+            assert float(row[f"{key}_iqm_ci_low"]) <= float(row[f"{key}_iqm"]) <= float(row[f"{key}_iqm_ci_high"])
         final, best = float(row["final_mean"]), float(row["best_mean"])
         assert f"| {row['cql.tau']} | 2 | {final:.1f} ± " in md and f" | {best:.1f} ± " in md

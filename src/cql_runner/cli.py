@@ -64,7 +64,8 @@ def unknown_group_choice(argv: list[str]) -> str | None:
         if not sep or name not in CONFIG_GROUPS or value in ("", "null"):
             continue
         choices = group_options(name)
-        for option in value.split(","):
+        # "a,b" sweeps over options; "[a,b]" selects several at once (logger=[wandb,tensorboard]).
+        for option in value.removeprefix("[").removesuffix("]").split(","):
             if option not in choices:
                 return (f"unknown {name} '{option}'; {did_you_mean(option, choices)}available: {', '.join(choices)}"
                         + (" (to add a dataset, see `cql-collect`)" if name == "env" else ""))

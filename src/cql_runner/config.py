@@ -210,8 +210,8 @@ class EvalConfig:
 
 
 @dataclass
-class LoggerConfig:
-    """The remote mirror of the local logs; ``_target_`` picks the class (wandb or none)."""
+class WandbConfig:
+    """``logger=wandb``: mirror metrics, videos and the summary to Weights & Biases."""
 
     _target_: str = "cql_runner.logging.wandb_logger.WandbLogger"
     # offline | online | disabled; null respects WANDB_MODE.
@@ -225,6 +225,31 @@ class LoggerConfig:
     init_timeout: float = 60.0
 
 
+# Kept under its old name: the wandb logger's config was the only logger config before several loggers existed.
+LoggerConfig = WandbConfig
+
+
+@dataclass
+class TensorBoardConfig:
+    """``logger=tensorboard``: TensorBoard event files under ``<run_dir>/<subdir>``."""
+
+    _target_: str = "cql_runner.logging.tensorboard_logger.TensorBoardLogger"
+    subdir: str = "tb"
+    # Seconds between flushes of the event file to disk.
+    flush_secs: int = 30
+
+
+@dataclass
+class LoggersConfig:
+    """The mirrors of the local logs, one key per logger; metrics.jsonl is always written besides them.
+
+    ``logger=wandb`` fills ``logger.wandb``; ``logger=[wandb,tensorboard]`` fills both; ``logger=none`` neither.
+    """
+
+    wandb: WandbConfig | None = None
+    tensorboard: TensorBoardConfig | None = None
+
+
 @dataclass
 class RunConfig:
     """The root config of ``cql-train``."""
@@ -236,7 +261,7 @@ class RunConfig:
     discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggersConfig = field(default_factory=LoggersConfig)
     seed: int = 0
     # continuous: CQL(H) on SAC; discrete: CQL on Double DQN / QR-DQN (see DiscreteConfig).
     action_space: str = "continuous"
@@ -315,9 +340,10 @@ def validate(cfg: Any) -> None:
     _check(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
     _check(e.video_every >= 0, f"eval.video_every must be >= 0 (got {e.video_every}); 0 turns videos off")
 
-    mode = cfg.logger.get("mode") if hasattr(cfg.logger, "get") else getattr(cfg.logger, "mode", None)
+    wandb = cfg.logger.wandb
+    mode = None if wandb is None else wandb.mode
     _check(mode in (None, "offline", "online", "disabled"),
-           f"logger.mode must be offline, online or disabled (got {mode!r})")
+           f"logger.wandb.mode must be offline, online or disabled (got {mode!r})")
     device = str(cfg.device)
     _check(device in ("auto", "cpu") or device.startswith("cuda"),
            f"device must be auto, cpu or cuda (got {device!r})")

@@ -30,6 +30,7 @@ from cql_runner.discrete.build import build_discrete
 from cql_runner.discrete.data import check_action_space
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
+from cql_runner.logging.sweep import swept_keys, swept_values
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
@@ -135,15 +136,23 @@ def seed_cfg(cfg: DictConfig, seed: int, n_seeds: int) -> DictConfig:
 
 def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: int | None, console: bool,
                  concurrent: bool) -> MultiLogger:
-    """jsonl (critical: the local record), console, and the configured remote mirror for one seed's run."""
+    """jsonl (critical: the local record), console, and every configured mirror (logger.<name>) for one
+    seed's run. The mirrors' config carries ``sweep``: the values of the keys a multirun varies."""
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(one, resolve=True))
     loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", resume_step=resume_step)]
     if console:
         loggers.append(ConsoleLogger(cfg.train.steps, start_step=resume_step or 0, enabled=cfg.train.progress))
-    loggers.append(get_class(cfg.logger._target_)(
-        cfg.logger, run_dir=run_dir, config=OmegaConf.to_container(one, resolve=True),
-        run_name=f"{cfg.env.name}-seed{one.seed}", group=default_group(cfg, run_dir), tags=default_tags(cfg),
-        **({"concurrent": True} if concurrent else {})))
+    config = OmegaConf.to_container(one, resolve=True)
+    swept = swept_keys()
+    if swept:
+        config["sweep"] = swept_values(one, swept)
+    for node in cfg.logger.values():
+        if node is None:
+            continue
+        loggers.append(get_class(node._target_)(
+            node, run_dir=run_dir, config=config, run_name=f"{cfg.env.name}-seed{one.seed}",
+            group=default_group(cfg, run_dir), tags=default_tags(cfg), resume_step=resume_step,
+            **({"concurrent": True} if concurrent else {})))
     return MultiLogger(loggers)
 
 

@@ -1,5 +1,7 @@
 """Eval videos: one deterministic episode per seed, rendered headless, saved as GIF.
 
+MuJoCo tasks render through EGL; classic-control tasks (the default Pendulum) through pygame,
+which gymnasium[classic-control] installs and which needs no display with SDL's dummy driver.
 Rendering is a nice-to-have: any failure (no EGL, an env without rgb_array rendering)
 is reported once and turns videos off, never the run.
 """
@@ -23,10 +25,13 @@ Policy = Callable[[np.ndarray], np.ndarray]
 def record_episodes(env_id: str, policy: Policy, seeds: Sequence[int], obs_keys: Sequence[str] | None,
                     max_frames: int = 500, size: tuple[int, int] = (240, 180)) -> list[np.ndarray]:
     """Frames (T, H, W, 3) of one episode per agent k, env k reset with seeds[k]."""
-    # MuJoCo renders headless through EGL unless the user chose another backend.
+    # Headless: MuJoCo through EGL, pygame (classic control) through SDL's dummy video driver,
+    # unless the user chose another backend.
     os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     kwargs = {"render_mode": "rgb_array"}
-    if env_id in gym.registry and "mujoco" in str(gym.registry[env_id].entry_point):
+    mujoco = env_id in gym.registry and "mujoco" in str(gym.registry[env_id].entry_point)
+    if mujoco:
         kwargs |= {"width": size[0], "height": size[1]}
     envs = [gym.make(env_id, **kwargs) for _ in seeds]
     try:
@@ -43,10 +48,17 @@ def record_episodes(env_id: str, policy: Policy, seeds: Sequence[int], obs_keys:
                 obs[k], _, terminated, truncated, _ = env.step(actions[k])
                 frames[k].append(env.render())
                 done[k] = terminated or truncated
-        return [np.stack(f) for f in frames]
+        return [shrink(np.stack(f), max(size)) for f in frames]
     finally:
         for env in envs:
             env.close()
+
+
+def shrink(frames: np.ndarray, longest: int) -> np.ndarray:
+    """Every k-th pixel so the longer side is at most ``longest``: classic-control envs render at a fixed
+    500×500, which would make GIFs four times the size of the MuJoCo ones."""
+    k = -(-max(frames.shape[1:3]) // longest)  # ceil
+    return frames[:, ::k, ::k] if k > 1 else frames
 
 
 def save_gif(frames: np.ndarray, path: Path, fps: int = 30) -> Path:
@@ -77,5 +89,6 @@ class VideoRecorder:
         except Exception as exc:  # rendering depends on the machine; never let it end a run
             self.enabled = False
             log.warning("eval video failed (%s: %s); videos are off for this run. "
-                        "Headless MuJoCo needs MUJOCO_GL=egl or osmesa", type(exc).__name__, str(exc).splitlines()[0])
+                        "Headless MuJoCo needs MUJOCO_GL=egl or osmesa; classic-control tasks need pygame "
+                    "(pip install 'gymnasium[classic-control]')", type(exc).__name__, str(exc).splitlines()[0])
             return [None] * len(run_dirs)

@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
-from cql_runner.evidence.results_reading import reading
+from cql_runner.evidence.results_reading import CQL_METHODS, reading
 from cql_runner.evidence.suite_plan import METHODS, PEER_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
 from cql_runner.report.aggregate import Stat
 from cql_runner.report.collect_runs import SCORE_KEY
+from cql_runner.report.group_stats import across_tasks, group_scores, row_stats
 from cql_runner.report.render import plot_curves, plot_q_values
+from cql_runner.report.stat_tables import fmt_estimate
+from cql_runner.report.statistics import DEFAULT_REPS, DEFAULT_SEED, ESTIMATORS, TITLES, Estimate, aggregate_estimates
+from cql_runner.report.statistics import probability_of_improvement as p_improvement
 
 FIG_DIR = "evidence"
 
@@ -81,13 +85,53 @@ def _num(x: Any) -> str:
     return "–" if not isinstance(x, (int, float)) else f"{x:.1f}"
 
 
+def _iqm(scores: Any) -> Estimate | None:
+    """IQM of one cell's per-seed scores with its 95% bootstrap CI (rliable), or None without scores."""
+    return aggregate_estimates(scores, reps=DEFAULT_REPS, seed=DEFAULT_SEED)["iqm"] if len(scores) else None
+
+
 def score_lines(cells: list[Cell]) -> list[str]:
-    rows = [[c.dataset, c.method, len(c.scored), _fmt(c.final), _fmt(c.best),
-             "–" if c.train_time_s is None else f"{c.train_time_s / 60:.1f}",
-             "–" if c.steps_per_s is None else f"{c.steps_per_s:.1f}"] for c in cells]
+    rows = []
+    for c in cells:
+        scores = group_scores(c.group)
+        rows.append([c.dataset, c.method, len(c.scored), _fmt(c.final), fmt_estimate(_iqm(scores.final[:, 0])),
+                     _fmt(c.best), fmt_estimate(_iqm(scores.best[:, 0])),
+                     "–" if c.train_time_s is None else f"{c.train_time_s / 60:.1f}",
+                     "–" if c.steps_per_s is None else f"{c.steps_per_s:.1f}"])
     return ["## Normalized scores", "",
-            "Mean ± std (ddof = 1) over seeds of the final and the best evaluation score (D4RL normalization).", "",
-            *_table(["dataset", "method", "seeds", "final", "best", "train min (all seeds)", "steps/s"], rows)]
+            "Mean ± std (ddof = 1) over seeds of the final and the best evaluation score (D4RL normalization), and "
+            "beside each the interquartile mean (IQM) with its 95% bootstrap confidence interval, computed with "
+            f"rliable ({DEFAULT_REPS} resamples); one seed gets no interval.", "",
+            *_table(["dataset", "method", "seeds", "final", "final IQM [95% CI]", "best", "best IQM [95% CI]",
+                     "train min (all seeds)", "steps/s"], rows),
+            *aggregate_lines(cells)]
+
+
+def aggregate_lines(cells: list[Cell]) -> list[str]:
+    """Each method over all datasets (runs × datasets, stratified bootstrap), and P(CQL > peer) between methods."""
+    settings = across_tasks([c.group for c in cells])
+    if not settings:
+        return []
+    rows = []
+    for s in settings:
+        est = row_stats(s, DEFAULT_REPS, DEFAULT_SEED).final or {}
+        rows.append([s.values[0], f"{s.n} × {s.final.shape[1]}", *(fmt_estimate(est.get(n)) for n in ESTIMATORS)])
+    lines = ["### Over all datasets", "",
+             "Final normalized score of each method over every dataset with 95% stratified bootstrap CIs "
+             "(rliable: seeds resampled within each dataset; optimality gap = mean shortfall below 100).", "",
+             *_table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows)]
+    by_method = {s.values[0]: s.final for s in settings}
+    pairs = [(a, b) for a in CQL_METHODS for b in ("sac", "bc") if a in by_method and b in by_method]
+    if pairs:
+        prob_rows = []
+        for a, b in pairs:
+            e = p_improvement(by_method[a], by_method[b], reps=DEFAULT_REPS, seed=DEFAULT_SEED)
+            ci = f" [{e.low:.2f}, {e.high:.2f}]" if e.has_interval else " (n = 1, no interval)"
+            prob_rows.append([f"P({a} > {b})", f"{e.value:.2f}{ci}"])
+        lines += ["Probability of improvement (a seed of the first method beats a seed of the second on the same "
+                  "dataset, averaged over datasets; 0.5 = no difference):", "",
+                  *_table(["comparison", "P [95% CI]"], prob_rows)]
+    return lines
 
 
 def plateau_lines(cells: list[Cell]) -> list[str]:
@@ -156,8 +200,16 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
     def stat(s: Stat) -> dict[str, Any]:
         return {"mean": s.mean, "std": s.std, "n": s.n}
 
+    def scores(s: Stat, values: Any) -> dict[str, Any]:
+        # The per-seed scores too, so the IQM and its interval can be recomputed from this file alone.
+        iqm = _iqm(values)
+        return {**stat(s), "scores": [float(v) for v in values], "iqm": None if iqm is None else iqm.value,
+                "iqm_ci": None if iqm is None or not iqm.has_interval else [iqm.low, iqm.high]}
+
+    per_cell = {id(c): group_scores(c.group) for c in cells}
     return {f"{c.dataset}/{c.method}": {
-        "final_normalized_score": stat(c.final), "best_normalized_score": stat(c.best),
+        "final_normalized_score": scores(c.final, per_cell[id(c)].final[:, 0]),
+        "best_normalized_score": scores(c.best, per_cell[id(c)].best[:, 0]),
         "q_hat_s0": stat(c.check_stat("q_hat_s0")), "mc_return_s0": stat(c.check_stat("mc_return_s0")),
         "q_hat_dataset_s0": stat(c.check_stat("q_hat_dataset_s0")), "underestimates": c.n_underestimates,
         "q_hat_dataset_s0_matched": stat(c.check_stat("q_hat_dataset_s0_matched")),

@@ -209,7 +209,7 @@ def env_args(ds: DatasetSpec) -> list[str]:
 
 def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, logger: str = "none") -> list[str]:
     """cql-train overrides for one (dataset, method): all seeds in one seed-vectorised process."""
-    logger_args = ["logger=wandb", "logger.mode=offline"] if logger == "wandb-offline" else ["logger=none"]
+    logger_args = ["logger=wandb", "logger.wandb.mode=offline"] if logger == "wandb-offline" else ["logger=none"]
     return [
         *env_args(ds), *method.overrides, *logger_args,
         # Hydra's own dir (.hydra/, the job log) goes inside the run dir, not to runs/<env>/<timestamp>/ in cwd.

@@ -89,7 +89,7 @@ class MultiLogger:
             self._call(logger, "log_summary", summary)
 
     def log_video(self, key: str, path: Path, step: int) -> None:
-        """Forward a recorded video file to the loggers that take videos (wandb)."""
+        """Forward a recorded video file to every logger that takes media (wandb, TensorBoard)."""
         for logger in self.loggers:
             if callable(getattr(logger, "log_video", None)):
                 self._call(logger, "log_video", key, path, step)

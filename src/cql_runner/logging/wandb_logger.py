@@ -135,6 +135,22 @@ def _plain_config(config: Any) -> dict[str, Any]:
     return dict(config)
 
 
+# Logged with every record and declared as every metric's x-axis: the gradient step. (cql-train
+# learns offline, so no metric of it counts environment steps.)
+STEP_METRIC = "gradient_step"
+# Summaries shown in the runs table and parallel-coordinates view: the best score is its maximum, the
+# final score the last value logged (and its maximum, to compare with the best).
+SUMMARIES = {"eval/best_normalized_score": "max", "eval/normalized_score": "last,max", "eval/return": "last,max"}
+
+
+def declare_metrics(run: Any) -> None:
+    """Each metric's x-axis and summary, so dashboards read right without manual setup."""
+    run.define_metric(STEP_METRIC, hidden=True)
+    run.define_metric("*", step_metric=STEP_METRIC)
+    for name, summary in SUMMARIES.items():
+        run.define_metric(name, step_metric=STEP_METRIC, summary=summary)
+
+
 class WandbLogger:
     """Mirrors metrics to a wandb run whose id is stable for ``run_dir``.
 
@@ -153,6 +169,7 @@ class WandbLogger:
         resume_id: str | None = None,
         finish_timeout: float = 120.0,
         concurrent: bool = False,
+        resume_step: int | None = None,  # unused: a resumed wandb run knows its own step
     ) -> None:
         self.run_dir = Path(run_dir)
         # K seeds trained in one process each keep their own, simultaneously open run.
@@ -208,6 +225,7 @@ class WandbLogger:
                         "`wandb sync %s`", where, where)
         if getattr(run, "resumed", False):
             self._min_step = int(getattr(run, "step", 0) or 0)
+        declare_metrics(run)
         return run
 
     @staticmethod
@@ -253,7 +271,7 @@ class WandbLogger:
         if run is None or step < self._min_step:
             return
         try:
-            run.log(dict(metrics), step=step)
+            run.log({**metrics, STEP_METRIC: step}, step=step)
         except Exception as exc:
             self._disable("log", exc)
 
@@ -265,7 +283,7 @@ class WandbLogger:
         try:
             import wandb
 
-            run.log({key: wandb.Video(str(path))}, step=step)
+            run.log({key: wandb.Video(str(path)), STEP_METRIC: step}, step=step)
         except Exception as exc:
             self._disable("log_video", exc)
 

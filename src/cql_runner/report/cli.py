@@ -1,24 +1,34 @@
 """``cql-report``: summarize runs and sweeps from their local files (never wandb).
 
     cql-report DIR [DIR ...] --out OUTDIR [--group-by cql.tau,cql.alpha] [--metric eval/return]
+               [--compare A B] [--curves mean|iqm] [--format png,svg,pdf] [--reps 2000] [--seed 0]
 
 Finds every run dir under the DIRs (a dir with config.yaml and metrics.jsonl or summary.json),
 groups runs by task × the config keys that vary between them (or --group-by), and writes
-OUTDIR/report.md, report.csv, curves.png and q_values.png. Unfinished and failed runs are
-marked, unreadable ones skipped with a warning. User errors print one line and exit 2; the
+OUTDIR/report.md and report.csv (mean ± std, and mean, median, IQM and optimality gap with 95%
+stratified bootstrap CIs from rliable), the figures interval_estimates, performance_profile,
+curves and q_values, and with --compare, compare.csv with P(A > B). Unfinished and failed runs
+are marked, unreadable ones skipped with a warning. User errors print one line and exit 2; the
 last line printed names the output files.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cql_runner.report.aggregate import check_group_keys, group_runs, metric_names, varied_keys
 from cql_runner.report.collect_runs import SCORE_KEY, Collection, ReportError, collect
-from cql_runner.report.render import Q_METRICS, plot_curves, plot_q_values, write_csv, write_markdown
+from cql_runner.report.figure_io import FORMATS, parse_formats
+from cql_runner.report.group_stats import across_tasks, compare, group_scores, row_stats
+from cql_runner.report.render import CURVE_STATS, Q_METRICS, plot_curves, plot_q_values, write_csv, write_markdown
+from cql_runner.report.stat_figures import plot_interval_estimates, plot_performance_profile
+from cql_runner.report.stat_tables import compare_csv_rows, compare_section, markdown_section
+from cql_runner.report.statistics import DEFAULT_REPS, DEFAULT_SEED
 
 PROG = "cql-report"
 
@@ -31,13 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated config keys to group by, besides the task "
                         "(default: the keys whose values differ between runs of a task)")
     p.add_argument("--metric", default=SCORE_KEY, help=f"metric for curves.png (default: {SCORE_KEY})")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                   help="probability of improvement P(A > B) of the final score; A and B are settings "
+                        "(KEY=VALUE[,KEY=VALUE], or a bare VALUE of the one grouping key) or run directories")
+    p.add_argument("--curves", choices=CURVE_STATS, default="mean",
+                   help="learning curves as mean ± std over seeds (default) or IQM with a 95%% bootstrap band")
+    p.add_argument("--format", default="png", metavar="FORMATS",
+                   help=f"figure formats, comma-separated from {', '.join(FORMATS)} (default: png)")
+    p.add_argument("--reps", type=int, default=DEFAULT_REPS,
+                   help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap (default: 0)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        outputs = make_report(args.paths, args.out, args.group_by, args.metric)
+        if args.reps < 100:
+            raise ReportError(f"--reps {args.reps} is too few for a 95% interval; use at least 100 (default "
+                              f"{DEFAULT_REPS})")
+        try:
+            formats = parse_formats(args.format)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+        options = ReportOptions(metric=args.metric, compare=args.compare, curves=args.curves, formats=formats,
+                                reps=args.reps, seed=args.seed)
+        outputs = make_report(args.paths, args.out, args.group_by, options)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -45,7 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def make_report(paths: Sequence[str], out: Path, group_by: str | None, metric: str) -> list[Path]:
+@dataclass(frozen=True)
+class ReportOptions:
+    metric: str = SCORE_KEY
+    compare: Sequence[str] | None = None
+    curves: str = "mean"
+    formats: Sequence[str] = ("png",)
+    reps: int = DEFAULT_REPS
+    seed: int = DEFAULT_SEED
+
+
+def make_report(paths: Sequence[str], out: Path, group_by: str | None,
+                options: ReportOptions = ReportOptions()) -> list[Path]:
+    opt = options
     collection = collect(paths)
     for path, why in collection.skipped:
         _warn(f"skipping {path}: {why}")
@@ -61,18 +102,36 @@ def make_report(paths: Sequence[str], out: Path, group_by: str | None, metric: s
         keys, how = [k.strip() for k in group_by.split(",") if k.strip()], "--group-by"
         check_group_keys(runs, keys)
     groups = group_runs(runs, keys)
+    # Resolved before anything is written, so a bad --compare leaves no half-written report.
+    comparisons = compare(*opt.compare, runs, groups, opt.reps, opt.seed) if opt.compare else []
 
+    stats = [row_stats(group_scores(g), opt.reps, opt.seed) for g in groups]
+    across = [row_stats(s, opt.reps, opt.seed) for s in across_tasks(groups)]
     out.mkdir(parents=True, exist_ok=True)
-    outputs = [out / "report.md", out / "report.csv", out / "curves.png", out / "q_values.png"]
-    write_csv(groups, outputs[1])
-    if not plot_curves(groups, metric, outputs[2]):
-        _warn(f"no run logged {metric!r}; curves.png is empty (logged metrics: {_some(metric_names(runs))})")
-    if not plot_q_values(groups, outputs[3]):
+    md, csv_path = out / "report.md", out / "report.csv"
+    write_csv(groups, stats, across, csv_path)
+    figures = plot_interval_estimates([*stats, *across], out / "interval_estimates", opt.formats)
+    # The profile pools each setting over tasks where it ran on several, else shows each group.
+    settings = [a.scores for a in across] or [s.scores for s in stats]
+    figures += plot_performance_profile(settings, out / "performance_profile", opt.formats, opt.reps, opt.seed)
+    drawn, written = plot_curves(groups, opt.metric, out / "curves", opt.formats, opt.curves, opt.reps, opt.seed)
+    figures += written
+    if not drawn:
+        _warn(f"no run logged {opt.metric!r}; curves.png is empty (logged metrics: {_some(metric_names(runs))})")
+    drawn, written = plot_q_values(groups, out / "q_values", opt.formats)
+    figures += written
+    if not drawn:
         _warn(f"no run logged {' or '.join(Q_METRICS)}; q_values.png is empty")
+    outputs = [md, csv_path]
+    if comparisons:
+        outputs.append(out / "compare.csv")
+        with outputs[-1].open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows(compare_csv_rows(comparisons))
     grouped_by = f"{', '.join(keys)} ({how})" if keys else f"nothing else ({how}: no key varies)"
-    write_markdown(groups, collection, grouped_by, outputs[2:], outputs[0])
+    sections = [*markdown_section([*stats, *across], keys, opt.reps), *compare_section(comparisons)]
+    write_markdown(groups, collection, grouped_by, figures, md, sections)
     print(_overview(collection, len(groups), keys))
-    return outputs
+    return outputs + figures
 
 
 def _overview(collection: Collection, n_groups: int, keys: Sequence[str]) -> str:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # headless: no display, no pyplot state
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from cql_runner.report.aggregate import Group, Stat, curve, format_value
-from cql_runner.report.collect_runs import Collection
+from cql_runner.report.collect_runs import Collection, eval_scores
+from cql_runner.report.figure_io import save_figure
+from cql_runner.report.group_stats import RowStats
+from cql_runner.report.stat_tables import csv_cells, csv_header
+from cql_runner.report.statistics import iqm_curve
 
 Q_METRICS = ("q/data", "q/policy", "q/dataset_mc_return")
 Q_STYLES = ("-", "--", ":")
@@ -27,18 +32,30 @@ SYMLOG_SPAN = 100.0
 CURVE_OUTLIER_SPAN = 5.0
 
 
-def write_csv(groups: Sequence[Group], path: Path) -> None:
-    keys = list(groups[0].keys) if groups else []
+def write_csv(groups: Sequence[Group], stats: Sequence[RowStats], across: Sequence[RowStats], path: Path) -> None:
+    """One row per group (``stats`` in the same order), then one per setting aggregated over tasks
+    (task "all tasks"; the run-count and std columns empty)."""
+    keys = [*groups[0].keys] if groups else []
     header = ["task", *keys, "n_runs", "n_completed", "n_running", "n_failed", "seeds",
               "final_mean", "final_std", "final_n", "best_mean", "best_std", "best_n"]
+    header += [h for h in csv_header() if h not in header]
+    rows: list[dict[str, object]] = []
+    for g, st in zip(groups, stats):
+        row: dict[str, object] = {"task": g.task, **{k: format_value(v) for k, v in zip(keys, g.values)},
+                                  "n_runs": len(g.runs), "n_completed": g.count("completed"),
+                                  "n_running": g.count("running"), "n_failed": g.count("failed"),
+                                  "seeds": " ".join(format_value(s) for s in g.seeds)}
+        row |= dict(zip(csv_header(), csv_cells(st)))
+        row |= dict(zip(("final_mean", "final_std", "final_n"), _stat_cells(g.final)))
+        row |= dict(zip(("best_mean", "best_std", "best_n"), _stat_cells(g.best)))
+        rows.append(row)
+    for st in across:
+        rows.append({"task": st.scores.task, **{k: format_value(v) for k, v in zip(keys, st.scores.values)},
+                     **dict(zip(csv_header(), csv_cells(st))), "final_n": st.scores.n, "best_n": st.scores.n})
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
-        for g in groups:
-            final, best = g.final, g.best
-            writer.writerow([g.task, *(format_value(v) for v in g.values), len(g.runs), g.count("completed"),
-                             g.count("running"), g.count("failed"), " ".join(format_value(s) for s in g.seeds),
-                             *_stat_cells(final), *_stat_cells(best)])
+        writer.writerows([row.get(h, "") for h in header] for row in rows)
 
 
 def _stat_cells(stat: Stat) -> list[object]:
@@ -47,7 +64,8 @@ def _stat_cells(stat: Stat) -> list[object]:
 
 
 def write_markdown(groups: Sequence[Group], collection: Collection, grouped_by: str, figures: Sequence[Path],
-                   path: Path) -> None:
+                   path: Path, sections: Sequence[str] = ()) -> None:
+    """The table of mean ± std, then ``sections`` (interval estimates, comparisons), notes and figures."""
     runs = collection.runs
     keys = list(groups[0].keys) if groups else []
     counts = {s: sum(r.status == s for r in runs) for s in ("completed", "running", "failed")}
@@ -64,7 +82,7 @@ def write_markdown(groups: Sequence[Group], collection: Collection, grouped_by: 
         mark = f" ({running} running)" if running else ""
         lines.append(_row([g.task, *(format_value(v) for v in g.values), str(g.final.n),
                            _fmt(g.final) + mark, _fmt(g.best) + mark, _status_text(g)]))
-    lines += ["", *_notes(), *_unfinished(collection), *_skipped(collection), "",
+    lines += [*sections, "", *_notes(), *_unfinished(collection), *_skipped(collection), "",
               "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -121,15 +139,13 @@ def _task_axes(fig: Figure, tasks: Sequence[str]) -> dict[str, Axes]:
     return {t: fig.add_subplot(nrows, ncols, i + 1) for i, t in enumerate(tasks)}
 
 
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    # No Software/date metadata, so the same runs give the same file.
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+CURVE_STATS = ("mean", "iqm")
 
 
-def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
-    """Mean ± std over seeds of ``metric`` per setting, one subplot per task. False if nothing was logged."""
+def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Sequence[str] = ("png",),
+                stat: str = "mean", reps: int = 1000, seed: int = 0) -> tuple[bool, list[Path]]:
+    """``metric`` per setting over seeds, one subplot per task: mean ± std, or (``stat="iqm"``) the IQM
+    with a 95% bootstrap band. Returns (anything drawn, files written)."""
     fig = Figure()
     tasks = sorted({g.task for g in groups})
     axes = _task_axes(fig, tasks)
@@ -138,13 +154,14 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
         peaks: list[float] = []
         lowest = 0.0
         for i, g in enumerate(g for g in groups if g.task == task):
-            c = curve(g.runs, metric)
-            if c is None:
+            band = _curve_band(g, metric, stat, reps, seed)
+            if band is None:
                 continue
+            steps, centre, low, high = band
             color = f"C{i % 10}"
-            ax.plot(c.steps, c.mean, color=color, marker="o", markersize=3, label=g.label())
-            ax.fill_between(c.steps, c.mean - c.std, c.mean + c.std, color=color, alpha=0.2, linewidth=0)
-            finite = [float(v) for v in c.mean if math.isfinite(v)]
+            ax.plot(steps, centre, color=color, marker="o", markersize=3, label=g.label())
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            finite = [float(v) for v in centre if math.isfinite(v)]
             peaks.append(max((abs(v) for v in finite), default=0.0))
             lowest = min([lowest, *finite])
             drawn = True
@@ -152,9 +169,26 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path) -> bool:
         if linear_up_to is not None:
             _symlog_linear_below(ax, linear_up_to, lowest, max(peaks))
         _decorate(ax, task, metric)
-    fig.suptitle(f"{metric}: mean ± std over seeds")
-    _save(fig, path)
-    return drawn
+    how = "mean ± std" if stat == "mean" else "IQM with 95% bootstrap band"
+    fig.suptitle(f"{metric}: {how} over seeds")
+    return drawn, save_figure(fig, path, formats)
+
+
+def _curve_band(group: Group, metric: str, stat: str, reps: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(steps, centre, band low, band high) of one setting's curve, or None when nothing was logged."""
+    if stat == "mean":
+        c = curve(group.runs, metric)
+        return None if c is None else (c.steps, c.mean, c.mean - c.std, c.mean + c.std)
+    per_step: dict[int, list[float]] = defaultdict(list)
+    for run in group.runs:
+        for step, value in eval_scores(run, metric):
+            per_step[step].append(value)
+    if not per_step:
+        return None
+    b = iqm_curve(per_step, reps=reps, seed=seed)
+    # No band where only one run reached the step: the band collapses onto the point.
+    return b.steps, b.iqm, np.where(np.isnan(b.low), b.iqm, b.low), np.where(np.isnan(b.high), b.iqm, b.high)
 
 
 def outlier_symlog_threshold(peaks: Sequence[float]) -> float | None:
@@ -182,7 +216,7 @@ def _symlog_linear_below(ax: Axes, linear_up_to: float, lowest: float, top: floa
     ax.yaxis.set_major_formatter(ScalarFormatter())
 
 
-def plot_q_values(groups: Sequence[Group], path: Path) -> bool:
+def plot_q_values(groups: Sequence[Group], path: Path, formats: Sequence[str] = ("png",)) -> tuple[bool, list[Path]]:
     """q/data (solid), q/policy (dashed) and the dataset's Monte-Carlo return (dotted) per setting, mean over
     seeds: a conservative critic keeps its Q at or below the Monte-Carlo line."""
     fig = Figure()
@@ -204,8 +238,7 @@ def plot_q_values(groups: Sequence[Group], path: Path) -> bool:
             ax.set_yscale("symlog")
         _decorate(ax, task, "Q-value", styles)
     fig.suptitle("Q-values, mean over seeds")
-    _save(fig, path)
-    return drawn
+    return drawn, save_figure(fig, path, formats)
 
 
 def _decorate(ax: Axes, task: str, ylabel: str, extra_handles: Sequence[Line2D] = ()) -> None:
