@@ -374,3 +374,44 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
     summary = json.loads((run_dir / "summary.json").read_text())
     # Start-up, evaluation and closing together, where an online init alone used to take 70 s.
     assert summary["wall_time_s"] - summary["train_time_s"] < 30
+
+
+# ----- 11. cql-collect: the expert needed only for the reference score ----------------------
+def test_collect_random_says_first_that_sac_is_only_for_the_reference(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import minari
+
+    store = tmp_path / "m"
+    env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_cli(["env=Pendulum-v1", "level=random", "collect.steps=200", "sac.steps=300", "sac.start_steps=100",
+                    "sac.eval_every=150", "sac.eval_episodes=1", "sac.hidden=[16,16]", "ref_episodes=1",
+                    "progress=false"], cwd=tmp_path, script="cql-collect", env=env)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("cql-collect: level=random needs an expert only for the reference score "
+                            "ref_max_score: training SAC for sac.steps=300 takes at least ")
+    assert first.endswith("here; pass ref_max_score=<expert return> to skip it")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    meta = minari.load_dataset("cql_runner/pendulum/random-v0").storage.metadata
+    assert meta["cql_runner"]["reference_sources"] == {
+        "ref_min_score": "measured: mean return of uniform random actions (ref_episodes=1)",
+        "ref_max_score": "measured: mean return of the deterministic expert SAC snapshot (ref_episodes=1)"}
+
+
+def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import minari
+
+    from cql_runner.data.registry import D4RL_REFERENCE
+
+    store = tmp_path / "m"
+    env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_cli(["env=Hopper-v5", "level=random", "collect.steps=200", "ref_episodes=1", "progress=false"],
+                   cwd=tmp_path, script="cql-collect", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "needs an expert" not in proc.stderr and not (tmp_path / "cache").exists()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    meta = minari.load_dataset("mujoco/hopper/random-v0").storage.metadata
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == pytest.approx(D4RL_REFERENCE["hopper"])
+    assert meta["cql_runner"]["reference_sources"] == {"ref_min_score": "D4RL (hopper)",
+                                                       "ref_max_score": "D4RL (hopper)"}
