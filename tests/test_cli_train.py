@@ -113,7 +113,7 @@ def test_hopper_medium_trains_on_a_local_minari_dataset(tmp_path: Path, monkeypa
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     make_minari_dataset("mujoco/hopper/medium-v0", env_id="Hopper-v5", n_episodes=3, max_steps=60)
     run_dir = tmp_path / "run"
-    proc = run_cli(["env=hopper-medium", "cql.tau=10", "train.steps=40", "train.log_every=20",
+    proc = run_cli(["env=hopper-medium", "cql.tau=10", "train.steps=40", "train.log_every=20", "train.batch_size=64",
                     "eval.every=0", "eval.episodes=2", "eval.max_episode_steps=50", "network.hidden=[32,32]",
                     "logger=none", f"run_dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -132,8 +132,9 @@ def test_legacy_d4rl_file_trains_and_uses_d4rl_reference_scores(tmp_path: Path) 
                    with_next_observations=False, seed=0)
     run_dir = tmp_path / "run"
     proc = run_cli(["env=d4rl-file", f"dataset.path={path}", "eval.env_id=Hopper-v4", "train.steps=20",
-                    "train.log_every=10", "eval.every=0", "eval.episodes=1", "eval.max_episode_steps=30",
-                    "network.hidden=[16,16]", "cql.n_actions=2", "logger=none", f"run_dir={run_dir}"], cwd=tmp_path)
+                    "train.batch_size=32", "train.log_every=10", "eval.every=0", "eval.episodes=1",
+                    "eval.max_episode_steps=30", "network.hidden=[16,16]", "cql.n_actions=2", "logger=none",
+                    f"run_dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["dataset_id"] == "hopper-medium-v2"

@@ -316,3 +316,102 @@ def test_report_shows_a_run_being_written_as_running(minari_root: Path, tmp_path
     assert "skipping" not in proc.stderr
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"| {run_dir} | running | 75/100 |" in report
+
+
+# ----- 7. sizes that cannot fit ------------------------------------------------------------
+@pytest.mark.parametrize(("override", "expected"), [
+    ("cql.n_actions=1000000", "one update step needs at least "),
+    ("train.batch_size=100000000", "train.batch_size=100000000 is larger than the dataset (400 transitions); "
+                                   "pass train.batch_size=256 or another value <= 400"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_building(minari_root: Path, tmp_path: Path, override: str,
+                                                           expected: str) -> None:
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    proc = run_cli([*FAST, override, f"run_dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert expected in line
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert time.monotonic() - started < 60
+
+
+def test_the_memory_estimate_grows_with_the_critic_pass() -> None:
+    from cql_runner.memory_estimate import update_step_bytes
+
+    kw = dict(obs_dim=3, act_dim=1, critic_hidden=[256, 256], n_critics=2, n_seeds=1, conservative=True,
+              max_backup=False)
+    # batch 256, N = 10: 7936 critic rows × (3 + 1 + 512 + 1) widths × 2 critics × (2 + ...) floats
+    small = update_step_bytes(batch_size=256, n_actions=10, **kw)
+    rows, widths = 256 * 31, 3 + 1 + 512 + 1
+    assert small == 4 * (2 * rows * widths * 2 + 256 * widths * 2 + 3 * 10 * 256 * 1)
+    assert update_step_bytes(batch_size=256, n_actions=1_000_000, **kw) > 1000 * 1024**3
+    assert update_step_bytes(batch_size=256, n_actions=10, **{**kw, "n_seeds": 4}) == 4 * small
+
+
+# ----- 6. wandb configured but unreachable ------------------------------------------------
+def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: a dead server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+           "HOME": str(home), "NETRC": str(home / ".netrc"), "WANDB_DIR": str(tmp_path / "wandb_dir"),
+           "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+           "WANDB_DATA_DIR": str(tmp_path / "data"), "WANDB_CONSOLE": "off"}
+    run_dir = tmp_path / "run"
+    args = [a for a in FAST if not a.startswith("logger=")]
+    proc = run_cli([*args, "logger=wandb", "logger.mode=online", "logger.init_timeout=60", "train.steps=50",
+                    f"run_dir={run_dir}"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert f"wandb: server http://127.0.0.1:{port} unreachable" in out
+    assert "sync later with `wandb sync " in out
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # Start-up, evaluation and closing together, where an online init alone used to take 70 s.
+    assert summary["wall_time_s"] - summary["train_time_s"] < 30
+
+
+# ----- 11. cql-collect: the expert needed only for the reference score ----------------------
+def test_collect_random_says_first_that_sac_is_only_for_the_reference(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import minari
+
+    store = tmp_path / "m"
+    env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_cli(["env=Pendulum-v1", "level=random", "collect.steps=200", "sac.steps=300", "sac.start_steps=100",
+                    "sac.eval_every=150", "sac.eval_episodes=1", "sac.hidden=[16,16]", "ref_episodes=1",
+                    "progress=false"], cwd=tmp_path, script="cql-collect", env=env)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("cql-collect: level=random needs an expert only for the reference score "
+                            "ref_max_score: training SAC for sac.steps=300 takes at least ")
+    assert first.endswith("here; pass ref_max_score=<expert return> to skip it")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    meta = minari.load_dataset("cql_runner/pendulum/random-v0").storage.metadata
+    assert meta["cql_runner"]["reference_sources"] == {
+        "ref_min_score": "measured: mean return of uniform random actions (ref_episodes=1)",
+        "ref_max_score": "measured: mean return of the deterministic expert SAC snapshot (ref_episodes=1)"}
+
+
+def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import minari
+
+    from cql_runner.data.registry import D4RL_REFERENCE
+
+    store = tmp_path / "m"
+    env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_cli(["env=Hopper-v5", "level=random", "collect.steps=200", "ref_episodes=1", "progress=false"],
+                   cwd=tmp_path, script="cql-collect", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "needs an expert" not in proc.stderr and not (tmp_path / "cache").exists()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    meta = minari.load_dataset("mujoco/hopper/random-v0").storage.metadata
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == pytest.approx(D4RL_REFERENCE["hopper"])
+    assert meta["cql_runner"]["reference_sources"] == {"ref_min_score": "D4RL (hopper)",
+                                                       "ref_max_score": "D4RL (hopper)"}

@@ -31,6 +31,7 @@ from cql_runner.discrete.data import check_action_space
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
+from cql_runner.memory_estimate import check_sizes
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
@@ -78,6 +79,12 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     if cfg.action_space == "discrete":
         evaluator, agent, sampler = build_discrete(cfg, data, seeds, device)
     else:
+        # The memory estimate models the continuous step (N proposals per state); discrete steps are small.
+        check_sizes(batch_size=cfg.train.batch_size, dataset_size=data.size, n_actions=cfg.cql.n_actions,
+                    obs_dim=data.obs_dim, act_dim=data.act_dim,
+                    critic_hidden=list(cfg.network.critic_hidden or cfg.network.hidden),
+                    n_critics=cfg.network.n_critics, n_seeds=len(seeds), conservative=cfg.cql.alpha > 0,
+                    max_backup=cfg.cql.max_backup, device=device)
         evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
         agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                          obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),

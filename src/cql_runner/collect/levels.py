@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from . import behaviour as bhv
 from .config import default_dataset_id, validate
 from .online_sac import check_box_env
 from .policies import actor_policy, numpy_generator, stream_seed, torch_generator, uniform_policy
+from .references import choose_references, format_duration, sac_seconds
 from .writer import DatasetInfo, check_dataset_id, code_version, write_dataset
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ def collect(cfg: Any) -> str:
         return collect_discrete(cfg)
     env = make_env(cfg.env, cfg.max_episode_steps)  # EnvError for unknown ids
     try:
-        check_box_env(env, cfg.env)
+        obs_dim, _, action_high = check_box_env(env, cfg.env)
         spec = env.spec
     finally:
         env.close()
@@ -151,14 +153,17 @@ def collect(cfg: Any) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(int(cfg.threads))
     try:
-        needs_sac = cfg.level != "random" or cfg.ref_max_score is None
+        ref_min_choice, ref_max_choice = choose_references(cfg)
+        needs_sac = cfg.level != "random" or ref_max_choice.value is None
+        if cfg.level == "random" and needs_sac and bhv.load(bhv.behaviour_dir(cfg)) is None:
+            announce_expert_for_reference(cfg, obs_dim, len(action_high))
         behaviour = bhv.load_or_train(cfg) if needs_sac else None
         returns = dict(behaviour.summary) if behaviour is not None else {}
-        ref_min = cfg.ref_min_score
+        ref_min = ref_min_choice.value
         if ref_min is None:
             ref_min = returns.get("random_return")
             ref_min = bhv.random_return(cfg) if ref_min is None else ref_min
-        ref_max = cfg.ref_max_score if cfg.ref_max_score is not None else returns["expert_return"]
+        ref_max = ref_max_choice.value if ref_max_choice.value is not None else returns["expert_return"]
         episodes = level_episodes(cfg, behaviour)
     finally:
         torch.set_num_threads(threads)
@@ -171,6 +176,7 @@ def collect(cfg: Any) -> str:
         "level": cfg.level, "version": code_version(), "dataset_mean_return": float(ep_returns.mean()),
         "behaviour": {k: returns[k] for k in keep if k in returns},
         "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
+        "reference_sources": {"ref_min_score": ref_min_choice.source, "ref_max_score": ref_max_choice.source},
         "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
     }
     info = DatasetInfo(dataset_id, spec, _algorithm(cfg.level), _description(cfg, dataset_id),
@@ -191,6 +197,14 @@ def collect(cfg: Any) -> str:
     print(f"written: {path} ({size / 2**20:.1f} MiB)")
     print(f"dataset: {dataset_id}")
     return dataset_id
+
+
+def announce_expert_for_reference(cfg: Any, obs_dim: int, act_dim: int) -> None:
+    """First line of a random dataset that trains SAC only for ref_max_score: what, how long, how to skip."""
+    estimate = sac_seconds(obs_dim, act_dim, cfg.sac)
+    print(f"cql-collect: level=random needs an expert only for the reference score ref_max_score: training "
+          f"SAC for sac.steps={cfg.sac.steps} takes at least {format_duration(estimate)} here; pass "
+          "ref_max_score=<expert return> to skip it", file=sys.stderr, flush=True)
 
 
 def _score(ret: float, lo: float, hi: float) -> float:

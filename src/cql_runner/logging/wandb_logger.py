@@ -9,7 +9,8 @@ Facts about wandb 0.31 this relies on:
 - ``mode="online"`` with no credentials raises UsageError; we detect that case first,
   without a network call, and log offline instead, so the data can be synced later.
 - With credentials but an unreachable server, ``wandb.init`` blocks for up to
-  ``init_timeout + 10`` s (wandb adds a 10 s grace period) and raises CommError.
+  ``init_timeout + 10`` s (wandb adds a 10 s grace period) and raises CommError; so the
+  server is probed first (a few seconds at most) and, if it does not answer, we log offline.
 - After a failed online init, wandb-core keeps the run id registered in this process:
   another init with the same id here fails ("run ID ... is in use") until
   ``wandb.teardown()``. One logger per run dir per process never meets this.
@@ -112,6 +113,15 @@ def has_wandb_credentials() -> bool:
         return True
 
 
+def _unreachable() -> str | None:
+    """Why the wandb server cannot be reached right now (bounded to a few seconds), or None."""
+    from cql_runner.logging.wandb_reachability import unreachable_reason, wandb_base_url
+
+    url = wandb_base_url()
+    reason = unreachable_reason(url)
+    return None if reason is None else f"server {url} unreachable ({reason})"
+
+
 def _git_root() -> str | None:
     """The git checkout the code runs from, so wandb records its commit even though the
     run dir it is given usually lies outside the repository."""
@@ -195,9 +205,11 @@ class WandbLogger:
               group: str | None, tags: Sequence[str], finish_timeout: float) -> Any:
         import wandb
 
-        fell_back = False
-        if self.mode == "online" and not has_wandb_credentials():
-            self.mode, fell_back = "offline", True
+        why_offline = None
+        if self.mode == "online":
+            why_offline = "no API key found" if not has_wandb_credentials() else _unreachable()
+            if why_offline:
+                self.mode = "offline"
         settings = wandb.Settings(
             init_timeout=float(getattr(cfg, "init_timeout", 60.0)),
             finish_timeout=float(finish_timeout),
@@ -219,10 +231,10 @@ class WandbLogger:
             reinit=self._reinit,
             settings=settings,
         )
-        if fell_back:
+        if why_offline:
             where = self.sync_dir_of(run) or self.run_dir / "wandb"
-            log.warning("wandb: no API key found; logging offline to %s — sync later with "
-                        "`wandb sync %s`", where, where)
+            log.warning("wandb: %s; logging offline to %s — sync later with `wandb sync %s`",
+                        why_offline, where, where)
         if getattr(run, "resumed", False):
             self._min_step = int(getattr(run, "step", 0) or 0)
         declare_metrics(run)
