@@ -16,7 +16,9 @@ from torch.distributions.transforms import TanhTransform
 
 from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses
-from cql_runner.cql.agent import Batch, CQLAgent
+from cql_runner.cql.agent import CQLAgent
+from cql_runner.data.types import Batch
+from cql_runner.seeds import load_seed_states, seed_state
 
 OBS, ACT, HIDDEN, N_ACT, B = 3, 2, [16, 16], 3, 8
 
@@ -154,14 +156,15 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
     (dict(lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5), False),
 ])
 def test_compute_losses_matches_manual_derivation(cfg, bc):
-    agent = make_agent(seeds=[1, 2], entropy_alpha_init=0.3, alpha_prime_init=0.7, **cfg)
+    # The BC warm start is on while the update count is below bc_steps (0 updates so far).
+    agent = make_agent(seeds=[1, 2], entropy_alpha_init=0.3, alpha_prime_init=0.7, bc_steps=int(bc), **cfg)
     # Move the target critic off the online critic so online/target mix-ups show.
     with torch.no_grad():
         for p in agent.target_critic.net.param_list():
             p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     batch = make_batch(k=2)
     noise = agent.draw_noise(B)
-    total, metrics = agent.compute_losses(batch, noise, bc=bc)
+    total, metrics = agent.compute_losses(batch, noise)
     ref = manual_losses(agent, batch, noise, bc)
     assert total.item() == pytest.approx(ref["total"].item(), rel=1e-4, abs=1e-4)
     for name, value in ref.items():
@@ -195,7 +198,7 @@ def test_alpha_prime_comes_back_down_after_reaching_the_cap():
 def test_conservative_term_off_when_alpha_zero():
     agent = make_agent(alpha=0.0)
     batch = make_batch()
-    _, m = agent.compute_losses(batch, agent.draw_noise(B), bc=False)
+    _, m = agent.compute_losses(batch, agent.draw_noise(B))
     assert m["loss/cql"].abs().max() == 0 and m["cql/gap"].abs().max() == 0
     torch.testing.assert_close(m["q/data"], agent.critic(batch.obs, batch.actions).mean((1, 2)).detach())
     metrics = agent.update(batch)
@@ -255,7 +258,7 @@ def test_fused_adam_step_equals_plain_adam_per_group():
     for step in range(4):
         batch = make_batch(k=2, seed=step)
         fast.update(batch)
-        total, _ = ref.compute_losses(batch, ref.draw_noise(B), bc=False)
+        total, _ = ref.compute_losses(batch, ref.draw_noise(B))
         for opt in plain:
             opt.zero_grad(set_to_none=True)
         total.backward()
@@ -293,11 +296,11 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]
 
 @pytest.mark.parametrize("bc", [False, True])
 def test_actor_loss_gives_no_gradient_to_critic(monkeypatch, bc):
-    agent = make_agent(seeds=[0, 1])
+    agent = make_agent(seeds=[0, 1], bc_steps=int(bc))
     store: dict = {}
     _capture(monkeypatch, "actor_loss", store)
     batch, noise = make_batch(k=2), agent.draw_noise(B)
-    agent.compute_losses(batch, noise, bc=bc)
+    agent.compute_losses(batch, noise)
     actor_loss = store["actor_loss"].sum()
     critic_params = list(agent.critic.parameters())
     actor_params = list(agent.actor.parameters())
@@ -310,11 +313,11 @@ def test_actor_gradient_matches_manual_reparameterised_loss(monkeypatch, bc):
     """∇θ of the actor loss equals ∇θ mean(α·log π(ã|s) − [min Q(s,ã) | log π(a|s)]) with
     ã = tanh(μ + σ·ε) reparameterised: both the entropy and the Q (or BC) paths carry
     gradient to the actor."""
-    agent = make_agent(seeds=[0, 1], entropy_alpha_init=0.6)
+    agent = make_agent(seeds=[0, 1], entropy_alpha_init=0.6, bc_steps=int(bc))
     store: dict = {}
     _capture(monkeypatch, "actor_loss", store)
     batch, noise = make_batch(k=2), agent.draw_noise(B)
-    agent.compute_losses(batch, noise, bc=bc)
+    agent.compute_losses(batch, noise)
     actor_params = list(agent.actor.parameters())
     got = _grads(store["actor_loss"].sum(), actor_params)
 
@@ -344,7 +347,7 @@ def test_critic_grads_of_total_equal_critic_loss_alone(monkeypatch):
 
     store: dict = {}
     _capture(monkeypatch, "actor_loss", store)
-    total, _ = agent.compute_losses(batch, noise, bc=False)
+    total, _ = agent.compute_losses(batch, noise)
     g_total = _grads(total, critic_params)
     g_actor_total = _grads(total, actor_params)
     g_actor_only = _grads(store["actor_loss"].sum(), actor_params)
@@ -353,7 +356,7 @@ def test_critic_grads_of_total_equal_critic_loss_alone(monkeypatch):
     monkeypatch.undo()
     _capture(monkeypatch, "actor_loss", {}, replace=lambda out: out * 0)
     _capture(monkeypatch, "entropy_alpha_loss", {}, replace=lambda out: out * 0)
-    critic_only, _ = agent.compute_losses(batch, noise, bc=False)
+    critic_only, _ = agent.compute_losses(batch, noise)
     g_critic_only = _grads(critic_only, critic_params)
     for a, b in zip(g_total, g_critic_only):
         assert b.abs().sum() > 0
@@ -371,7 +374,7 @@ def test_temperature_losses_touch_only_their_own_variable(monkeypatch):
     store: dict = {}
     _capture(monkeypatch, "entropy_alpha_loss", store)
     _capture(monkeypatch, "cql_penalty", store)
-    agent.compute_losses(make_batch(), agent.draw_noise(B), bc=False)
+    agent.compute_losses(make_batch(), agent.draw_noise(B))
     net_params = [*agent.actor.parameters(), *agent.critic.parameters()]
     _, dual, _ = store["cql_penalty"]
     for loss, own, other in ((store["entropy_alpha_loss"].sum(), agent.log_alpha, agent.log_alpha_prime),
@@ -619,17 +622,17 @@ def test_seed_state_round_trip_continues_exactly():
     agent = make_agent(seeds=[0, 1], **cfg)
     for bt in batches[:3]:
         agent.update(bt)
-    states = [_roundtrip(agent.seed_state(k)) for k in range(2)]
+    states = [_roundtrip(seed_state(agent, k)) for k in range(2)]
     for bt in batches[3:]:
         agent.update(bt)
     fresh = make_agent(seeds=[0, 1], **cfg)
-    fresh.load_seed_states(states)
+    load_seed_states(fresh, states)
     assert fresh.num_updates == 3
     for bt in batches[3:]:
         fresh.update(bt)
     _assert_same_state(fresh.checkpoint_state(), agent.checkpoint_state(), exact=True)
     with pytest.raises(ValueError, match="seeds"):
-        make_agent(seeds=[1, 0], **cfg).load_seed_states(states)
+        load_seed_states(make_agent(seeds=[1, 0], **cfg), states)
 
 
 @pytest.mark.parametrize("cfg", [dict(lagrange=True, tau=1.0),
@@ -645,19 +648,19 @@ def test_seed_state_is_a_single_seed_checkpoint(cfg):
         for s, bt in zip(singles, per_seed):
             s.update(bt)
     for k, single in enumerate(singles):
-        _assert_same_state(_roundtrip(multi.seed_state(k)), single.checkpoint_state(), exact=False,
+        _assert_same_state(_roundtrip(seed_state(multi, k)), single.checkpoint_state(), exact=False,
                            where=f"seed {k}")
 
     # Stack the single runs' checkpoints into a fresh K-seed agent and continue both ways.
     stacked = make_agent(seeds=[3, 5], **cfg)
-    stacked.load_seed_states([_roundtrip(s.checkpoint_state()) for s in singles])
+    load_seed_states(stacked, [_roundtrip(s.checkpoint_state()) for s in singles])
     for step in range(3, 5):
         per_seed = [make_batch(seed=10 * step + k) for k in range(2)]
         stacked.update(stack_batches(per_seed))
         for s, bt in zip(singles, per_seed):
             s.update(bt)
     for k, single in enumerate(singles):
-        _assert_same_state(stacked.seed_state(k), single.checkpoint_state(), exact=False,
+        _assert_same_state(seed_state(stacked, k), single.checkpoint_state(), exact=False,
                            where=f"continued seed {k}")
 
 
@@ -712,8 +715,8 @@ def test_bf16_losses_close_to_fp32():
     a16 = make_agent(bf16=True, **kw)
     batch = make_batch(b=4)
     noise = a32.draw_noise(4)
-    t32, m32 = a32.compute_losses(batch, noise, bc=False)
-    t16, m16 = a16.compute_losses(batch, noise, bc=False)
+    t32, m32 = a32.compute_losses(batch, noise)
+    t16, m16 = a16.compute_losses(batch, noise)
     assert torch.isfinite(t16)
     assert t16.dtype == torch.float32
     assert t16.item() == pytest.approx(t32.item(), rel=0.05, abs=0.05)

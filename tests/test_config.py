@@ -11,7 +11,7 @@ from conftest import TINY_OVERRIDES
 from omegaconf import DictConfig
 
 from cql_runner.cli import CONFIG_GROUPS, group_options, unknown_group_choice
-from cql_runner.config import ConfigError, RunConfig, validate
+from cql_runner.config import ConfigError, RunConfig, unused_settings, validate
 from cql_runner.overrides import unknown_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +190,51 @@ def test_cuda_graph_on_cpu_is_a_config_error(minari_root: Path, tmp_path: Path,
     with pytest.raises(ConfigError, match=r"train\.cuda_graph=true needs a CUDA device"):
         run(cfg)
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("overrides", "unused"), [
+    ([], []),
+    (["cql.tau=5"], []),  # used: Lagrange is on
+    (["cql=fixed"], []),
+    (["cql=fixed", "cql.tau=5"], ["cql.tau"]),
+    (["cql.lagrange=false", "cql.lagrange_form=raw", "cql.alpha_prime_lr=1e-4"],
+     ["cql.lagrange_form", "cql.alpha_prime_lr"]),
+])
+def test_settings_without_effect_are_found_from_the_config(compose_cfg: Callable[..., DictConfig],
+                                                          overrides: list[str], unused: list[str]) -> None:
+    """Decided from the composed config, so a value from a YAML file counts as much as one typed."""
+    messages = unused_settings(compose_cfg(overrides))
+    assert [m.split(" ")[0] for m in messages] == unused
+    assert all("has no effect; add cql.lagrange=true" in m for m in messages)
+
+
+def test_a_yaml_experiment_setting_tau_without_lagrange_is_found(compose_cfg: Callable[..., DictConfig]) -> None:
+    cfg = compose_cfg(["experiment=d4rl_locomotion"])  # lagrange: false, tau untouched
+    assert unused_settings(cfg) == []
+    cfg.cql.tau = 3.0  # as a YAML file would set it
+    assert unused_settings(cfg) == ["cql.tau is set but cql.lagrange=false, so tau has no effect; "
+                                    "add cql.lagrange=true"]
+
+
+def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
+    """conf/env presets are @package _global_: what they set outside env/dataset/eval must be visible in
+    the README's group table, family by family (issue: `network=default` silently got 2x64)."""
+    import re
+    from importlib.resources import files
+
+    import yaml
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    env_row = next(line for line in readme.splitlines() if line.startswith("| `env` |"))
+    families = {"antmaze": "`antmaze-*`", "pen": "`{pen,door,hammer,relocate}-*`",
+                "door": "`{pen,door,hammer,relocate}-*`", "hammer": "`{pen,door,hammer,relocate}-*`",
+                "relocate": "`{pen,door,hammer,relocate}-*`"}
+    for path in sorted(Path(str(files("cql_runner.conf") / "env")).glob("*.yaml")):
+        groups = set(yaml.safe_load(path.read_text())) - {"env", "dataset", "eval"}
+        if not groups:
+            continue
+        name = families.get(path.stem.split("-")[0], f"`{path.stem}`")
+        assert f"{name} set" in env_row, f"README's env row does not name {path.stem}"
+        said = env_row[env_row.index(f"{name} set"):].split(";")[0]
+        for group in groups:
+            assert re.search(rf"`{group}\.", said), f"README's env row does not say that {name} sets {group}.*"

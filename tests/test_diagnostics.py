@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cql_runner.diagnostics import lagrange_runaway
+from cql_runner.cql.diagnostics import lagrange_runaway
 
 
 def test_lagrange_runaway_warns_only_when_alpha_prime_is_large_and_the_gap_stays_above_tau():
@@ -25,3 +25,16 @@ def test_lagrange_runaway_weighted_form_compares_alpha_times_gap_with_tau():
     assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, **weighted) is None
     assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, tau=1.0, alpha=5.0,
                             lagrange_form="raw") is not None
+
+
+def test_the_agent_owns_its_diagnosis():
+    from cql_runner.config import CQLConfig, NetworkConfig
+    from cql_runner.cql.agent import CQLAgent
+
+    def agent(**cql):
+        return CQLAgent(3, 2, [0], NetworkConfig(hidden=[8]), CQLConfig(n_actions=2, **cql))
+
+    record = {"alpha_prime": 1800.0, "cql/gap": 2.25}
+    assert "cql.alpha x CQL gap" in agent().diagnose(record)  # the weighted default: 5 x 2.25 > 10
+    assert agent(lagrange_form="raw").diagnose(record) is None  # 2.25 <= 10
+    assert agent(lagrange=False).diagnose(record) is None  # no multiplier to run away

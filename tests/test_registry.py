@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cql_runner.data.registry import d4rl_reference, d4rl_task
+from cql_runner.reference_scores import d4rl_reference, d4rl_task
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,9 @@ def test_graphed_step_equals_eager_steps(bc_steps: int, conventions: dict) -> No
     eager_metrics = _run(EagerStep(agent_e, sampler_e, batch_size=8), 12)
     graphed_metrics = _run(graphed, 12)
 
-    # Eager until both the warm-up and the BC steps are done (a graph holds one side of the BC switch).
-    assert backend.warmups == max(bc_steps, 2) and backend.captures == 1
+    # Eager only for the warm-up: the graph reads the BC switch from the device, so it serves the
+    # warm start too (here bc_steps=5 switches inside the replayed steps).
+    assert backend.warmups == 2 and backend.captures == 1
     assert backend.replays == 12 - backend.warmups
     assert agent_g.num_updates == agent_e.num_updates == 12
     for me, mg in zip(eager_metrics, graphed_metrics):

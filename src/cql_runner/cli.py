@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cql_runner.checkpoint import CheckpointError
-from cql_runner.config import ConfigError, RunConfig, register_configs
+from cql_runner.config import ConfigError, RunConfig, register_configs, unused_settings
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
 from cql_runner.overrides import did_you_mean, unknown_key
@@ -91,6 +91,8 @@ def _train(cfg: DictConfig) -> float:
     """``cql-train``: returns the final normalized score (the value sweepers maximise)."""
     from cql_runner.run import run
 
+    for message in unused_settings(cfg):
+        log.warning(message)
     try:
         summary = run(cfg)
     except KeyboardInterrupt:

@@ -374,6 +374,19 @@ def validate_discrete(cfg: Any) -> None:
     _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
 
 
+def unused_settings(cfg: Any) -> list[str]:
+    """One-line warnings for settings that differ from their default but have no effect under the rest
+    of the config (from the CLI, a YAML file or a test's config alike)."""
+    c, default = cfg.cql, CQLConfig()
+    messages = []
+    if not c.lagrange:
+        for key in ("tau", "lagrange_form", "alpha_prime_lr", "alpha_prime_init"):
+            if getattr(c, key) != getattr(default, key):
+                messages.append(f"cql.{key} is set but cql.lagrange=false, so {key} has no effect; "
+                                "add cql.lagrange=true")
+    return messages
+
+
 def resolve_seeds(cfg: Any) -> list[int]:
     """The seeds this run trains: ``seeds`` if given, else seed, seed+1, … (train.num_seeds of them)."""
     if cfg.seeds is not None:
@@ -395,6 +408,6 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
     if not OmegaConf.has_resolver("d4rl_ref"):
-        from cql_runner.data.registry import d4rl_reference
+        from cql_runner.reference_scores import d4rl_reference
 
         OmegaConf.register_new_resolver("d4rl_ref", d4rl_reference)

@@ -249,19 +249,11 @@ def load_data(cfg: DictConfig) -> OfflineData:
 
 
 def warn_about_config(cfg: DictConfig, device: torch.device) -> None:
-    """Flag settings that run but are almost certainly not what the user meant."""
-    overrides = _task_overrides()
-    if not cfg.cql.lagrange and any(o.split("=")[0].lstrip("+~") == "cql.tau" for o in overrides):
-        log.warning("cql.tau is set but cql.lagrange=false, so tau has no effect; add cql.lagrange=true")
+    """Flag device settings that run but are almost certainly not what the user meant (config-only
+    checks are :func:`cql_runner.config.unused_settings`, run by the CLI)."""
     if cfg.train.bf16 and device.type == "cpu" and not cpu_has_bf16():
         log.warning("train.bf16=true on a CPU without AMX/AVX512-BF16: bf16 matmuls run far slower "
                     "than fp32 here; use train.bf16=false")
-
-
-def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def cpu_has_bf16() -> bool:

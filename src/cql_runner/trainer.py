@@ -21,9 +21,9 @@ from cql_runner.checkpoint import save_checkpoint
 from cql_runner.config import TrainConfig
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
-from cql_runner.diagnostics import lagrange_runaway
 from cql_runner.logging.base import MultiLogger
 from cql_runner.preemption import PreemptionFlag
+from cql_runner.seeds import load_seed_states, seed_state
 from cql_runner.update_step import UpdateStep, make_update_step
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Trainer:
                 if st.step % cfg.log_every == 0 or st.step == cfg.steps:
                     rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
                     record = self._drain(rate)
-                    self._warn_if_lagrange_runs_away(record)
+                    self._warn_once_about_dynamics(record)
                 if (self.eval_every and st.step % self.eval_every == 0) or st.step == cfg.steps:
                     record = self._merge(record, self._evaluate())
                 if record is not None:
@@ -145,12 +145,12 @@ class Trainer:
             for k in range(means.shape[1])
         ]
 
-    def _warn_if_lagrange_runs_away(self, records: list[dict[str, float]]) -> None:
-        if self._warned_runaway or not self.agent.cql.lagrange:
+    def _warn_once_about_dynamics(self, records: list[dict[str, float]]) -> None:
+        """The agent's own diagnosis of its logged means (e.g. a runaway Lagrange multiplier), once per run."""
+        if self._warned_runaway:
             return
         for k, rec in enumerate(records):
-            c = self.agent.cql
-            message = lagrange_runaway(rec, tau=c.tau, alpha=c.alpha, lagrange_form=c.lagrange_form)
+            message = self.agent.diagnose(rec)
             if message is not None:
                 who = f" (seed index {k})" if len(records) > 1 else ""
                 log.warning("step %d%s: %s", self.state.step, who, message)
@@ -212,7 +212,7 @@ class Trainer:
         """Seed k's checkpoint: the same format a single-seed run writes, so either can resume it."""
         st = self.state
         return {
-            "agent": self.agent.seed_state(k),
+            "agent": seed_state(self.agent, k),
             "sampler": {"generators": [self.sampler.generators[k].get_state()]},
             "trainer": {**vars(st), "last_scores": [st.last_scores[k]], "best_scores": [st.best_scores[k]],
                         "last_returns": [st.last_returns[k]]},
@@ -222,7 +222,7 @@ class Trainer:
 
     def restore(self, payloads: Sequence[dict[str, Any]]) -> None:
         """Continue from per-seed checkpoints written at the same step."""
-        self.agent.load_seed_states([p["agent"] for p in payloads])
+        load_seed_states(self.agent, [p["agent"] for p in payloads])
         self.sampler.load_state_dict({"generators": [p["sampler"]["generators"][0] for p in payloads]})
         merged = dict(payloads[0]["trainer"])
         for key in ("last_scores", "best_scores", "last_returns"):

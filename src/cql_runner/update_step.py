@@ -87,9 +87,10 @@ class CudaGraphBackend:
 class GraphedStep:
     """The eager step, captured after a few warm-up steps and replayed from then on.
 
-    Steps inside ``cql.bc_steps`` run eagerly: the BC switch is a Python branch, and a graph
-    records only one side of it. The capture itself executes nothing, so the step that
-    captures is replayed at once and every call is exactly one update.
+    The step reads everything it decides from the device (the BC warm-start switch is the
+    agent's device-side update count), so one graph serves every step. The capture itself
+    executes nothing, so the step that captures is replayed at once and every call is exactly
+    one update.
     """
 
     def __init__(self, agent: CQLAgent, sampler: DeviceSampler, batch_size: int,
@@ -103,23 +104,15 @@ class GraphedStep:
 
     def __call__(self) -> Metrics:
         if self.static is None:
-            if self.agent.num_updates < self.agent.cql.bc_steps or self.warmed < self.warmup_steps:
+            if self.warmed < self.warmup_steps:
                 self.warmed += 1
                 return self.backend.warmup(self.eager)
             # Gradients must be allocated by the capture itself, inside the graph's memory pool.
             self.agent.optimizer.zero_grad(set_to_none=True)
-            self.static = self.backend.capture(self._captured_body)
+            self.static = self.backend.capture(self.eager)
         self.backend.replay()
-        self.agent.num_updates += 1
         # The next replay overwrites these tensors; the trainer accumulates them before then.
         return dict(self.static)
-
-    def _captured_body(self) -> Metrics:
-        # Python-side counters must not advance during a capture (or a replay of a fake one).
-        n = self.agent.num_updates
-        out = self.eager()
-        self.agent.num_updates = n
-        return out
 
 
 def make_update_step(agent: CQLAgent, sampler: DeviceSampler, batch_size: int, cuda_graph: bool) -> UpdateStep:

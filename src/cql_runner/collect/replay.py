@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cql_runner.cql.agent import Batch
 from cql_runner.data.spaces import from_unit_actions
+from cql_runner.data.types import Batch
 from cql_runner.rollout import Episode
 
 _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "episode")

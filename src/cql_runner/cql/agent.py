@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
@@ -19,17 +19,10 @@ from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses, terms
+from cql_runner.cql.diagnostics import lagrange_runaway
+from cql_runner.data.types import Batch
 from cql_runner.networks import Actor, Critic
-
-
-class Batch(NamedTuple):
-    """A batch per agent: leading dims (K, B)."""
-
-    obs: Tensor
-    actions: Tensor
-    rewards: Tensor
-    next_obs: Tensor
-    terminals: Tensor
+from cql_runner.seeds import StackedLayout
 
 
 class Noise(NamedTuple):
@@ -103,6 +96,9 @@ class CQLAgent(nn.Module):
         std = np.ones(obs_dim, np.float32) if obs_std is None else obs_std
         self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
+        # Updates taken, on the device: the BC warm-start switch reads it inside the step, so an
+        # eager step and a replayed CUDA graph decide it the same way. Checkpointed as num_updates.
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.int64), persistent=False)
         self.to(self.device)
 
         self.generators = [
@@ -114,7 +110,6 @@ class CQLAgent(nn.Module):
             {"params": [self.log_alpha], "lr": cql.alpha_lr},
             {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
         ], capturable)
-        self.num_updates = 0
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
         self._losses = torch.compile(self.compute_losses, dynamic=False) if compile else self.compute_losses
 
@@ -130,7 +125,12 @@ class CQLAgent(nn.Module):
         return Noise(*(torch.stack(parts) for parts in zip(*per_agent)))
 
     # ----- the losses of one step -----------------------------------------------------
-    def compute_losses(self, batch: Batch, noise: Noise, bc: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    @property
+    def num_updates(self) -> int:
+        """Updates taken so far (reads the device-side counter: a host sync)."""
+        return int(self.update_count.item())
+
+    def compute_losses(self, batch: Batch, noise: Noise) -> tuple[Tensor, dict[str, Tensor]]:
         """All losses from the current parameters; returns (sum to minimise, metrics (K,))."""
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if self.bf16 else nullcontext())
@@ -141,7 +141,7 @@ class CQLAgent(nn.Module):
                 next_policy = self._sample_policy(batch.next_obs, noise.next_policy)
                 target = self._td_target(batch, next_policy, entropy_alpha)
             critic = self._critic_terms(batch, noise, policy, next_policy, target)
-            actor = self._actor_terms(batch, policy, entropy_alpha, bc)
+            actor = self._actor_terms(batch, policy, entropy_alpha)
         return terms.total_loss(critic, actor), terms.step_metrics(critic, actor)
 
     def _sample_policy(self, obs: Tensor, eps: Tensor) -> PolicySample:
@@ -193,14 +193,16 @@ class CQLAgent(nn.Module):
         return terms.CriticTerms(target=target, q_data=q_data, td=losses.td_loss(q_data=q_data, target=target),
                                  gap=gap, cql=cql)
 
-    def _actor_terms(self, batch: Batch, policy: PolicySample, entropy_alpha: Tensor,
-                     bc: bool) -> terms.ActorTerms:
+    def _actor_terms(self, batch: Batch, policy: PolicySample, entropy_alpha: Tensor) -> terms.ActorTerms:
         log_prob = policy.log_prob[:, 0]
         # The actor sees the critics through detached weights: no gradient reaches them.
         frozen = [p.detach() for p in self.critic.net.param_list()]
         q_policy_min = self.critic(batch.obs, policy.actions[:, 0], params=frozen).float().min(dim=1).values
-        objective = (losses.squashed_gaussian_log_prob(policy.mean, policy.log_std, batch.actions)
-                     if bc else q_policy_min)
+        objective = q_policy_min
+        if self.cql.bc_steps > 0:
+            # The behaviour-cloning warm start, switched by the device-side update count.
+            bc_log_prob = losses.squashed_gaussian_log_prob(policy.mean, policy.log_std, batch.actions)
+            objective = torch.where(self.update_count < self.cql.bc_steps, bc_log_prob, q_policy_min)
         loss = losses.actor_loss(entropy_alpha=entropy_alpha, log_prob=log_prob, objective=objective)
         alpha_loss = (losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob,
                                                 target_entropy=self.target_entropy)
@@ -212,8 +214,7 @@ class CQLAgent(nn.Module):
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One CQL step on ``batch``; returns per-agent metrics (K,) left on the device."""
         noise = self.draw_noise(batch.obs.shape[1])
-        bc = self.num_updates < self.cql.bc_steps
-        total, metrics = self._losses(batch, noise, bc)
+        total, metrics = self._losses(batch, noise)
         # Every loss is built before any step, so no optimizer modifies a tensor another
         # loss still needs (the original code's failure on newer PyTorch).
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,8 +224,16 @@ class CQLAgent(nn.Module):
         with torch.no_grad():
             torch._foreach_lerp_(self.target_critic.net.param_list(), self.critic.net.param_list(),
                                  self.cql.target_update_rate)
-        self.num_updates += 1
+            self.update_count += 1
         return metrics
+
+    # ----- diagnostics ----------------------------------------------------------------
+    def diagnose(self, record: Mapping[str, float]) -> str | None:
+        """A one-line warning about the training dynamics in one seed's logged means, else None."""
+        c = self.cql
+        if not c.lagrange:
+            return None
+        return lagrange_runaway(record, tau=c.tau, alpha=c.alpha, lagrange_form=c.lagrange_form)
 
     # ----- acting ---------------------------------------------------------------------
     def normalize(self, obs: Tensor) -> Tensor:
@@ -254,71 +263,6 @@ class CQLAgent(nn.Module):
             "seeds": self.seeds,
         }
 
-    # ----- one seed's share of the stacked state -------------------------------------
-    def _members_per_agent(self, name: str) -> int:
-        """How many ensemble members of parameter/buffer ``name`` belong to one agent (0: shared)."""
-        if name.startswith(("critic.", "target_critic.")):
-            return self.critic.n_critics
-        if name.startswith("actor.") or name in ("log_alpha", "log_alpha_prime"):
-            return 1
-        return 0
-
-    def _slice(self, tensor: Tensor, members: int, k: int) -> Tensor:
-        if members == 0:
-            return tensor.clone()
-        rest = tensor.shape[1:]
-        return tensor.reshape(self.n_agents, members, *rest)[k].clone()
-
-    def seed_state(self, k: int) -> dict[str, Any]:
-        """Agent k's checkpoint, in exactly the format a single-seed agent writes."""
-        modules = {name: self._slice(t, self._members_per_agent(name), k)
-                   for name, t in self.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        members = self._optimizer_param_members()
-        opt_state = {
-            idx: {key: (v if key == "step" else self._slice(v, members[idx], k)) for key, v in st.items()}
-            for idx, st in opt["state"].items()
-        }
-        return {
-            "modules": modules,
-            "optimizer": {"state": opt_state, "param_groups": opt["param_groups"]},
-            "generators": [self.generators[k].get_state()],
-            "num_updates": self.num_updates,
-            "seeds": [self.seeds[k]],
-        }
-
-    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Inverse of :meth:`seed_state`: stack K single-seed checkpoints into this agent."""
-        seeds = [int(st["seeds"][0]) for st in states]
-        if seeds != self.seeds:
-            raise ValueError(f"checkpoints are for seeds {seeds}, not {self.seeds}")
-
-        def stack(parts: list[Tensor], members: int) -> Tensor:
-            return parts[0] if members == 0 else torch.cat(parts, dim=0)
-
-        modules = {name: stack([st["modules"][name] for st in states], self._members_per_agent(name))
-                   for name in states[0]["modules"]}
-        members = self._optimizer_param_members()
-        first = states[0]["optimizer"]
-        opt_state = {
-            idx: {key: (v if key == "step" else stack([st["optimizer"]["state"][idx][key] for st in states],
-                                                       members[idx]))
-                  for key, v in first["state"][idx].items()}
-            for idx in first["state"]
-        }
-        self.load_checkpoint_state({
-            "modules": modules,
-            "optimizer": {"state": opt_state, "param_groups": first["param_groups"]},
-            "generators": [st["generators"][0] for st in states],
-            "num_updates": states[0]["num_updates"],
-            "seeds": seeds,
-        })
-
-    def _optimizer_param_members(self) -> list[int]:
-        """Members per agent of each optimizer parameter, in the optimizer's index order."""
-        return ([1] * len(list(self.actor.parameters())) + [self.critic.n_critics] * len(list(self.critic.parameters()))
-                + [1, 1])
-
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint was written for seeds {state['seeds']}, not {self.seeds}")
@@ -329,7 +273,22 @@ class CQLAgent(nn.Module):
             group["capturable"] = self.capturable
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
-        self.num_updates = int(state["num_updates"])
+        self.update_count.fill_(int(state["num_updates"]))
+
+    def stacked_layout(self) -> StackedLayout:
+        """How many ensemble members of each tensor belong to one seed (see cql_runner.seeds)."""
+        def members(name: str) -> int:
+            if name.startswith(("critic.", "target_critic.")):
+                return self.critic.n_critics
+            if name.startswith("actor.") or name in ("log_alpha", "log_alpha_prime"):
+                return 1
+            return 0  # shared by all seeds (observation statistics)
+
+        n_actor, n_critic = len(list(self.actor.parameters())), len(list(self.critic.parameters()))
+        return StackedLayout(
+            n_agents=self.n_agents,
+            modules={name: members(name) for name in self.state_dict()},
+            optimizer=[1] * n_actor + [self.critic.n_critics] * n_critic + [1, 1])
 
 
 def _repeat(obs: Tensor, times: int) -> Tensor:

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cql_runner.cql.agent import Batch
-from cql_runner.data.types import OfflineData
+from cql_runner.data.types import Batch, OfflineData
 
 # Keeps the data-sampling stream apart from the update-noise stream of the same seed.
 SAMPLER_SEED_OFFSET = 104_729

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    """A batch of transitions per agent, on the device: leading dims (K, B)."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor
+    # 1 only for true terminations: a time-limit truncation still bootstraps.
+    terminals: Tensor
 
 
 @dataclass
