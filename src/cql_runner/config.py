@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The choices of CQLConfig's string fields (checked in validate).
 LAGRANGE_FORMS = ("weighted", "raw")
@@ -284,7 +283,7 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: RunConfig | DictConfig) -> None:
     """Range checks that the types cannot express. Raises ConfigError naming the fix."""
     c = cfg.cql
     _check(c.tau >= 0, f"cql.tau must be >= 0 (got {c.tau}); pass e.g. cql.tau=5")
@@ -374,7 +373,7 @@ def validate_discrete(cfg: Any) -> None:
     _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
 
 
-def unused_settings(cfg: Any) -> list[str]:
+def unused_settings(cfg: RunConfig | DictConfig) -> list[str]:
     """One-line warnings for settings that differ from their default but have no effect under the rest
     of the config (from the CLI, a YAML file or a test's config alike)."""
     c, default = cfg.cql, CQLConfig()
@@ -387,7 +386,7 @@ def unused_settings(cfg: Any) -> list[str]:
     return messages
 
 
-def resolve_seeds(cfg: Any) -> list[int]:
+def resolve_seeds(cfg: RunConfig | DictConfig) -> list[int]:
     """The seeds this run trains: ``seeds`` if given, else seed, seed+1, … (train.num_seeds of them)."""
     if cfg.seeds is not None:
         return [int(s) for s in cfg.seeds]

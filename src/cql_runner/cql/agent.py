@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
@@ -47,13 +48,16 @@ NOISE_SEED_OFFSET = 7_919
 
 
 class CQLAgent(nn.Module):
+    """K CQL agents in stacked parameters. ``network``/``cql`` are the structured configs: the
+    dataclasses themselves, or the DictConfigs Hydra composed from them (what ``cql-train`` passes)."""
+
     def __init__(
         self,
         obs_dim: int,
         act_dim: int,
         seeds: Sequence[int],
-        network: NetworkConfig,
-        cql: CQLConfig,
+        network: NetworkConfig | DictConfig,
+        cql: CQLConfig | DictConfig,
         device: torch.device | str = "cpu",
         obs_mean: np.ndarray | None = None,
         obs_std: np.ndarray | None = None,
