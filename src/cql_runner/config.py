@@ -351,7 +351,7 @@ def validate(cfg: RunConfig | DictConfig) -> None:
            "or dataset.id=<Minari id>, or pick a task with env=<name>")
 
 
-def validate_discrete(cfg: Any) -> None:
+def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     """Checks of a discrete run: its own fields, and the shared plumbing it does not support."""
     d = cfg.discrete
     _check(d.backbone in ("double_dqn", "qr_dqn"),
@@ -379,7 +379,8 @@ def unused_settings(cfg: RunConfig | DictConfig) -> list[str]:
     c, default = cfg.cql, CQLConfig()
     messages = []
     if not c.lagrange:
-        for key in ("tau", "lagrange_form", "alpha_prime_lr", "alpha_prime_init"):
+        # Not lagrange_form: presets pin it (the recipe's form) whether or not a user turns Lagrange off.
+        for key in ("tau", "alpha_prime_lr", "alpha_prime_init"):
             if getattr(c, key) != getattr(default, key):
                 messages.append(f"cql.{key} is set but cql.lagrange=false, so {key} has no effect; "
                                 "add cql.lagrange=true")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses, terms
-from cql_runner.cql.diagnostics import lagrange_runaway
+from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.data.types import Batch
 from cql_runner.networks import Actor, Critic
 from cql_runner.seeds import StackedLayout
@@ -234,10 +234,7 @@ class CQLAgent(nn.Module):
     # ----- diagnostics ----------------------------------------------------------------
     def diagnose(self, record: Mapping[str, float]) -> str | None:
         """A one-line warning about the training dynamics in one seed's logged means, else None."""
-        c = self.cql
-        if not c.lagrange:
-            return None
-        return lagrange_runaway(record, tau=c.tau, alpha=c.alpha, lagrange_form=c.lagrange_form)
+        return cql_diagnosis(self.cql, record)
 
     # ----- acting ---------------------------------------------------------------------
     def normalize(self, obs: Tensor) -> Tensor:
