@@ -94,6 +94,16 @@ def test_a_tau_the_gap_cannot_reach_warns_once_and_the_run_goes_on(minari_root: 
     assert len(warnings) == 1 and "cql.tau=0" in warnings[0] and "cql.lagrange=false" in warnings[0]
 
 
+def test_tau_without_lagrange_warns_once(minari_root: Path, tmp_path: Path) -> None:
+    """The CLI warns about settings without effect, decided from the composed config (a YAML file's
+    value counts the same: tests/test_config.py)."""
+    proc = run_cli([*TINY_OVERRIDES, f"run_dir={tmp_path / 'run'}", "train.steps=2", "eval.every=0",
+                    "eval.episodes=1", "cql=fixed", "cql.tau=3"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "has no effect" in line]
+    assert len(lines) == 1 and "cql.tau is set but cql.lagrange=false" in lines[0]
+
+
 def test_rerun_in_the_same_dir_resumes_exactly(minari_root: Path, tmp_path: Path) -> None:
     full, split = tmp_path / "full", tmp_path / "split"
     assert run_cli([*TINY_OVERRIDES, f"run_dir={full}"], cwd=tmp_path).returncode == 0

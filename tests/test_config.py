@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -197,8 +198,8 @@ def test_cuda_graph_on_cpu_is_a_config_error(minari_root: Path, tmp_path: Path,
     (["cql.tau=5"], []),  # used: Lagrange is on
     (["cql=fixed"], []),
     (["cql=fixed", "cql.tau=5"], ["cql.tau"]),
-    (["cql.lagrange=false", "cql.lagrange_form=raw", "cql.alpha_prime_lr=1e-4"],
-     ["cql.lagrange_form", "cql.alpha_prime_lr"]),
+    (["cql.lagrange=false", "cql.alpha_prime_init=2", "cql.alpha_prime_lr=1e-4"],
+     ["cql.alpha_prime_lr", "cql.alpha_prime_init"]),
 ])
 def test_settings_without_effect_are_found_from_the_config(compose_cfg: Callable[..., DictConfig],
                                                           overrides: list[str], unused: list[str]) -> None:
@@ -228,7 +229,8 @@ def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
     env_row = next(line for line in readme.splitlines() if line.startswith("| `env` |"))
     families = {"antmaze": "`antmaze-*`", "pen": "`{pen,door,hammer,relocate}-*`",
                 "door": "`{pen,door,hammer,relocate}-*`", "hammer": "`{pen,door,hammer,relocate}-*`",
-                "relocate": "`{pen,door,hammer,relocate}-*`"}
+                "relocate": "`{pen,door,hammer,relocate}-*`", "cartpole": "`{cartpole,acrobot,minatar-*}-*`",
+                "acrobot": "`{cartpole,acrobot,minatar-*}-*`", "minatar": "`{cartpole,acrobot,minatar-*}-*`"}
     for path in sorted(Path(str(files("cql_runner.conf") / "env")).glob("*.yaml")):
         groups = set(yaml.safe_load(path.read_text())) - {"env", "dataset", "eval"}
         if not groups:
@@ -236,5 +238,48 @@ def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
         name = families.get(path.stem.split("-")[0], f"`{path.stem}`")
         assert f"{name} set" in env_row, f"README's env row does not name {path.stem}"
         said = env_row[env_row.index(f"{name} set"):].split(";")[0]
-        for group in groups:
-            assert re.search(rf"`{group}\.", said), f"README's env row does not say that {name} sets {group}.*"
+        for group in groups:  # a group's keys (`network.*`) or a top-level key (`action_space`)
+            assert re.search(rf"`{group}(\.|`)", said), f"README's env row does not say that {name} sets {group}"
+
+
+def _readme_cql_table() -> dict[str, str]:
+    """key -> default as written in the README's `cql` key table (cells with several keys split)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### The `cql` group"):readme.index("### The loss, exactly")]
+    table: dict[str, str] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        key_cell, default_cell = (c.strip() for c in line.strip("|").split(" | ")[:2])
+        keys = [k.strip().strip("`") for k in key_cell.split(",")]
+        defaults = [d.strip() for d in default_cell.replace("\\|", "|").split(",")]
+        assert len(keys) == len(defaults), line
+        table.update(zip(keys, defaults))
+    return table
+
+
+def _as_readme(value: object, key: str) -> str:
+    if value is None and key == "target_entropy":
+        return "−|A|"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and math.isinf(value):
+        return "−inf" if value < 0 else "inf"
+    return str(value)
+
+
+def test_readme_cql_table_matches_cql_config() -> None:
+    """Every CQLConfig key is in the README's table with its default, and nothing else is."""
+    import dataclasses
+
+    from cql_runner.config import CQLConfig
+
+    table, defaults = _readme_cql_table(), CQLConfig()
+    fields = [f.name for f in dataclasses.fields(CQLConfig)]
+    assert sorted(table) == sorted(fields)
+    for key in fields:
+        want, written = getattr(defaults, key), table[key]
+        if isinstance(want, float) and not math.isinf(want) and written.replace(".", "").replace("e-", "").isdigit():
+            assert float(written) == want, key
+        else:
+            assert written == _as_readme(want, key), key

@@ -22,6 +22,7 @@ from cql_runner.discrete.evaluation import epsilon_greedy
 from cql_runner.discrete.sampler import DiscreteSampler
 from cql_runner.logging import read_jsonl
 from cql_runner.run import run
+from cql_runner.seeds import seed_state
 
 CARTPOLE = "test/cartpole/tiny-v0"
 DISCRETE = ["env=cartpole-random", f"dataset.id={CARTPOLE}", "logger=none", "network.hidden=[32,32]",
@@ -101,7 +102,7 @@ def test_seed_vectorised_agent_equals_single_agents() -> None:
     vec, vec_metrics = _train([4, 9], steps=6, discrete={"backbone": "qr_dqn"})
     for k, seed in enumerate([4, 9]):
         single, single_metrics = _train([seed], steps=6, discrete={"backbone": "qr_dqn"})
-        state = vec.seed_state(k)
+        state = seed_state(vec, k)
         for name, value in single.checkpoint_state()["modules"].items():
             torch.testing.assert_close(state["modules"][name], value, rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(vec_metrics[-1]["loss/critic"][k], single_metrics[-1]["loss/critic"][0])

@@ -141,3 +141,18 @@ def test_hopper_evaluation_is_short_with_a_cap() -> None:
     for m in metrics:
         assert 0 < m["eval/length"] <= 50
         assert math.isfinite(m["eval/normalized_score"])
+
+
+def test_the_evaluator_meets_the_protocol_the_trainer_relies_on() -> None:
+    from cql_runner.evaluation import PolicyEvaluator
+
+    with make_evaluator() as ev:
+        assert isinstance(ev, PolicyEvaluator)
+
+    class NoClose:
+        env_id = "Pendulum-v1"
+
+        def evaluate(self, policy, seeds):
+            return []
+
+    assert not isinstance(NoClose(), PolicyEvaluator)

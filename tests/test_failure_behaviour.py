@@ -402,7 +402,7 @@ def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(tmp_path
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import minari
 
-    from cql_runner.data.registry import D4RL_REFERENCE
+    from cql_runner.reference_scores import D4RL_REFERENCE
 
     store = tmp_path / "m"
     env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}

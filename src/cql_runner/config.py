@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The choices of CQLConfig's string fields (checked in validate).
 LAGRANGE_FORMS = ("weighted", "raw")
@@ -284,7 +283,7 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: RunConfig | DictConfig) -> None:
     """Range checks that the types cannot express. Raises ConfigError naming the fix."""
     c = cfg.cql
     _check(c.tau >= 0, f"cql.tau must be >= 0 (got {c.tau}); pass e.g. cql.tau=5")
@@ -352,7 +351,7 @@ def validate(cfg: Any) -> None:
            "or dataset.id=<Minari id>, or pick a task with env=<name>")
 
 
-def validate_discrete(cfg: Any) -> None:
+def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     """Checks of a discrete run: its own fields, and the shared plumbing it does not support."""
     d = cfg.discrete
     _check(d.backbone in ("double_dqn", "qr_dqn"),
@@ -374,20 +373,21 @@ def validate_discrete(cfg: Any) -> None:
     _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
 
 
-def unused_settings(cfg: Any) -> list[str]:
+def unused_settings(cfg: RunConfig | DictConfig) -> list[str]:
     """One-line warnings for settings that differ from their default but have no effect under the rest
     of the config (from the CLI, a YAML file or a test's config alike)."""
     c, default = cfg.cql, CQLConfig()
     messages = []
     if not c.lagrange:
-        for key in ("tau", "lagrange_form", "alpha_prime_lr", "alpha_prime_init"):
+        # Not lagrange_form: presets pin it (the recipe's form) whether or not a user turns Lagrange off.
+        for key in ("tau", "alpha_prime_lr", "alpha_prime_init"):
             if getattr(c, key) != getattr(default, key):
                 messages.append(f"cql.{key} is set but cql.lagrange=false, so {key} has no effect; "
                                 "add cql.lagrange=true")
     return messages
 
 
-def resolve_seeds(cfg: Any) -> list[int]:
+def resolve_seeds(cfg: RunConfig | DictConfig) -> list[int]:
     """The seeds this run trains: ``seeds`` if given, else seed, seed+1, … (train.num_seeds of them)."""
     if cfg.seeds is not None:
         return [int(s) for s in cfg.seeds]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from gymnasium.vector import SyncVectorEnv
+from omegaconf import DictConfig
 
-from cql_runner.config import ConfigError
+from cql_runner.config import ConfigError, EnvConfig, EvalConfig
 from cql_runner.data.types import DatasetMeta
 from cql_runner.envs import make_env, make_vector_env
 from cql_runner.rollout import Policy, env_seeds, rollout
@@ -40,7 +41,22 @@ def normalized_score(ret: float, ref_min: float | None, ref_max: float | None) -
     return 100.0 * (float(ret) - ref_min) / (ref_max - ref_min)
 
 
-def reference_scores(meta: DatasetMeta, env_cfg: Any) -> tuple[float | None, float | None]:
+@runtime_checkable
+class PolicyEvaluator(Protocol):
+    """What the trainer and ``run()`` need of an evaluator. ``eval._target_`` names the class, which
+    is built as ``cls(cfg.eval, data.meta, cfg.env)``; :class:`Evaluator` is the default."""
+
+    # The Gymnasium id episodes run in (the video recorder renders the same env).
+    env_id: str
+
+    def evaluate(self, policy: Policy, seeds: list[int]) -> list[dict[str, float]]:
+        """One ``eval/*`` metrics dict per agent, with at least ``eval/return`` and ``eval/normalized_score``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def reference_scores(meta: DatasetMeta, env_cfg: EnvConfig | DictConfig) -> tuple[float | None, float | None]:
     """(min, max) from the dataset metadata when it has both, else from the env config."""
     for source in (meta, env_cfg):
         lo = getattr(source, "ref_min_score", None)
@@ -50,7 +66,7 @@ def reference_scores(meta: DatasetMeta, env_cfg: Any) -> tuple[float | None, flo
     return None, None
 
 
-def resolve_env_id(cfg: Any, meta: DatasetMeta) -> str:
+def resolve_env_id(cfg: EvalConfig | DictConfig, meta: DatasetMeta) -> str:
     """``eval.env_id`` if set, else the env the dataset was recorded in."""
     env_id = getattr(cfg, "env_id", None) or meta.eval_env_id
     if not env_id:
@@ -64,7 +80,7 @@ def resolve_env_id(cfg: Any, meta: DatasetMeta) -> str:
 class Evaluator:
     """Runs ``cfg.episodes`` deterministic episodes per agent and reports ``eval/*`` metrics."""
 
-    def __init__(self, cfg: Any, meta: DatasetMeta, env_cfg: Any) -> None:
+    def __init__(self, cfg: EvalConfig | DictConfig, meta: DatasetMeta, env_cfg: EnvConfig | DictConfig) -> None:
         self.env_id = resolve_env_id(cfg, meta)
         self.episodes = int(cfg.episodes)
         self.max_episode_steps = (

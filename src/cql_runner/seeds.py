@@ -57,13 +57,15 @@ def seed_state(agent: StackedAgent, k: int) -> dict[str, Any]:
         idx: {key: (v if key == "step" else _slice(v, layout.optimizer[idx], n, k)) for key, v in st.items()}
         for idx, st in opt["state"].items()
     }
-    return {
+    one = {
         "modules": modules,
         "optimizer": {"state": opt_state, "param_groups": opt["param_groups"]},
-        "generators": [state["generators"][k]],
         "num_updates": state["num_updates"],
         "seeds": [state["seeds"][k]],
     }
+    if "generators" in state:  # an agent whose update draws no random numbers has none
+        one["generators"] = [state["generators"][k]]
+    return one
 
 
 def load_seed_states(agent: StackedAgent, states: Sequence[dict[str, Any]]) -> None:
@@ -81,10 +83,12 @@ def load_seed_states(agent: StackedAgent, states: Sequence[dict[str, Any]]) -> N
               for key, v in first["state"][idx].items()}
         for idx in first["state"]
     }
-    agent.load_checkpoint_state({
+    stacked = {
         "modules": modules,
         "optimizer": {"state": opt_state, "param_groups": first["param_groups"]},
-        "generators": [st["generators"][0] for st in states],
         "num_updates": states[0]["num_updates"],
         "seeds": seeds,
-    })
+    }
+    if "generators" in states[0]:
+        stacked["generators"] = [st["generators"][0] for st in states]
+    agent.load_checkpoint_state(stacked)

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from cql_runner.checkpoint import save_checkpoint
 from cql_runner.config import TrainConfig
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
+from cql_runner.evaluation import PolicyEvaluator
 from cql_runner.logging.base import MultiLogger
 from cql_runner.preemption import PreemptionFlag
 from cql_runner.seeds import load_seed_states, seed_state
@@ -60,10 +62,10 @@ class TrainResult:
 class Trainer:
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: TrainConfig | DictConfig,
         agent: CQLAgent,
         sampler: DeviceSampler,
-        evaluator: Any,
+        evaluator: PolicyEvaluator,
         loggers: Sequence[MultiLogger],
         checkpoint_dirs: Sequence[Path],
         eval_every: int,

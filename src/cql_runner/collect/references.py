@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cql_runner.data.registry import d4rl_reference, d4rl_task
+from cql_runner.reference_scores import d4rl_reference, d4rl_task
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses, terms
-from cql_runner.cql.diagnostics import lagrange_runaway
+from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.data.types import Batch
 from cql_runner.networks import Actor, Critic
 from cql_runner.seeds import StackedLayout
@@ -47,13 +48,16 @@ NOISE_SEED_OFFSET = 7_919
 
 
 class CQLAgent(nn.Module):
+    """K CQL agents in stacked parameters. ``network``/``cql`` are the structured configs: the
+    dataclasses themselves, or the DictConfigs Hydra composed from them (what ``cql-train`` passes)."""
+
     def __init__(
         self,
         obs_dim: int,
         act_dim: int,
         seeds: Sequence[int],
-        network: NetworkConfig,
-        cql: CQLConfig,
+        network: NetworkConfig | DictConfig,
+        cql: CQLConfig | DictConfig,
         device: torch.device | str = "cpu",
         obs_mean: np.ndarray | None = None,
         obs_std: np.ndarray | None = None,
@@ -230,10 +234,7 @@ class CQLAgent(nn.Module):
     # ----- diagnostics ----------------------------------------------------------------
     def diagnose(self, record: Mapping[str, float]) -> str | None:
         """A one-line warning about the training dynamics in one seed's logged means, else None."""
-        c = self.cql
-        if not c.lagrange:
-            return None
-        return lagrange_runaway(record, tau=c.tau, alpha=c.alpha, lagrange_form=c.lagrange_form)
+        return cql_diagnosis(self.cql, record)
 
     # ----- acting ---------------------------------------------------------------------
     def normalize(self, obs: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 # α′ beyond this with the constraint still violated means the dual step can never be satisfied: α′
 # grows geometrically (seen at ~1800 after 20k steps with τ below the gap's floor), an unbounded penalty.
@@ -25,3 +26,11 @@ def lagrange_runaway(record: Mapping[str, float], *, tau: float, alpha: float, l
     return (f"alpha_prime has grown to {alpha_prime:.0f} while {what} stays above "
             f"cql.tau={tau:g}: it cannot come down to tau here, so the penalty grows without bound; "
             f"raise cql.tau above {constrained:.1f}, or use cql.lagrange=false with a fixed cql.alpha")
+
+
+def cql_diagnosis(cql: Any, record: Mapping[str, float]) -> str | None:
+    """What a CQL agent (continuous or discrete) reports about its logged means: ``cql`` is its
+    CQLConfig (or the DictConfig composed from it)."""
+    if not cql.lagrange:
+        return None
+    return lagrange_runaway(record, tau=cql.tau, alpha=cql.alpha, lagrange_form=cql.lagrange_form)

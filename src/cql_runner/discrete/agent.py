@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
+from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.cql.losses import cql_penalty, project_log_alpha_prime
 from cql_runner.networks import EnsembleMLP
+from cql_runner.seeds import StackedLayout
 
 from . import losses
 from .sampler import DiscreteBatch
@@ -156,32 +158,17 @@ class DiscreteCQLAgent(nn.Module):
         return {"modules": self.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "num_updates": self.num_updates, "seeds": self.seeds}
 
-    @staticmethod
-    def _per_seed(name: str) -> bool:
-        return not name.startswith("obs_")
+    def stacked_layout(self) -> StackedLayout:
+        """Every tensor has the seed as its leading dim (one member each), the observation
+        statistics excepted (shared): see cql_runner.seeds."""
+        return StackedLayout(
+            n_agents=self.n_agents,
+            modules={name: 0 if name.startswith("obs_") else 1 for name in self.state_dict()},
+            optimizer=[1] * (len(list(self.q.parameters())) + 1))  # the Q-network's, then log α′
 
-    def seed_state(self, k: int) -> dict[str, Any]:
-        """Agent k's checkpoint, in exactly the format a single-seed agent writes."""
-        modules = {n: (t[k : k + 1] if self._per_seed(n) else t).clone() for n, t in self.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        state = {i: {key: (v if key == "step" else v[k : k + 1].clone()) for key, v in st.items()}
-                 for i, st in opt["state"].items()}
-        return {"modules": modules, "optimizer": {"state": state, "param_groups": opt["param_groups"]},
-                "num_updates": self.num_updates, "seeds": [self.seeds[k]]}
-
-    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Inverse of :meth:`seed_state`: stack K single-seed checkpoints into this agent."""
-        seeds = [int(st["seeds"][0]) for st in states]
-        first = states[0]
-        modules = {n: (torch.cat([st["modules"][n] for st in states]) if self._per_seed(n) else t)
-                   for n, t in first["modules"].items()}
-        opt_state = {i: {key: (v if key == "step" else torch.cat([st["optimizer"]["state"][i][key]
-                                                                  for st in states]))
-                         for key, v in st0.items()}
-                     for i, st0 in first["optimizer"]["state"].items()}
-        self.load_checkpoint_state({"modules": modules, "num_updates": first["num_updates"], "seeds": seeds,
-                                    "optimizer": {"state": opt_state,
-                                                  "param_groups": first["optimizer"]["param_groups"]}})
+    def diagnose(self, record: Mapping[str, float]) -> str | None:
+        """A one-line warning about the training dynamics in one seed's logged means, else None."""
+        return cql_diagnosis(self.cql, record)
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         if list(state["seeds"]) != self.seeds:
