@@ -75,9 +75,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(minari_
     ok = run_cli([*TINY_OVERRIDES, f"run_dir={run_dir}", "train.steps=100", "eval.every=0"], cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
-    # Continue the same run with rewards that overflow: the loss turns NaN.
+    # Continue the same run with rewards that overflow (a change accepted explicitly): the loss turns NaN.
     proc = run_cli([*TINY_OVERRIDES, f"run_dir={run_dir}", "train.steps=200", "eval.every=0",
-                    "env.reward_scale=1e30"], cwd=tmp_path)
+                    "env.reward_scale=1e30", "resume_allow_changes=true"], cwd=tmp_path)
     assert proc.returncode == 2
     assert "NaN/inf" in proc.stderr and "last good checkpoint (step 100)" in proc.stderr
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before

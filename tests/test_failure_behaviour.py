@@ -364,7 +364,7 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
            "WANDB_DATA_DIR": str(tmp_path / "data"), "WANDB_CONSOLE": "off"}
     run_dir = tmp_path / "run"
     args = [a for a in FAST if not a.startswith("logger=")]
-    proc = run_cli([*args, "logger=wandb", "logger.mode=online", "logger.init_timeout=60", "train.steps=50",
+    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=60", "train.steps=50",
                     f"run_dir={run_dir}"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
@@ -415,3 +415,39 @@ def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(tmp_path
     assert (meta["ref_min_score"], meta["ref_max_score"]) == pytest.approx(D4RL_REFERENCE["hopper"])
     assert meta["cql_runner"]["reference_sources"] == {"ref_min_score": "D4RL (hopper)",
                                                        "ref_max_score": "D4RL (hopper)"}
+
+
+# ----- also: Hydra's conversion errors and the corrupt-checkpoint warning ------------------
+@pytest.mark.parametrize(("override", "expected"), [
+    ("cql.tau=abc", "cql.tau=abc: Value 'abc' of type 'str' could not be converted to Float; e.g. cql.tau=10.0"),
+    ("cql.lagrange=maybe", "cql.lagrange=maybe: Value 'maybe' is not a valid bool (type str); "
+                           "e.g. cql.lagrange=true"),
+    ("network.hidden=[32,x]", "network.hidden=[32,x]: Value 'x' of type 'str' could not be converted to Integer; "
+                              "e.g. network.hidden=[256,256,256]"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_and_exit_2(tmp_path: Path, override: str, expected: str) -> None:
+    proc = run_cli([*FAST, override], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"cql-train: error: {expected}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_swept_value_of_the_wrong_type_is_caught_too(tmp_path: Path) -> None:
+    proc = run_cli(["-m", *FAST, "cql.tau=5,abc"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("cql-train: error: cql.tau=5,abc: Value 'abc'")
+
+
+def test_a_corrupt_checkpoint_is_reported_once_in_one_line(minari_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*FAST, "train.checkpoint_every=50", f"run_dir={run_dir}"]
+    assert run_cli([*args, "train.steps=100"], cwd=tmp_path).returncode == 0
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    proc = run_cli([*args, "train.steps=150"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "is corrupt" in line]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(f"checkpoint {last} is corrupt; falling back to prev.pt at step 50 "
+                             "(the corrupt file is set aside at the next checkpoint)")
+    assert len(list((run_dir / "checkpoints").glob("last.corrupt-*.pt"))) == 1

@@ -68,6 +68,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Corrupt last.pt files already reported to the user in this process.
+_reported_corrupt: set[Path] = set()
+
+
 # ----- reading ---------------------------------------------------------------------------
 def _read_envelope(path: Path) -> tuple[int, bytes]:
     """(step, payload) of a checkpoint whose checksum matches; CheckpointError otherwise."""
@@ -144,8 +148,11 @@ def load_latest(
         except CheckpointError as exc:
             failures.append(exc)
             continue
-        for exc in failures:
-            log.warning("%s; falling back to %s at step %d", exc, path, step)
+        if failures:
+            # One short line: the details (the reader's own error) help nobody decide anything.
+            log.warning("checkpoint %s is corrupt; falling back to %s at step %d (the corrupt file is set "
+                        "aside at the next checkpoint)", ckpt_dir / LAST, path.name, step)
+            _reported_corrupt.add(ckpt_dir / LAST)
         if path.name != LAST and not failures:
             # A crash between the two renames of save_checkpoint: prev.pt is the newest.
             log.warning("checkpoint %s is missing; using %s at step %d",
@@ -175,7 +182,9 @@ def _rotate(ckpt_dir: Path) -> None:
         _read_envelope(last)
     except CheckpointError as exc:
         aside = ckpt_dir / f"last.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.pt"
-        log.warning("%s; moving it to %s and keeping %s", exc, aside.name, prev.name)
+        # Said once: a corrupt file found when resuming was already reported by load_latest.
+        level = logging.DEBUG if last in _reported_corrupt else logging.WARNING
+        log.log(level, "%s; moving it to %s and keeping %s", exc, aside.name, prev.name)
         os.replace(last, aside)
         return
     os.replace(last, prev)

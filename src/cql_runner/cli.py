@@ -16,7 +16,7 @@ from cql_runner.checkpoint import CheckpointError
 from cql_runner.config import ConfigError, RunConfig, register_configs, unused_settings
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
-from cql_runner.overrides import did_you_mean, unknown_key
+from cql_runner.overrides import bad_value, did_you_mean, unknown_key
 from cql_runner.run_lock import RunDirInUseError
 from cql_runner.trainer import NonFiniteLossError
 
@@ -75,7 +75,8 @@ def unknown_group_choice(argv: list[str]) -> str | None:
 def train_main() -> None:
     """``cql-train`` console script."""
     argv = sys.argv[1:]
-    message = unknown_group_choice(argv) or unknown_key(argv, RunConfig, CONFIG_GROUPS)
+    message = (unknown_group_choice(argv) or unknown_key(argv, RunConfig, CONFIG_GROUPS)
+               or bad_value(argv, RunConfig))
     if message:
         print(f"cql-train: error: {message}", file=sys.stderr)
         sys.exit(2)

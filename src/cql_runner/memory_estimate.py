@@ -54,14 +54,19 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_sizes(*, batch_size: int, dataset_size: int, n_actions: int, obs_dim: int, act_dim: int,
-                critic_hidden: Sequence[int], n_critics: int, n_seeds: int, conservative: bool,
-                max_backup: bool, device: torch.device) -> None:
-    """ConfigError naming the sizes when the batch exceeds the data or the step exceeds the memory."""
+def check_batch(batch_size: int, dataset_size: int) -> None:
+    """ConfigError naming both sizes when a batch would hold more rows than the dataset has."""
     if batch_size > dataset_size:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the dataset ({dataset_size} "
                           f"transitions); pass train.batch_size={min(256, dataset_size)} or another value "
                           f"<= {dataset_size}")
+
+
+def check_sizes(*, batch_size: int, dataset_size: int, n_actions: int, obs_dim: int, act_dim: int,
+                critic_hidden: Sequence[int], n_critics: int, n_seeds: int, conservative: bool,
+                max_backup: bool, device: torch.device) -> None:
+    """ConfigError naming the sizes when the batch exceeds the data or the step exceeds the memory."""
+    check_batch(batch_size, dataset_size)
     need = update_step_bytes(batch_size=batch_size, n_actions=n_actions, obs_dim=obs_dim, act_dim=act_dim,
                              critic_hidden=critic_hidden, n_critics=n_critics, n_seeds=n_seeds,
                              conservative=conservative, max_backup=max_backup)

@@ -1,7 +1,9 @@
 """Checks on command-line overrides that run before Hydra, for one-line errors naming the fix.
 
 Hydra rejects an unknown key too, but in several lines that suggest appending it with ``+``,
-which a structured config refuses as well; these name the likely key instead.
+which a structured config refuses as well; these name the likely key instead. Likewise a
+value of the wrong type (``cql.tau=abc``) is caught here and reported in one line with the
+project's exit status, rather than as Hydra's five-line error with status 1.
 """
 
 from __future__ import annotations
@@ -43,3 +45,73 @@ def unknown_key(argv: Sequence[str], schema: Any, groups: Sequence[str] = ()) ->
             return (f"unknown key '{key}'; {did_you_mean(name, fields, head + '.')}"
                     f"keys of {head}: {', '.join(fields)}")
     return None
+
+
+def _leaf(schema: Any, key: str) -> tuple[Any, str] | None:
+    """(dataclass holding the field, field name) for a dotted ``key`` into ``schema``, else None."""
+    parts = key.split(".")
+    node = schema
+    for part in parts[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        child = fields[part].default_factory if part in fields else None  # type: ignore[misc]
+        if not dataclasses.is_dataclass(child):
+            return None
+        node = child
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    field = fields.get(parts[-1])
+    # A dataclass-valued field is a config group (``logger=none``): Hydra's to judge.
+    if field is None or dataclasses.is_dataclass(field.default_factory):  # type: ignore[misc]
+        return None
+    return node, parts[-1]
+
+
+def bad_value(argv: Sequence[str], schema: Any) -> str | None:
+    """One-line message for the first ``key=value`` whose value (or any swept value) the field's
+    type refuses, e.g. ``cql.tau=abc``; None when all convert or Hydra should judge the syntax."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        key, sep, raw = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "-", "hydra")) or "/" in key:
+            continue
+        found = _leaf(schema, key)
+        if found is None:
+            continue
+        try:
+            override = parser.parse_overrides([arg])[0]
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:
+            continue  # Hydra reports its own syntax errors
+        node_type, name = found
+        node = OmegaConf.structured(node_type)
+        for value in values:
+            try:
+                setattr(node, name, value)
+            except ValidationError as exc:
+                reason = str(exc).strip().splitlines()[0]
+                default = getattr(node_type(), name, None) if _constructible(node_type) else None
+                example = f"; e.g. {key}={_as_override(default)}" if default is not None else ""
+                return f"{key}={raw}: {reason}{example}"
+            except Exception:
+                break
+    return None
+
+
+def _constructible(node_type: Any) -> bool:
+    try:
+        node_type()
+    except Exception:
+        return False
+    return True
+
+
+def _as_override(value: Any) -> str:
+    """A value spelled as on the command line: true/false, [a,b] without spaces."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_as_override(v) for v in value) + "]"
+    return str(value)

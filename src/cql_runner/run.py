@@ -31,7 +31,7 @@ from cql_runner.discrete.data import check_action_space
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
-from cql_runner.memory_estimate import check_sizes
+from cql_runner.memory_estimate import check_batch, check_sizes
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
@@ -76,6 +76,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
 
     data = load_data(cfg)
     check_action_space(cfg.action_space, data)
+    check_batch(cfg.train.batch_size, data.size)
     if cfg.action_space == "discrete":
         evaluator, agent, sampler = build_discrete(cfg, data, seeds, device)
     else:

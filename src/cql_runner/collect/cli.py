@@ -25,7 +25,7 @@ from cql_runner.collect.writer import CollectError
 from cql_runner.config import ConfigError
 from cql_runner.data.errors import DatasetError
 from cql_runner.envs import EnvError
-from cql_runner.overrides import unknown_key
+from cql_runner.overrides import bad_value, unknown_key
 
 CONFIG_DIR, CONFIG_NAME = "cql_collect", "collect"
 USER_ERRORS = (ConfigError, EnvError, CollectError, DatasetError, CheckpointError)
@@ -58,7 +58,7 @@ register_configs()
 
 def main() -> None:
     """``cql-collect`` console script."""
-    message = unknown_key(sys.argv[1:], CollectConfig)
+    message = unknown_key(sys.argv[1:], CollectConfig) or bad_value(sys.argv[1:], CollectConfig)
     if message:
         print(f"cql-collect: error: {message}", file=sys.stderr)
         sys.exit(2)
