@@ -48,7 +48,8 @@ def test_train_writes_metrics_summary_and_checkpoint(minari_root: Path, tmp_path
         ("cql.n_actions=0", "cql.n_actions must be >= 1"),
         ("env=hoper-medium", "hoper-medium"),
         ("cql.tua=3", "unknown key 'cql.tua'; did you mean cql.tau?"),
-        ("logger.wandb.mode=sometimes", "logger.wandb.mode must be offline, online or disabled"),
+        ("logger.wandb.mode=offline", "logger.wandb.mode is set but logger=none does not select wandb; "
+                                      "pass logger=wandb"),
         ("logger.mode=offline", "unknown key 'logger.mode'"),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_OVERRIDES
 from omegaconf import DictConfig
 
-from cql_runner.cli import CONFIG_GROUPS, group_options, unknown_group_choice
+from cql_runner.cli import CONFIG_GROUPS, group_options, unknown_group_choice, unselected_logger
 from cql_runner.config import ConfigError, RunConfig, unused_settings, validate
 from cql_runner.overrides import unknown_key
 
@@ -63,6 +63,7 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("device=tpu", "device must be auto, cpu or cuda"),
         ("cql.clip_diff_min=5", "cql.clip_diff_min must be < cql.clip_diff_max"),
         ("train.threads=0", "train.threads must be >= 1"),
+        ("logger.wandb.mode=sometimes", "logger.wandb.mode must be offline, online or disabled"),
         ("cql.lagrange_form=rawgap", "cql.lagrange_form must be weighted or raw"),
         ("cql.target_action=max", "cql.target_action must be sample or mean"),
         ("cql.target_action=mean", "cql.target_action=mean has no log π for the entropy backup"),
@@ -99,6 +100,11 @@ def test_unknown_group_option_gets_a_suggestion() -> None:
     message = unknown_group_choice(["env=hoper-medium"])
     assert message is not None and "did you mean hopper-medium" in message
     assert unknown_group_choice(["env=hopper-medium,walker2d-medium", "seed=1"]) is None
+    assert unselected_logger(["logger=tensorboard", "logger.wandb.mode=offline"]) == (
+        "logger.wandb.mode is set but logger=tensorboard does not select wandb; "
+        "pass logger=wandb or logger=[tensorboard,wandb]")
+    assert unselected_logger(["logger=[wandb,tensorboard]", "logger.wandb.mode=offline"]) is None
+    assert unselected_logger(["logger=many_loggers", "logger.tensorboard.subdir=x"]) is None
     message = unknown_group_choice(["logger=tensorbord"]) or ""
     assert "unknown logger 'tensorbord'; did you mean tensorboard?" in message
     assert unknown_group_choice(["logger=[wandb,tensorboard]"]) is None

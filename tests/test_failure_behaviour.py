@@ -364,8 +364,8 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
            "WANDB_DATA_DIR": str(tmp_path / "data"), "WANDB_CONSOLE": "off"}
     run_dir = tmp_path / "run"
     args = [a for a in FAST if not a.startswith("logger=")]
-    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=60", "train.steps=50",
-                    f"run_dir={run_dir}"], cwd=tmp_path, env=env)
+    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=60",
+                    "train.steps=50", f"run_dir={run_dir}"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert f"wandb: server http://127.0.0.1:{port} unreachable" in out

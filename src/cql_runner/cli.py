@@ -72,11 +72,38 @@ def unknown_group_choice(argv: list[str]) -> str | None:
     return None
 
 
+def selected_loggers(argv: list[str]) -> set[str] | None:
+    """The loggers a ``logger=`` override selects (``logger=many_loggers`` expanded), or None without one."""
+    choice = next((a.partition("=")[2] for a in argv if a.startswith("logger=")), None)
+    if choice is None:
+        return None
+    names = {n.strip() for n in choice.removeprefix("[").removesuffix("]").split(",") if n.strip()}
+    return names - {"many_loggers"} | ({"wandb", "tensorboard"} if "many_loggers" in names else set())
+
+
+def unselected_logger(argv: list[str]) -> str | None:
+    """One-line message for ``logger.<name>.key=...`` when ``logger=`` does not select <name>: Hydra would
+    otherwise fail with a traceback setting a key under an absent node."""
+    selected = selected_loggers(argv)
+    if selected is None:
+        return None
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        head, _, rest = key.partition(".")
+        name = rest.partition(".")[0]
+        if sep and head == "logger" and name and name not in selected:
+            choice = next(a for a in argv if a.startswith("logger=")).partition("=")[2]
+            others = sorted(selected - {"none"})
+            both = f" or logger=[{','.join(sorted([*others, name]))}]" if others else ""
+            return f"{key} is set but logger={choice} does not select {name}; pass logger={name}{both}"
+    return None
+
+
 def train_main() -> None:
     """``cql-train`` console script."""
     argv = sys.argv[1:]
     message = (unknown_group_choice(argv) or unknown_key(argv, RunConfig, CONFIG_GROUPS)
-               or bad_value(argv, RunConfig))
+               or bad_value(argv, RunConfig) or unselected_logger(argv))
     if message:
         print(f"cql-train: error: {message}", file=sys.stderr)
         sys.exit(2)
