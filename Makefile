@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint bench evidence clean
+.PHONY: help install train test test-fast test-full lint bench evidence clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ train: $(STAMP)  ## Train CQL on the embedded default dataset (no network needed
 
 test: $(STAMP)  ## Run the default test suite (math, components, CLI end to end; < 10 min)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## Run the math and component tests only, for the edit-test loop (no subprocesses)
+	$(BIN)/python -m pytest -q -m "(math or component) and not slow"
 
 test-full: $(STAMP)  ## Run every test, including the ones marked slow
 	$(BIN)/python -m pytest -q -m "slow or not slow"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from data_helpers import make_minari_dataset
 from hydra import compose, initialize_config_module
+from levels import pytest_collection_modifyitems  # noqa: F401  (marks each test math, component or cli)
 from omegaconf import DictConfig
 
 TINY_DATASET = "test/pendulum/tiny-v0"
