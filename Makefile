@@ -36,8 +36,10 @@ test-fast: $(STAMP)  ## Run the math and component tests only, for the edit-test
 test-full: $(STAMP)  ## Run every test, including the ones marked slow
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-lint: $(STAMP)  ## Lint with ruff
+lint: $(STAMP)  ## Lint (ruff), check formatting (ruff format) and type-check src/ (mypy)
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## Benchmark the CQL update against d3rlpy and the dataset's memory (bench.json, bench_memory.json)
 	$(BIN)/python -m cql_runner.peers build --venv .peer-venv

@@ -132,7 +132,7 @@ def _train(cfg: DictConfig) -> float:
             raise
         message = f"cql-train: error: {one_line_message(exc)}"
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode.name == "MULTIRUN":
+        if getattr(hydra_cfg.mode, "name", None) == "MULTIRUN":
             # One bad job must not end a sweep; its summary.json records the failure. The basic
             # sweeper stops at a raising job but takes NaN; Optuna's rejects NaN but marks a
             # raising trial as failed and goes on.

@@ -11,6 +11,7 @@ import difflib
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -100,7 +101,7 @@ def _unknown_id_error(env_id: str) -> EnvError:
     return EnvError(f"unknown environment id {env_id!r}{hint}")
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -128,7 +129,7 @@ def _make_unchecked(env_id: str, max_episode_steps: int | None = None) -> gym.En
     """``gym.make`` with one-line errors for unknown ids and missing extras; no action-space check."""
     _ensure_robotics_registered(env_id)
     _ensure_minatar_registered(env_id)
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+    kwargs: dict[str, Any] = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
     try:
         env = gym.make(env_id, **kwargs)
         return Uint32ResetSeed(env) if env_id.startswith("MinAtar/") else env

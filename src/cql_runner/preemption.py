@@ -70,5 +70,5 @@ class PreemptionFlag:
     def forward(self) -> None:
         """Give the received signal to the previous handler (e.g. submitit's checkpoint-and-requeue)."""
         handler = self.previous_handler()
-        if handler is not None:
+        if handler is not None and self.signum is not None:
             handler(self.signum, None)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from gymnasium.spaces import Box
 from gymnasium.vector import SyncVectorEnv
 
 from cql_runner.data.spaces import flatten_obs, from_unit_actions
@@ -106,7 +107,7 @@ def _copy_obs(obs: Any) -> RawObs:
 def _stack_obs(seq: list[RawObs]) -> RawObs:
     if isinstance(seq[0], Mapping):
         return {key: np.stack([o[key] for o in seq]) for key in seq[0]}
-    return np.stack(seq)
+    return np.stack(cast(list[np.ndarray], seq))
 
 
 def _stack_actions(rows: list[np.ndarray], act_dim: int) -> np.ndarray:
@@ -138,7 +139,7 @@ def env_seeds(seeds: Sequence[int], episodes_per_seed: int, seed_offset: int = 0
 def _action_bounds(
     vec: SyncVectorEnv, low: np.ndarray | None, high: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    space = vec.single_action_space
+    space = cast(Box, vec.single_action_space)  # continuous actions
     low = np.asarray(space.low if low is None else low, dtype=np.float64)
     high = np.asarray(space.high if high is None else high, dtype=np.float64)
     if low.shape != space.shape or high.shape != space.shape:
@@ -234,7 +235,8 @@ def rollout(
     act_dim = low.shape[0]
     _check_time_limit(vec)
 
-    first_obs, _ = vec.reset(seed=all_seeds)
+    reset_seeds: list[int | None] = list(all_seeds)
+    first_obs, _ = vec.reset(seed=reset_seeds)
     flat = flatten_obs(first_obs, obs_keys).reshape(n, -1).copy()
     is_dict = isinstance(first_obs, Mapping)
     recorder = _Recorder(first_obs, n) if record else None
@@ -253,7 +255,7 @@ def rollout(
             lengths[i] += 1
             flat[i] = flatten_obs(obs, obs_keys).reshape(-1) if is_dict else np.ravel(obs)
             if recorder is not None:
-                recorder.add(i, obs, actions[i], np.clip(unit[i], -1.0, 1.0),
+                recorder.add(int(i), obs, actions[i], np.clip(unit[i], -1.0, 1.0),
                              float(reward), bool(term), bool(trunc))
             if term or trunc:
                 alive[i] = False

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -29,16 +30,17 @@ def record_episodes(env_id: str, policy: Policy, seeds: Sequence[int], obs_keys:
     # unless the user chose another backend.
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    kwargs = {"render_mode": "rgb_array"}
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
     mujoco = env_id in gym.registry and "mujoco" in str(gym.registry[env_id].entry_point)
     if mujoco:
         kwargs |= {"width": size[0], "height": size[1]}
     envs = [gym.make(env_id, **kwargs) for _ in seeds]
     try:
         obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
-        frames: list[list[np.ndarray]] = [[env.render()] for env in envs]
+        frames: list[list[np.ndarray]] = [[cast(np.ndarray, env.render())] for env in envs]
         done = [False] * len(envs)
-        low, high = envs[0].action_space.low, envs[0].action_space.high
+        space = cast(gym.spaces.Box, envs[0].action_space)  # continuous actions
+        low, high = space.low, space.high
         while not all(done) and len(frames[0]) < max_frames:
             flat = np.stack([flatten_obs(o, obs_keys) for o in obs])[:, None, :]  # (K, 1, d)
             actions = from_unit_actions(policy(flat)[:, 0], low, high)
@@ -46,7 +48,7 @@ def record_episodes(env_id: str, policy: Policy, seeds: Sequence[int], obs_keys:
                 if done[k]:
                     continue
                 obs[k], _, terminated, truncated, _ = env.step(actions[k])
-                frames[k].append(env.render())
+                frames[k].append(cast(np.ndarray, env.render()))  # rgb_array mode
                 done[k] = terminated or truncated
         return [shrink(np.stack(f), max(size)) for f in frames]
     finally:

@@ -29,10 +29,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from omegaconf import OmegaConf
 
 from cql_runner import strict_json
@@ -67,7 +68,7 @@ class Behaviour:
 
 
 def cache_key(cfg: Any) -> dict[str, Any]:
-    sac = OmegaConf.to_container(cfg.sac, resolve=True)
+    sac = cast(dict[str, Any], OmegaConf.to_container(cfg.sac, resolve=True))
     sac.pop("checkpoint_every")  # resuming is exact: the cadence cannot change the result
     return {"format": CACHE_FORMAT, "env": cfg.env, "max_episode_steps": cfg.max_episode_steps,
             "seed": int(cfg.seed), "sac": sac, "medium_fraction": float(cfg.medium_fraction),
@@ -86,7 +87,7 @@ def random_return(cfg: Any) -> float:
     """Mean return of the uniform policy on the reference episodes."""
     vec = make_vector_env(cfg.env, int(cfg.ref_episodes), cfg.max_episode_steps)
     try:
-        act_dim = vec.single_action_space.shape[0]
+        act_dim = cast(Box, vec.single_action_space).shape[0]
         policy = uniform_policy(act_dim, numpy_generator(cfg.seed, "ref"))
         return mean_return(vec, policy, int(cfg.seed), REF_OFFSET)
     finally:
@@ -132,8 +133,8 @@ def _finish(cfg: Any, directory: Path, run: Any) -> Behaviour:
     expert = snaps[int(np.argmax(evals))]
     r_random = random_return(cfg)
     vec = make_vector_env(cfg.env, int(cfg.ref_episodes), cfg.max_episode_steps)
-    obs_dim = vec.single_observation_space.shape[0]
-    act_dim = vec.single_action_space.shape[0]
+    obs_dim = cast(Box, vec.single_observation_space).shape[0]
+    act_dim = cast(Box, vec.single_action_space).shape[0]
     hidden = list(cfg.sac.hidden)
 
     def ref(s: Snapshot) -> float:

@@ -42,8 +42,9 @@ def _config_path() -> str:
         spec = importlib.util.find_spec("cql_runner.conf")
     except ModuleNotFoundError:
         spec = None
-    for root in [*(spec.submodule_search_locations or [] if spec else []),
-                 Path(__file__).resolve().parents[3] / "conf"]:
+    roots: list[str | Path] = [*(spec.submodule_search_locations or [] if spec else []),
+                               Path(__file__).resolve().parents[3] / "conf"]
+    for root in roots:
         if (Path(root) / CONFIG_DIR / f"{CONFIG_NAME}.yaml").is_file():
             return str(Path(root) / CONFIG_DIR)
     return str(Path(__file__).resolve().parents[3] / "conf" / CONFIG_DIR)

@@ -18,10 +18,11 @@ import math
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from gymnasium.vector import SyncVectorEnv
 from omegaconf import OmegaConf
 
@@ -45,7 +46,7 @@ def truncate(ep: Episode, steps: int) -> Episode:
         return ep
     trunc = ep.truncations[:steps].copy()
     trunc[-1] = True
-    return replace(ep, obs=ep.obs[: steps + 1], actions=ep.actions[:steps],
+    return replace(ep, obs=cast(np.ndarray, ep.obs)[: steps + 1], actions=ep.actions[:steps],
                    unit_actions=ep.unit_actions[:steps], rewards=ep.rewards[:steps],
                    terminations=ep.terminations[:steps], truncations=trunc)
 
@@ -80,7 +81,8 @@ def level_episodes(cfg: Any, behaviour: bhv.Behaviour | None) -> list[Episode]:
         assert behaviour is not None
         replay = behaviour.replay()
         env = make_env(cfg.env, cfg.max_episode_steps)
-        low, high = env.action_space.low, env.action_space.high
+        space = cast(Box, env.action_space)
+        low, high = space.low, space.high
         env.close()
         return replay.episodes(low, high, end=min(replay.size, steps))
     parts = {"medium-expert": ["medium", "expert"]}.get(level, [level])
@@ -91,7 +93,7 @@ def level_episodes(cfg: Any, behaviour: bhv.Behaviour | None) -> list[Episode]:
     try:
         for part in parts:
             if part == "random":
-                act_dim = vec.single_action_space.shape[0]
+                act_dim = cast(Box, vec.single_action_space).shape[0]
                 policy = uniform_policy(act_dim, numpy_generator(seed, "random"))
             else:
                 assert behaviour is not None

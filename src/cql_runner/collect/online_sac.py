@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -80,7 +80,8 @@ def check_box_env(env: gym.Env, env_id: str) -> tuple[int, np.ndarray, np.ndarra
     space = env.observation_space
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
         raise EnvError(f"cql-collect needs a flat Box observation space; {env_id!r} has {space}")
-    return int(space.shape[0]), env.action_space.low, env.action_space.high
+    actions = cast(gym.spaces.Box, env.action_space)  # make_env refuses other action spaces
+    return int(space.shape[0]), actions.low, actions.high
 
 
 @dataclass
@@ -124,7 +125,7 @@ def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = 
         obs, _ = envs[i].reset(seed=s)
         return _Slot(replay.start_episode(s), s, np.asarray(obs, np.float64))
 
-    resumed = load_latest(ckpt_dir) if ckpt_every else None
+    resumed = load_latest(ckpt_dir) if ckpt_every and ckpt_dir is not None else None
     if resumed is not None:
         st = resumed[0]
         agent.load_checkpoint_state(st["agent"])
@@ -192,7 +193,7 @@ def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = 
 
             stopping = stop_at is not None and step >= stop_at and step < total
             # Also at the very end, so a failure after training never repeats it.
-            if ckpt_every and (step % ckpt_every < n or stopping or step == total):
+            if ckpt_every and ckpt_dir is not None and (step % ckpt_every < n or stopping or step == total):
                 save_checkpoint(ckpt_dir, {
                     "agent": agent.checkpoint_state(), "replay": replay.state(),
                     "rng": rng.bit_generator.state, "warm_rng": warm_rng.bit_generator.state,

@@ -168,7 +168,7 @@ def write_npz(path: Path, data: OfflineData, key: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             # A file object, not a name: np.savez would append ".npz" to the temp name.
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like its flags
         # mkstemp makes the file private; a shared dataset store wants a shared cache.
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -190,7 +190,7 @@ def read_npz(path: Path, key: str) -> OfflineData | None:
             return None
         arrays = {name: z[name] for name in _ARRAYS}
         starts = z["episode_starts"]
-        bounds = {name: z[name] if name in z.files else None for name in _OPTIONAL_ARRAYS}
+        bounds: dict[str, Any] = {name: z[name] if name in z.files else None for name in _OPTIONAL_ARRAYS}
     _check_consistent(arrays.values(), starts)
     meta = DatasetMeta(**header["meta"], **bounds)
     return OfflineData(**arrays, episode_starts=starts, meta=meta)

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # The Hopper behaviour cache is keyed by a hash of the sac.* config: every level built with these
 # settings (by the suite or by hand with the same cql-collect overrides) shares one SAC run.
@@ -155,7 +156,7 @@ def tiny_plan() -> Plan:
     )
 
 
-def make_plan(budget: str, **changes: object) -> Plan:
+def make_plan(budget: str, **changes: Any) -> Plan:
     """The named plan with CLI overrides applied (None values are ignored)."""
     plans = {"default": default_plan, "tiny": tiny_plan, "gpu": gpu_plan}
     if budget not in plans:
@@ -168,16 +169,17 @@ def make_plan(budget: str, **changes: object) -> Plan:
             plan = dataclasses.replace(plan, datasets=tuple(dataclasses.replace(d, **{key: value})
                                                             for d in plan.datasets))
     if "extra_train" in changes:  # appended: a named plan's own overrides (the gpu plan's bf16) stay
-        plan = dataclasses.replace(plan, extra_train=(*plan.extra_train, *changes.pop("extra_train")))  # type: ignore[misc]
+        plan = dataclasses.replace(plan, extra_train=(*plan.extra_train, *changes.pop("extra_train")))
     for key in ("datasets", "methods"):
         if key in changes:
-            wanted = list(changes.pop(key))  # type: ignore[call-overload]
+            wanted = list(changes.pop(key))
             known = getattr(plan, key) if key == "datasets" else (*plan.methods, *PEER_METHODS)
             have = {x.key if key == "datasets" else x.name: x for x in known}
             unknown = [w for w in wanted if w not in have]
             if unknown:
                 raise ValueError(f"unknown {key} {unknown}; choose from {', '.join(have)}")
-            plan = dataclasses.replace(plan, **{key: tuple(have[w] for w in wanted)})
+            chosen: dict[str, Any] = {key: tuple(have[w] for w in wanted)}
+            plan = dataclasses.replace(plan, **chosen)
     return dataclasses.replace(plan, **changes)
 
 

@@ -23,10 +23,11 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from omegaconf import DictConfig, OmegaConf
 
 from cql_runner.checkpoint import load_checkpoint
@@ -121,14 +122,14 @@ def rollouts_from_states(env_id: str, agent: CQLAgent, states: np.ndarray, low: 
             env.reset(seed=VALUE_SEED_OFFSET + i)
             if not restore(env, env_id, states[i]):
                 return None
-        space = envs[0].action_space
+        space = cast(Box, envs[0].action_space)  # the MuJoCo tasks restore() supports act in a Box
         low = space.low if low is None else low
         high = space.high if high is None else high
         rewards: list[list[float]] = [[] for _ in envs]
         alive = np.ones(len(envs), dtype=bool)
         while alive.any():
             actions = from_unit_actions(agent.act(obs[None])[0], low, high)
-            for i in np.flatnonzero(alive):
+            for i in np.flatnonzero(alive).tolist():
                 nxt, r, term, trunc, _ = envs[i].step(actions[i])
                 rewards[i].append(float(r))
                 obs[i] = np.ravel(nxt)

@@ -223,12 +223,12 @@ class WandbLogger:
             name=getattr(cfg, "name", None) or run_name,
             tags=[*(getattr(cfg, "tags", None) or ()), *tags],
             config=_plain_config(config) if config is not None else None,
-            mode=self.mode,
+            mode=self.mode,  # type: ignore[arg-type]  # resolve_mode returns one of wandb's modes
             id=self.run_id,
             resume="allow",
             # A run left open by an earlier job in this process (a crashed sweep job) is
             # finished rather than silently reused, unless runs are meant to be concurrent.
-            reinit=self._reinit,
+            reinit=self._reinit,  # type: ignore[arg-type]  # "create_new" or "finish_previous"
             settings=settings,
         )
         if why_offline:

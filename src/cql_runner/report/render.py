@@ -222,7 +222,8 @@ def plot_q_values(groups: Sequence[Group], path: Path, formats: Sequence[str] = 
     fig = Figure()
     axes = _task_axes(fig, sorted({g.task for g in groups}))
     # One legend entry per setting (its colour) plus one per line style, instead of settings × metrics.
-    styles = [Line2D([], [], color="black", linestyle=ls, label=m) for m, ls in zip(Q_METRICS, Q_STYLES)]
+    styles = [Line2D([], [], color="black", linestyle=ls, label=m)  # type: ignore[arg-type]  # Q_STYLES
+              for m, ls in zip(Q_METRICS, Q_STYLES)]
     drawn = False
     for task, ax in axes.items():
         magnitudes: list[float] = []
