@@ -364,7 +364,8 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
            "WANDB_DATA_DIR": str(tmp_path / "data"), "WANDB_CONSOLE": "off"}
     run_dir = tmp_path / "run"
     args = [a for a in FAST if not a.startswith("logger=")]
-    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=60",
+    # With init_timeout=300 an online init against the dead server would block for over 5 minutes.
+    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=300",
                     "train.steps=50", f"run_dir={run_dir}"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
@@ -372,8 +373,9 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
     assert "sync later with `wandb sync " in out
     assert list((run_dir / "wandb").glob("offline-run-*"))
     summary = json.loads((run_dir / "summary.json").read_text())
-    # Start-up, evaluation and closing together, where an online init alone used to take 70 s.
-    assert summary["wall_time_s"] - summary["train_time_s"] < 30
+    # Start-up, evaluation and closing together (seconds on a quiet machine; 38 s measured under a load
+    # average of 15 on 2 cores), where the online init alone would take init_timeout + 10 = 310 s.
+    assert summary["wall_time_s"] - summary["train_time_s"] < 120
 
 
 # ----- 11. cql-collect: the expert needed only for the reference score ----------------------
