@@ -37,7 +37,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def queue_starts(log: Path) -> dict[str, tuple[float, str]]:
-    """cell key 'dataset/cell' -> (first start time, the overrides it was started with last)."""
+    """cell key 'dataset/cell' -> (last start time, the overrides it was started with then)."""
     out: dict[str, tuple[float, str]] = {}
     if not log.is_file():
         return out
@@ -46,8 +46,7 @@ def queue_starts(log: Path) -> dict[str, tuple[float, str]]:
         if not m:
             continue
         t = time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        first = out.get(m.group(2), (t, ""))[0]
-        out[m.group(2)] = (first, m.group(3) or "")
+        out[m.group(2)] = (t, m.group(3) or "")
     return out
 
 
@@ -62,6 +61,8 @@ def cell_record(cell_dir: Path, started: tuple[float, str] | None) -> dict[str, 
     seeds = sorted(cell_dir.glob("seed*"), key=lambda p: int(p.name[4:]))
     per_seed: dict[str, Any] = {}
     last_mtime = 0.0
+    carried = 0.0  # wall time of earlier attempts that the last start resumed (our summary at a stop)
+    stopped_wall = 0.0  # a stopped or finished run of ours: its summary's own (cumulative) wall time
     for d in seeds:
         rows = read_jsonl(d / "metrics.jsonl")
         if (d / "metrics.jsonl").is_file():
@@ -69,6 +70,11 @@ def cell_record(cell_dir: Path, started: tuple[float, str] | None) -> dict[str, 
         evals = [r for r in rows if SCORE in r]
         logged = [r for r in rows if "alpha_prime" in r or "q/data" in r]
         summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else None
+        if summary and started and (d / "summary.json").stat().st_mtime < started[0] and rows:
+            carried = max(carried, float(summary.get("wall_time_s") or 0.0))
+        if summary and (d / "metrics.jsonl").is_file() and \
+                (d / "summary.json").stat().st_mtime >= (d / "metrics.jsonl").stat().st_mtime:
+            stopped_wall = max(stopped_wall, float(summary.get("wall_time_s") or 0.0))
         per_seed[d.name] = {
             "last_step": max((int(r["step"]) for r in rows), default=0),
             "scores": {int(r["step"]): r[SCORE] for r in evals},
@@ -84,7 +90,9 @@ def cell_record(cell_dir: Path, started: tuple[float, str] | None) -> dict[str, 
         "seeds": list(per_seed), "per_seed": per_seed, "score_at": at,
         "last_common_eval": max(common) if common else None,
         "settings": started[1] if started else "",
-        "wall_s": round(last_mtime - started[0], 1) if started and last_mtime else None,
+        # From the cell's last start to its last metrics row, plus what a resumed earlier attempt had run.
+        "wall_s": (round(stopped_wall, 1) if stopped_wall else
+                   round(carried + last_mtime - started[0], 1) if started and last_mtime > started[0] else None),
     }
 
 
@@ -111,7 +119,7 @@ def markdown(cells: dict[str, dict[str, Any]], machine: str) -> str:
              f"Machine: {machine}", "",
              f"Status: {status_line(cells)}", "",
              "| dataset | cell | seeds | steps reached | " + " | ".join(f"score @{m // 1000}k" for m in MILESTONES)
-             + " | α′ at last log (per seed) | wall s |",
+             + " | α′ at last log (per seed; d3rlpy: mean over the last interval) | wall s |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in MILESTONES) + " | --- | --- |"]
     for key, c in cells.items():
         dataset, cell = key.split("/")

@@ -138,7 +138,8 @@ class SeedRun:
         self.done_steps += chunk
         row: dict[str, Any] = {"step": self.done_steps, "train_time_s": round(self.elapsed, 3)}
         row |= {f"peer/{k}": v for k, v in losses.items()}
-        # d3rlpy logs the Lagrange multiplier as "alpha" and the entropy temperature as "temp".
+        # d3rlpy logs the Lagrange multiplier as "alpha" and the entropy temperature as "temp", each the mean
+        # over the interval just trained (ours log the value at the step).
         if "alpha" in losses:
             row["alpha_prime"] = losses["alpha"]
         if "temp" in losses:
