@@ -305,6 +305,7 @@ def test_formats_and_iqm_curves(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "--format 'png,gif': use a comma-separated list of png, svg, pdf" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # six training runs: about 100 s on a busy 2-core machine
 def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", "seed=0,1,2", "cql.tau=1,5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -337,4 +338,4 @@ def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
             assert float(row[f"{key}_median"]) == pytest.approx(np.median(values), rel=1e-12)
             assert float(row[f"{key}_iqm_ci_low"]) <= float(row[f"{key}_iqm"]) <= float(row[f"{key}_iqm_ci_high"])
         final, best = float(row["final_mean"]), float(row["best_mean"])
-        assert f"| {row['cql.tau']} | 2 | {final:.1f} ± " in md and f" | {best:.1f} ± " in md
+        assert f"| {row['cql.tau']} | 3 | {final:.1f} ± " in md and f" | {best:.1f} ± " in md

@@ -31,6 +31,7 @@ def test_iqm_of_a_hand_checked_example() -> None:
 def test_iqm_ignores_an_outlier_that_moves_the_mean() -> None:
     scores = np.array([10.0, 11.0, 12.0, 13.0, 1000.0])
     est = aggregate_estimates(scores, reps=200)
+    assert est["median"].value == 12.0  # one task: the median over its runs
     # trim 25% of 5 values = 1 from each end: mean of 11, 12, 13.
     assert est["iqm"].value == pytest.approx(12.0)
     assert est["mean"].value == pytest.approx(209.2)

@@ -72,6 +72,7 @@ def test_tensorboard_matches_metrics_jsonl_with_config_video_hparams_and_resume(
     assert_same_series(read_scalars(tb), series)
 
 
+@pytest.mark.slow  # a two-job sweep: about 60 s on a busy 2-core machine
 def test_several_loggers_and_wandb_metric_declarations(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "wandb"),

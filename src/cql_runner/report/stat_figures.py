@@ -31,9 +31,10 @@ def plot_interval_estimates(rows: Sequence[RowStats], path: Path, formats: Seque
     intervals = {lab: np.array([[_low(r, n) for n in ESTIMATORS], [_high(r, n) for n in ESTIMATORS]])
                  for lab, r in zip(labels, rows)}
     fig, _ = plot_utils.plot_interval_estimates(
-        points, intervals, metric_names=[TITLES[n] for n in ESTIMATORS], algorithms=labels,
-        xlabel=f"Final normalized score ({round(CONFIDENCE * 100)}% CI)", subfigure_width=3.6,
-        row_height=0.45, xlabel_y_coordinate=-0.25 if len(rows) < 4 else -0.1)
+        points, intervals, metric_names=[TITLES[n] for n in ESTIMATORS], algorithms=labels, xlabel="",
+        subfigure_width=4.2, row_height=0.6, wspace=0.3)
+    # rliable places its x label at a fixed offset that collides with the ticks of a short figure.
+    fig.supxlabel(f"Final normalized score ({round(CONFIDENCE * 100)}% CI)", fontsize="x-large", y=-0.45)
     try:
         return save_figure(fig, path, formats, tight=True)
     finally:

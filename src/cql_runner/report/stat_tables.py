@@ -65,7 +65,7 @@ def markdown_section(rows: Sequence[RowStats], keys: Sequence[str], reps: int) -
         "normalized score of 100 (lower is better). A group with one run shows its score and "
         f"\"{NO_INTERVAL}\".",
         "- \"all tasks\" rows aggregate a setting over every task it ran (runs × tasks); the median there is "
-        "the median of per-task means.",
+        "rliable's median of per-task means, within one task the median over runs.",
     ]
     if truncated:
         lines.append("- Unequal run counts per task: " + "; ".join(
