@@ -37,6 +37,10 @@ class EnvConfig:
     reward_bias: float = 0.0
     # Standardise observations with dataset statistics (applied in training and evaluation).
     normalize_obs: bool = False
+    # Sparse-reward tasks: the raw per-step reward of a step that has not reached the goal.
+    # An episode whose every reward equals it gets the return-to-go r_neg / (1 − γ) (after the
+    # reward transform) at every step, as in Cal-QL. Null: every episode is summed as it is.
+    sparse_reward_neg: float | None = None
 
 
 @dataclass
@@ -127,6 +131,9 @@ class CQLConfig:
     # false turns off automatic entropy tuning and keeps α at entropy_alpha_init.
     auto_entropy: bool = True
     entropy_alpha_init: float = 1.0
+    # Cal-QL (preset cql=calql): bound the π(s) and π(s′) proposals below by the Monte-Carlo
+    # return-to-go of the batch's transitions, Q ← max(Q, G), before the logsumexp.
+    calibration: bool = False
 
 
 @dataclass

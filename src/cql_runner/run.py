@@ -23,7 +23,12 @@ from cql_runner.checkpoint import CheckpointError, load_checkpoint, load_latest
 from cql_runner.config import ConfigError, resolve_seeds, validate
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
-from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
+from cql_runner.data.transforms import (
+    apply_reward_transform,
+    normalize_observations,
+    observation_stats,
+    sparse_reward_neg,
+)
 from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
 from cql_runner.discrete.build import build_discrete
@@ -90,7 +95,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                          obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
                          bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
-        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
+        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount,
+                                sparse_reward_neg=sparse_reward_neg(cfg.env))
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0
