@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -115,18 +116,19 @@ class _Evaluator:
 
 def _setup(**over) -> OnlineSetup:
     base = dict(steps=12, utd=1, envs=2, random_steps=0, calibrate=True, offline_ratio=0.5, batch_size=8,
-                log_every=4, eval_every=0, offline_steps=0, discount=0.9, reward_scale=1.0, reward_bias=0.0,
+                log_every=4, eval_every=0, checkpoint_every=0, offline_steps=0, discount=0.9, reward_scale=1.0,
+                reward_bias=0.0,
                 sparse_reward_neg=None, env_id="Pendulum-v1", max_episode_steps=5, obs_keys=None, obs_mean=None,
                 obs_std=None, action_low=np.full(ACT, -2.0, np.float32), action_high=np.full(ACT, 2.0, np.float32))
     base.update(over)
     return OnlineSetup(**base)
 
 
-def _phase(seeds=(0,), calibration: bool = True, **over) -> OnlinePhase:
+def _phase(seeds=(0,), calibration: bool = True, checkpoint=None, **over) -> OnlinePhase:
     agent = CQLAgent(OBS, ACT, list(seeds), NetworkConfig(hidden=[8, 8]),
                      CQLConfig(n_actions=2, calibration=calibration))
     sampler = DeviceSampler(_offline(), list(seeds), "cpu", discount=0.9)
-    return OnlinePhase(_setup(**over), agent, sampler, _Evaluator(len(seeds)), [])
+    return OnlinePhase(_setup(**over), agent, sampler, _Evaluator(len(seeds)), [], checkpoint)
 
 
 def test_online_episodes_enter_the_pool_only_when_they_end_with_their_returns_to_go() -> None:
@@ -161,6 +163,33 @@ def test_every_online_flag_changes_the_computation(flag: dict) -> None:
     base = _final_actor(steps=14)
     other = _final_actor(**{"steps": 14, **flag})
     assert max((a - b).abs().max().item() for a, b in zip(base, other)) > 0
+
+
+def test_online_phase_resumes_exactly_from_its_checkpoint() -> None:
+    """Agent, offline sampler, online buffers, every generator and each env's state come back."""
+    seeds = [0, 1]
+    straight = _phase(seeds, steps=14, random_steps=3)
+    straight.run()
+
+    saved: list = []
+    first = _phase(seeds, steps=14, random_steps=3, checkpoint_every=6,
+                   checkpoint=lambda states: saved.append(copy.deepcopy(
+                       (states, first.agent.checkpoint_state(), first.sampler.offline.state_dict()))))
+    first.run()
+    states, agent_state, sampler_state = next(x for x in saved if x[0][0]["env_steps"] == 6)
+    assert [len(ep["env_actions"]) for ep in states[0]["episodes"]] == [3, 3]  # mid-episode
+
+    resumed = _phase(seeds, steps=14, random_steps=3)
+    resumed.agent.load_checkpoint_state(agent_state)
+    resumed.sampler.offline.load_state_dict(sampler_state)
+    resumed.restore(states)
+    assert resumed.run().env_steps == 14
+    for a, b in zip(straight.agent.state_dict().values(), resumed.agent.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for k in range(2):
+        for name, value in straight.buffers[k].state().items():
+            np.testing.assert_array_equal(value, resumed.buffers[k].state()[name])
+    assert straight.updates == resumed.updates
 
 
 def test_calibrate_online_turns_the_bound_off_for_the_phase() -> None:
@@ -252,3 +281,51 @@ def test_cql_train_refuses_fine_tuning_without_an_env(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert "online.steps=10 needs an env to fine-tune in" in lines[-1] and "Traceback" not in proc.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_online_phase_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SUBPROCESS_ENV
+
+    from cql_runner.checkpoint import load_checkpoint
+
+    common = [*TINY, "cql=calql", "train.steps=10", "online.envs=2", "online.random_steps=4", "eval.every=0",
+              "train.checkpoint_every=100000"]
+    split, full = tmp_path / "split", tmp_path / "full"
+    exe = Path(sys.executable).parent / "cql-train"
+    proc = subprocess.Popen([str(exe), *common, "online.steps=100000", f"run_dir={split}"], cwd=tmp_path,
+                            env={**os.environ, **SUBPROCESS_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics, deadline = split / "metrics.jsonl", time.monotonic() + 300
+    while not (metrics.exists() and "online/env_steps" in metrics.read_text()):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the online phase logged nothing in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert json.loads((split / "summary.json").read_text())["status"] == "interrupted"
+    online = load_checkpoint(split / "checkpoints" / "last.pt")["online"]
+    k = online["env_steps"]
+    assert 10 <= k < 100000 and not online["complete"]
+
+    total = [f"online.steps={k + 16}"]
+    resumed = run_cli([*common, *total, f"run_dir={split}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert run_cli([*common, *total, f"run_dir={full}"], cwd=tmp_path).returncode == 0
+    a, b = load_checkpoint(full / "checkpoints" / "last.pt"), load_checkpoint(split / "checkpoints" / "last.pt")
+    assert a["trainer"]["step"] == b["trainer"]["step"] == 10 + k + 16
+    for name, tensor in a["agent"]["modules"].items():
+        torch.testing.assert_close(b["agent"]["modules"][name], tensor, rtol=0, atol=0, msg=name)
+    for key in ("sampler", "uniform_rng", "noise", "episodes_started", "updates"):
+        assert repr(a["online"][key]) == repr(b["online"][key]), key
+    for name, value in a["online"]["buffer"].items():
+        np.testing.assert_array_equal(b["online"]["buffer"][name], value)
+    steps = [r["step"] for r in _records(split)]
+    assert steps == sorted(set(steps)) == [r["step"] for r in _records(full)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ class OnlineSetup:
     batch_size: int
     log_every: int
     eval_every: int
+    checkpoint_every: int
     # The offline phase's last update step: online step s is logged at offline_steps + s.
     offline_steps: int
     discount: float
@@ -80,7 +81,8 @@ def online_setup(cfg: Any, data: OfflineData) -> OnlineSetup:
         steps=int(cfg.online.steps), utd=int(cfg.online.utd), envs=int(cfg.online.envs),
         random_steps=int(cfg.online.random_steps), calibrate=bool(cfg.online.calibrate_online),
         offline_ratio=offline_ratio(cfg), batch_size=int(cfg.train.batch_size), log_every=int(cfg.train.log_every),
-        eval_every=int(cfg.eval.every), offline_steps=int(cfg.train.steps), discount=float(cfg.cql.discount),
+        eval_every=int(cfg.eval.every), checkpoint_every=int(cfg.train.checkpoint_every),
+        offline_steps=int(cfg.train.steps), discount=float(cfg.cql.discount),
         reward_scale=float(cfg.env.reward_scale), reward_bias=float(cfg.env.reward_bias),
         sparse_reward_neg=sparse_reward_neg(cfg.env), env_id=resolve_env_id(cfg.eval, meta),
         max_episode_steps=None if cfg.eval.max_episode_steps is None else int(cfg.eval.max_episode_steps),
@@ -90,6 +92,9 @@ def online_setup(cfg: Any, data: OfflineData) -> OnlineSetup:
     )
 
 
+ROW_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
+
+
 @dataclass
 class _Episode:
     """One env's episode in progress: rows wait here until it ends."""
@@ -97,9 +102,10 @@ class _Episode:
     index: int  # the buffer's episode id
     seed: int
     obs: np.ndarray  # the learner's view of the current observation
-    rows: dict[str, list[Any]] = field(default_factory=lambda: {
-        "obs": [], "actions": [], "rewards": [], "next_obs": [], "terminated": [], "truncated": []})
+    rows: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in ROW_FIELDS})
     env_return: float = 0.0  # undiscounted, in env units (before the reward transform)
+    # What the env received: replayed after its reset seed to restore the env on resume.
+    env_actions: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass
@@ -112,9 +118,13 @@ class OnlineResult:
 
 class OnlinePhase:
     def __init__(self, setup: OnlineSetup, agent: CQLAgent, offline: DeviceSampler, trainer: Any,
-                 loggers: Sequence[MultiLogger]) -> None:
+                 loggers: Sequence[MultiLogger],
+                 checkpoint: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        """``checkpoint`` writes one payload per seed (the online part of each seed's checkpoint)."""
         self.setup, self.agent, self.trainer = setup, agent, trainer
         self.loggers = list(loggers)
+        self.checkpoint = checkpoint
+        self._restored: list[dict[str, Any]] | None = None
         self.seeds = list(agent.seeds)
         k = len(self.seeds)
         self.buffers = [OnlineReplay(setup.steps, agent.obs_dim, agent.act_dim) for _ in range(k)]
@@ -149,6 +159,20 @@ class OnlinePhase:
                                     sparse_reward_neg=self.setup.sparse_reward_neg)
         self._finished[k].append(ep.env_return)
 
+    def _replay_episode(self, env: Any, saved: dict[str, Any]) -> _Episode:
+        """Reset with the episode's seed and replay its actions: a deterministic env (Gymnasium's
+        MuJoCo and classic-control envs) is back in the state it was checkpointed in."""
+        raw, _ = env.reset(seed=int(saved["seed"]))
+        for action in saved["env_actions"]:
+            raw, *_ = env.step(action)
+        obs = self._learner_obs(raw)
+        rows = {name: list(saved["rows"][name]) for name in ROW_FIELDS}
+        if rows["next_obs"] and not np.array_equal(obs, rows["next_obs"][-1]):
+            log.warning("%s did not return to its checkpointed state on replay; the resumed online "
+                        "phase will not match an uninterrupted one exactly", self.setup.env_id)
+        return _Episode(int(saved["index"]), int(saved["seed"]), obs, rows, float(saved["env_return"]),
+                        list(saved["env_actions"]))
+
     # ----- acting -------------------------------------------------------------------------
     @torch.no_grad()
     def _actions(self, obs: np.ndarray) -> np.ndarray:
@@ -170,7 +194,11 @@ class OnlinePhase:
         low = s.action_low if s.action_low is not None else vecs[0].single_action_space.low
         high = s.action_high if s.action_high is not None else vecs[0].single_action_space.high
         try:
-            episodes = [[self._new_episode(k, env) for env in vec.envs] for k, vec in enumerate(vecs)]
+            if self._restored is None:
+                episodes = [[self._new_episode(k, env) for env in vec.envs] for k, vec in enumerate(vecs)]
+            else:
+                episodes = [[self._replay_episode(env, saved) for env, saved in zip(vec.envs, st["episodes"])]
+                            for vec, st in zip(vecs, self._restored)]
             return self._loop(vecs, episodes, low, high)
         finally:
             for vec in vecs:
@@ -211,8 +239,51 @@ class OnlinePhase:
                         lg.log(rec, step)
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested and not done:
+                    self._save(episodes)
                     return OnlineResult("interrupted", self.env_steps, self.updates, preempt)
+                # At the end too, marked complete, so rerunning the command does not repeat it.
+                if (s.checkpoint_every and self.env_steps % s.checkpoint_every < n) or done:
+                    self._save(episodes, complete=done)
         return OnlineResult("completed", self.env_steps, self.updates)
+
+    # ----- exact resume -------------------------------------------------------------------
+    def _save(self, episodes: list[list[_Episode]], complete: bool = False) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint([self.seed_state(k, episodes[k], complete) for k in range(len(self.seeds))])
+
+    def seed_state(self, k: int, episodes: Sequence[_Episode], complete: bool = False) -> dict[str, Any]:
+        """Seed k's online progress: buffer, generators, episodes in progress, metrics window."""
+        return {
+            "env_steps": self.env_steps, "updates": self.updates, "complete": complete,
+            "episodes_started": self._episodes_started[k],
+            "buffer": self.buffers[k].state(),
+            "sampler": self.sampler.generators[k].get_state(),
+            "uniform_rng": self.uniform_rngs[k].bit_generator.state,
+            "noise": self.noise[k].get_state(),
+            "episodes": [{"index": ep.index, "seed": ep.seed, "env_return": ep.env_return,
+                          "env_actions": np.asarray(ep.env_actions, np.float32).reshape(-1, self.agent.act_dim),
+                          "rows": {name: np.asarray(v) for name, v in ep.rows.items()}} for ep in episodes],
+            "finished": list(self._finished[k]),
+            "metric_sums": {n: v[k : k + 1].cpu().clone() for n, v in self._sums.items()},
+            "metric_count": self._count,
+        }
+
+    def restore(self, states: Sequence[dict[str, Any]]) -> None:
+        """Continue from per-seed online states written at the same env step."""
+        first = states[0]
+        self.env_steps, self.updates = int(first["env_steps"]), int(first["updates"])
+        for k, st in enumerate(states):
+            self._episodes_started[k] = int(st["episodes_started"])
+            self.buffers[k] = OnlineReplay.from_state(st["buffer"], self.setup.steps)
+            self.sampler.online[k] = self.buffers[k]
+            self.sampler.generators[k].set_state(st["sampler"])
+            self.uniform_rngs[k].bit_generator.state = st["uniform_rng"]
+            self.noise[k].set_state(st["noise"])
+            self._finished[k] = list(st["finished"])
+        device = self.agent.device
+        self._sums = {n: torch.cat([st["metric_sums"][n] for st in states]).to(device) for n in first["metric_sums"]}
+        self._count = int(first["metric_count"])
+        self._restored = list(states)
 
     def _step_env(self, k: int, i: int, env: Any, episodes: list[list[_Episode]], unit: np.ndarray,
                   env_action: np.ndarray) -> None:
@@ -227,6 +298,7 @@ class OnlinePhase:
         rows["terminated"].append(bool(terminated))
         rows["truncated"].append(bool(truncated))
         ep.env_return += float(reward)
+        ep.env_actions.append(env_action)
         ep.obs = next_obs
         if terminated or truncated:
             self._end_episode(k, ep)
@@ -280,28 +352,29 @@ def finished(payloads: Sequence[dict[str, Any]] | None, steps: int) -> bool:
     return bool(online) and int(online.get("env_steps", 0)) >= steps and bool(online.get("complete"))
 
 
-def checkpoint_extra(result: OnlineResult) -> dict[str, Any]:
-    return {"online": {"env_steps": result.env_steps, "updates": result.updates,
-                       "complete": result.status == "completed"}}
-
-
-
 def fine_tune(cfg: Any, data: OfflineData, agent: CQLAgent, offline: DeviceSampler, trainer: Any,
               loggers: Sequence[MultiLogger], resumed: Sequence[dict[str, Any]] | None) -> OnlineResult | None:
     """Run the online phase after a completed offline phase; None when there is none to run.
 
-    A completed online phase ends with a checkpoint at step train.steps + online.steps marked
-    complete, so rerunning the command does not repeat it. An interrupted one is not resumed
-    exactly yet: a rerun starts the online phase again from the end of offline training.
+    The online phase checkpoints every ``train.checkpoint_every`` env steps, on SIGTERM/SIGUSR1
+    and at its end (marked complete, so rerunning the command does not repeat it), at step
+    train.steps + env steps; rerunning an interrupted command continues it exactly.
     """
     steps = int(cfg.online.steps)
     if steps <= 0 or finished(resumed, steps):
         return None
     setup = online_setup(cfg, data)
+
+    def checkpoint(states: list[dict[str, Any]]) -> None:
+        # One axis: the online phase's checkpoints sit at step train.steps + env steps.
+        trainer.state.step = setup.offline_steps + int(states[0]["env_steps"])
+        trainer.checkpoint([{"online": st} for st in states])
+
+    phase = OnlinePhase(setup, agent, offline, trainer, loggers, checkpoint)
+    online = [p.get("online") for p in resumed or []]
+    if online and all(online):
+        phase.restore(online)
+        log.info("resuming the online phase at env step %d", phase.env_steps)
     log.info("online phase: %d env steps per seed in %d env(s), utd %d, offline share %.3g, calibration %s",
              steps, setup.envs, setup.utd, setup.offline_ratio, "on" if agent.calibrate and setup.calibrate else "off")
-    result = OnlinePhase(setup, agent, offline, trainer, loggers).run()
-    if result.status == "completed":
-        trainer.state.step = setup.offline_steps + result.env_steps
-        trainer.checkpoint(checkpoint_extra(result))
-    return result
+    return phase.run()
