@@ -329,3 +329,37 @@ def test_sigterm_in_the_online_phase_resumes_to_the_uninterrupted_result(tmp_pat
         np.testing.assert_array_equal(b["online"]["buffer"][name], value)
     steps = [r["step"] for r in _records(split)]
     assert steps == sorted(set(steps)) == [r["step"] for r in _records(full)]
+
+
+def test_report_marks_the_switch_to_online_on_the_shared_axis(tmp_path: Path, monkeypatch) -> None:
+    import yaml
+    from matplotlib.axes import Axes
+
+    from cql_runner.report.cli import main as report_main
+    from cql_runner.report.collect_runs import collect
+
+    for seed, online_steps in ((0, 40), (1, 40)):
+        d = tmp_path / "ft" / str(seed)
+        d.mkdir(parents=True)
+        config = {"env": {"name": "hopper-medium"}, "seed": seed, "train": {"steps": 20},
+                  "online": {"steps": online_steps}, "cql": {"calibration": True}}
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+        rows = [{"step": s, "eval/normalized_score": float(s)} for s in (10, 20, 40, 60)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    offline = tmp_path / "off" / "0"
+    offline.mkdir(parents=True)
+    (offline / "config.yaml").write_text(yaml.safe_dump({"env": {"name": "hopper-medium"}, "seed": 0,
+                                                         "train": {"steps": 60}, "cql": {"calibration": False}}))
+    (offline / "metrics.jsonl").write_text(json.dumps({"step": 60, "eval/normalized_score": 1.0}) + "\n")
+
+    from cql_runner.report.aggregate import group_runs, varied_keys
+    from cql_runner.report.render import online_switch
+
+    lines: list[float] = []
+    real = Axes.axvline
+    monkeypatch.setattr(Axes, "axvline", lambda self, x=0, *a, **k: (lines.append(x), real(self, x, *a, **k))[1])
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--reps", "200"]) == 0
+    assert lines == [20]  # one switch, for the fine-tuning group only
+    runs = collect([tmp_path]).runs
+    groups = group_runs(runs, varied_keys(runs))
+    assert sorted(str(online_switch(g)) for g in groups) == ["20", "None"]
