@@ -39,6 +39,7 @@ from cql_runner.online.checks import offline_ratio
 from cql_runner.online.mixed import MixedSampler
 from cql_runner.online.replay import OnlineReplay
 from cql_runner.preemption import PreemptionFlag
+from cql_runner.trainer import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +327,6 @@ class OnlinePhase:
         self._sums, self._count = {}, 0
         bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i]).all()]
         if bad:
-            from cql_runner.trainer import NonFiniteLossError
-
             raise NonFiniteLossError(
                 f"{', '.join(bad)} became NaN/inf in the online phase before env step {self.env_steps}; "
                 "try a lower cql.critic_lr or cql.policy_lr, or network.layer_norm=true")
