@@ -34,7 +34,7 @@ def make_batch(k: int = 1, b: int = B, seed: int = 0) -> Batch:
 
 
 def stack_batches(batches: list[Batch]) -> Batch:
-    return Batch(*(torch.cat(parts, dim=0) for parts in zip(*batches)))
+    return Batch(*(None if parts[0] is None else torch.cat(parts, dim=0) for parts in zip(*batches)))
 
 
 def param_groups(agent: CQLAgent) -> dict[str, list[torch.Tensor]]:

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "strict_json", "run_lock", "resume_check", "failed_start", "memory_estimate", "sweep_tally",
               "data", "logging", "seeds")),
     ("algorithm", ("cql", "discrete", "rollout", "video", "evaluation")),
-    ("training", ("update_step", "trainer", "run", "collect", "report", "peers")),
+    ("training", ("update_step", "trainer", "run", "collect", "report", "peers", "online")),
     ("entry points", ("cli", "evidence")),
 ]
 

@@ -37,6 +37,10 @@ class EnvConfig:
     reward_bias: float = 0.0
     # Standardise observations with dataset statistics (applied in training and evaluation).
     normalize_obs: bool = False
+    # Sparse-reward tasks: the raw per-step reward of a step that has not reached the goal.
+    # An episode whose every reward equals it gets the return-to-go r_neg / (1 − γ) (after the
+    # reward transform) at every step, as in Cal-QL. Null: every episode is summed as it is.
+    sparse_reward_neg: float | None = None
 
 
 @dataclass
@@ -127,6 +131,9 @@ class CQLConfig:
     # false turns off automatic entropy tuning and keeps α at entropy_alpha_init.
     auto_entropy: bool = True
     entropy_alpha_init: float = 1.0
+    # Cal-QL (preset cql=calql): bound the π(s) and π(s′) proposals below by the Monte-Carlo
+    # return-to-go of the batch's transitions, Q ← max(Q, G), before the logsumexp.
+    calibration: bool = False
 
 
 @dataclass
@@ -209,6 +216,33 @@ class EvalConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """Online fine-tuning in the eval env after the offline ``train.steps`` (cql_runner.online).
+
+    Counts are per seed. ``train.batch_size``, ``train.log_every`` and ``eval.every`` keep their
+    meaning, with env steps in place of update steps.
+    """
+
+    # Env steps of fine-tuning (0: off). With train.steps=0 it is online RL from scratch.
+    steps: int = 0
+    # Share of each batch drawn from the offline data; the rest comes from the online buffer.
+    # Null: 0.5 after offline pre-training (Cal-QL, CORL), 0 with train.steps=0 (plain online SAC
+    # from scratch, the baseline fine-tuning must beat).
+    offline_ratio: float | None = None
+    # Gradient updates per env step.
+    utd: int = 1
+    # Envs stepped side by side per seed (one SyncVectorEnv each); each counts towards steps.
+    envs: int = 1
+    # Uniform-action env steps before the policy acts.
+    random_steps: int = 0
+    # Keep the Cal-QL bound on while fine-tuning (the original Cal-QL), or drop it at the switch
+    # (CORL). On by default: online episodes carry the current policy's own Monte-Carlo returns,
+    # a valid lower bound of its value, so the calibration the bound buys stays correct online;
+    # only has an effect with cql.calibration=true.
+    calibrate_online: bool = True
+
+
+@dataclass
 class WandbConfig:
     """``logger=wandb``: mirror metrics, videos and the summary to Weights & Biases."""
 
@@ -260,6 +294,7 @@ class RunConfig:
     discrete: DiscreteConfig = field(default_factory=DiscreteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     logger: LoggersConfig = field(default_factory=LoggersConfig)
     seed: int = 0
     # continuous: CQL(H) on SAC; discrete: CQL on Double DQN / QR-DQN (see DiscreteConfig).
@@ -325,7 +360,18 @@ def validate(cfg: RunConfig | DictConfig) -> None:
     _check(n.log_std_min < n.log_std_max, "network.log_std_min must be < network.log_std_max")
 
     t = cfg.train
-    _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps})")
+    online = cfg.online
+    if online.steps > 0:
+        _check(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps}); 0 fine-tunes from scratch")
+    else:
+        _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps}), or pass online.steps=N for online RL")
+    _check(online.steps >= 0, f"online.steps must be >= 0 (got {online.steps}); 0 turns fine-tuning off")
+    ratio = online.offline_ratio
+    _check(ratio is None or 0.0 <= ratio <= 1.0,
+           f"online.offline_ratio must be in [0, 1] (got {ratio}); e.g. online.offline_ratio=0.5")
+    _check(online.utd >= 1, f"online.utd must be >= 1 (got {online.utd}); it is updates per env step")
+    _check(online.envs >= 1, f"online.envs must be >= 1 (got {online.envs})")
+    _check(online.random_steps >= 0, f"online.random_steps must be >= 0 (got {online.random_steps})")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
     _check(t.log_every >= 1, f"train.log_every must be >= 1 (got {t.log_every})")
     _check(t.num_seeds >= 1, f"train.num_seeds must be >= 1 (got {t.num_seeds})")

@@ -26,9 +26,9 @@ CHANGES_FILE = "config_changes.jsonl"
 
 # Keys a resume may change freely: how long and how often, where, and how it is mirrored.
 # Everything else shapes the run's numbers and must match (or be accepted explicitly).
-FREE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.progress", "train.threads",
-             "train.compile", "train.cuda_graph", "device", "run_dir", "resume", "resume_allow_changes",
-             "eval.every", "eval.video_every", "eval.video_max_frames", "dataset.cache_dir",
+FREE_KEYS = ("train.steps", "online.steps", "train.log_every", "train.checkpoint_every", "train.progress",
+             "train.threads", "train.compile", "train.cuda_graph", "device", "run_dir", "resume",
+             "resume_allow_changes", "eval.every", "eval.video_every", "eval.video_max_frames", "dataset.cache_dir",
              "dataset.download")
 FREE_PREFIXES = ("logger.",)
 # Keys that fix the shapes of the saved networks: no opt-in can continue with other values.

@@ -5,6 +5,7 @@ This is the plain function behind ``cql-train``; tests call it with a composed c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -23,7 +24,12 @@ from cql_runner.checkpoint import CheckpointError, load_checkpoint, load_latest
 from cql_runner.config import ConfigError, resolve_seeds, validate
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
-from cql_runner.data.transforms import apply_reward_transform, normalize_observations, observation_stats
+from cql_runner.data.transforms import (
+    apply_reward_transform,
+    normalize_observations,
+    observation_stats,
+    sparse_reward_neg,
+)
 from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
 from cql_runner.discrete.build import build_discrete
@@ -32,6 +38,8 @@ from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
 from cql_runner.memory_estimate import check_batch, check_sizes
+from cql_runner.online.checks import check_fine_tuning
+from cql_runner.online.phase import fine_tune
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
@@ -75,6 +83,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     warn_about_config(cfg, device)
 
     data = load_data(cfg)
+    check_fine_tuning(cfg, data)
     check_action_space(cfg.action_space, data)
     check_batch(cfg.train.batch_size, data.size)
     if cfg.action_space == "discrete":
@@ -90,7 +99,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
                          obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
                          bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
-        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount)
+        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount,
+                                sparse_reward_neg=sparse_reward_neg(cfg.env))
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0
@@ -111,6 +121,11 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     try:
         result = trainer.fit()
         status = result.status
+        if status == "completed":
+            online = fine_tune(cfg, data, agent, sampler, trainer, loggers, resumed)
+            if online is not None:
+                result = dataclasses.replace(result, status=online.status, preemption=online.preemption)
+                status = result.status
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -149,7 +164,8 @@ def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: i
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(one, resolve=True))
     loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", resume_step=resume_step)]
     if console:
-        loggers.append(ConsoleLogger(cfg.train.steps, start_step=resume_step or 0, enabled=cfg.train.progress))
+        loggers.append(ConsoleLogger(cfg.train.steps + cfg.online.steps, start_step=resume_step or 0,
+                                     enabled=cfg.train.progress))
     config = OmegaConf.to_container(one, resolve=True)
     swept = swept_keys()
     if swept:

@@ -200,15 +200,21 @@ class Trainer:
                     lg.log_video("eval/video", clip, st.step)
         return results
 
-    def checkpoint(self) -> None:
-        """Write each seed's last.pt (keeping prev.pt) after checking that nothing became NaN."""
+    def evaluate(self) -> list[dict[str, float]]:
+        """Evaluate now and update the last/best scores (the online phase evaluates through this)."""
+        return self._evaluate()
+
+    def checkpoint(self, extra: Sequence[dict[str, Any]] | None = None) -> None:
+        """Write each seed's last.pt (keeping prev.pt) after checking that nothing became NaN.
+
+        ``extra[k]`` entries are added to seed k's payload (the online phase's progress)."""
         if self._count:
             names = list(self._sums)
             self._raise_if_nonfinite(names, torch.stack([self._sums[n] for n in names]).cpu())
         self.state.last_checkpoint_step = self.state.step
         self.state.wall_s = time.perf_counter() - self.wall_origin
         for k, d in enumerate(self.checkpoint_dirs):
-            save_checkpoint(d, self._seed_payload(k), self.state.step)
+            save_checkpoint(d, {**self._seed_payload(k), **(extra[k] if extra else {})}, self.state.step)
 
     def _seed_payload(self, k: int) -> dict[str, Any]:
         """Seed k's checkpoint: the same format a single-seed run writes, so either can resume it."""

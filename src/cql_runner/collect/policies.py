@@ -23,7 +23,7 @@ from cql_runner.networks import Actor
 from cql_runner.rollout import Policy, rollout
 
 # Streams: one per use, so e.g. the medium data never shares env seeds with the expert data.
-STREAMS = {"random": 1, "medium": 2, "expert": 3, "ref": 7, "train": 8, "warmup": 9}
+STREAMS = {"random": 1, "medium": 2, "expert": 3, "ref": 7, "train": 8, "warmup": 9, "online": 10}
 # rollout() seed offsets of the evaluation episodes (SAC snapshots) and reference returns.
 EVAL_OFFSET = 100
 REF_OFFSET = 2_000

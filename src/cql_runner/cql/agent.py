@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses, terms
+from cql_runner.cql.calibration import calibration_bound
 from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.data.types import Batch
 from cql_runner.networks import Actor, Critic
@@ -79,6 +80,9 @@ class CQLAgent(nn.Module):
         # With no conservative weight the CQL proposals cannot change any loss: skip them
         # (plain offline or online SAC).
         self.conservative = cql.alpha > 0
+        # The Cal-QL bound on the policy proposals. A fine-tuning phase may turn it off
+        # (online.calibrate_online) through set_calibration.
+        self.calibrate = bool(cql.calibration)
 
         actor_hidden = list(network.actor_hidden or network.hidden)
         critic_hidden = list(network.critic_hidden or network.hidden)
@@ -183,6 +187,15 @@ class CQLAgent(nn.Module):
             q_data, q_uniform, q_policy, q_next_policy = q_all.float().reshape(k, -1, 1 + 3 * n, b).split(
                 [1, n, n, n], dim=2)
             q_data = q_data.squeeze(2)
+            lifted = None
+            if self.calibrate:
+                # Cal-QL: the π(s) and π(s′) proposals, never the uniform ones, bounded below by
+                # the batch's returns-to-go.
+                if batch.returns_to_go is None:
+                    raise ValueError("cql.calibration needs batches with returns_to_go")
+                calibrated = calibration_bound(q_policy=q_policy, q_next_policy=q_next_policy,
+                                               returns_to_go=batch.returns_to_go)
+                q_policy, q_next_policy, lifted = calibrated
             gap = losses.conservative_gap(
                 q_uniform=q_uniform, q_policy=q_policy, q_next_policy=q_next_policy, q_data=q_data,
                 log_prob_policy=policy.log_prob, log_prob_next_policy=next_policy.log_prob,
@@ -194,8 +207,9 @@ class CQLAgent(nn.Module):
         else:
             q_data = self.critic(batch.obs, batch.actions).float()
             gap, cql = losses.conservative_term_off(n_agents=k, n_critics=q_data.shape[1], like=q_data)
+            lifted = None
         return terms.CriticTerms(target=target, q_data=q_data, td=losses.td_loss(q_data=q_data, target=target),
-                                 gap=gap, cql=cql)
+                                 gap=gap, cql=cql, calibration_lifted=lifted)
 
     def _actor_terms(self, batch: Batch, policy: PolicySample, entropy_alpha: Tensor) -> terms.ActorTerms:
         log_prob = policy.log_prob[:, 0]
@@ -213,6 +227,10 @@ class CQLAgent(nn.Module):
                       if self.cql.auto_entropy else torch.zeros_like(loss))
         return terms.ActorTerms(loss=loss, alpha_loss=alpha_loss, entropy_alpha=entropy_alpha,
                                 log_prob=log_prob, q_policy_min=q_policy_min)
+
+    def set_calibration(self, on: bool) -> None:
+        """Turn the Cal-QL bound on or off from the next update on (cql.calibration must be set)."""
+        self.calibrate = bool(on) and bool(self.cql.calibration)
 
     # ----- one gradient step ----------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, Tensor]:

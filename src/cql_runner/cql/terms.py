@@ -21,6 +21,8 @@ class CriticTerms(NamedTuple):
     td: Tensor  # (K, n): ½·mean((Q_i(s,a) − y)²)
     gap: ConservativeGap
     cql: CQLPenalty
+    # (K,): share of the policy proposals the Cal-QL bound raised; None without calibration.
+    calibration_lifted: Tensor | None = None
 
     @property
     def loss(self) -> Tensor:
@@ -63,4 +65,6 @@ def step_metrics(critic: CriticTerms, actor: ActorTerms) -> dict[str, Tensor]:
         "q/target": critic.target.mean(-1),
         "policy/entropy": -actor.log_prob.mean(-1),
     }
+    if critic.calibration_lifted is not None:
+        metrics["cql/calibration_lifted"] = critic.calibration_lifted
     return {name: value.detach() for name, value in metrics.items()}

@@ -23,7 +23,7 @@ class DeviceSampler:
     """Uniform minibatches for K agents, each from its own generator: (K, B, ...)."""
 
     def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str,
-                 discount: float | None = None) -> None:
+                 discount: float | None = None, sparse_reward_neg: float | None = None) -> None:
         self.device = torch.device(device)
         self.size = data.size
 
@@ -36,7 +36,10 @@ class DeviceSampler:
         self.next_observations = put(data.next_observations)
         self.terminals = put(data.terminals)
         # Monte-Carlo returns-to-go of the dataset's states: the yardstick for the learned Q.
-        self.returns_to_go = put(data.returns_to_go(discount)) if discount is not None else None
+        # Also the Cal-QL bound, which is why batches carry them. ``sparse_reward_neg`` is in the
+        # units of ``data.rewards`` (after any reward transform).
+        self.returns_to_go = (put(data.returns_to_go(discount, sparse_reward_neg))
+                              if discount is not None else None)
         self.last_indices: torch.Tensor | None = None
         self.generators = [
             torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds
@@ -54,6 +57,7 @@ class DeviceSampler:
             rewards=self.rewards[idx],
             next_obs=self.next_observations[idx],
             terminals=self.terminals[idx],
+            returns_to_go=None if self.returns_to_go is None else self.returns_to_go[idx],
         )
 
     def last_mc_returns(self) -> torch.Tensor | None:

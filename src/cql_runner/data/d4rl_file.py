@@ -186,6 +186,8 @@ def to_offline_data(arrays: dict[str, np.ndarray], attrs: dict[str, Any], datase
             "data_path": str(source.resolve()) if source is not None else None,
             "action_bounds_assumed": assumed,
             "next_observations_derived": not has_next,
+            # Without timeouts an episode cut by the time limit runs on into the next one.
+            "episode_ends_known": "timeouts" in arrays,
             "rows_in_file": int(n),
             "rows_dropped": int(n - keep.sum()),
             **({"algorithm_name": str(attrs["algorithm"])} if "algorithm" in attrs else {}),

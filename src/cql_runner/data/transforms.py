@@ -20,9 +20,22 @@ def _meta_with(data: OfflineData, **extra: object) -> DatasetMeta:
     return dataclasses.replace(data.meta, extra={**data.meta.extra, **extra})
 
 
+def transform_rewards(rewards: np.ndarray | float, scale: float, bias: float) -> np.ndarray:
+    """r' = scale * r + bias in float32: the one formula for dataset, online and r_neg rewards."""
+    return (np.float64(scale) * np.asarray(rewards, np.float64) + bias).astype(np.float32)
+
+
+def sparse_reward_neg(env: object) -> float | None:
+    """``env.sparse_reward_neg`` in the units the learner sees (after the reward transform)."""
+    raw = getattr(env, "sparse_reward_neg", None)
+    if raw is None:
+        return None
+    return float(transform_rewards(raw, getattr(env, "reward_scale", 1.0), getattr(env, "reward_bias", 0.0)))
+
+
 def apply_reward_transform(data: OfflineData, scale: float, bias: float) -> OfflineData:
     """r' = scale * r + bias (e.g. antmaze's r * 10 - 5), in float32."""
-    rewards = (np.float64(scale) * data.rewards.astype(np.float64) + bias).astype(np.float32)
+    rewards = transform_rewards(data.rewards, scale, bias)
     meta = _meta_with(data, reward_scale=float(scale), reward_bias=float(bias))
     return dataclasses.replace(data, rewards=rewards, meta=meta)
 

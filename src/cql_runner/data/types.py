@@ -18,6 +18,9 @@ class Batch(NamedTuple):
     next_obs: Tensor
     # 1 only for true terminations: a time-limit truncation still bootstraps.
     terminals: Tensor
+    # Monte-Carlo return-to-go of each transition (K, B): the Cal-QL bound. None where the
+    # source keeps none.
+    returns_to_go: Tensor | None = None
 
 
 @dataclass
@@ -68,24 +71,18 @@ class OfflineData:
     def act_dim(self) -> int:
         return int(self.actions.shape[1])
 
-    def returns_to_go(self, discount: float) -> np.ndarray:
+    def returns_to_go(self, discount: float, sparse_reward_neg: float | None = None) -> np.ndarray:
         """Discounted Monte-Carlo return from each transition to the end of its episode (T,).
 
-        A truncated episode's tail is cut off, so there the estimate is a lower bound.
-        Accumulated in float64 one episode at a time: float64 copies of the whole column
-        (two of them, 16 MB per 1M steps) were allocated and freed at load time, and glibc
-        could keep them resident for the run (scripts/bench_memory.py).
+        See :func:`cql_runner.data.returns.episode_returns_to_go` for truncated and
+        sparse-reward episodes. Accumulated in float64 one episode at a time: float64 copies
+        of the whole column (two of them, 16 MB per 1M steps) were allocated and freed at load
+        time, and glibc could keep them resident for the run (scripts/bench_memory.py).
         """
-        out = np.empty(self.size, dtype=np.float32)
-        ends = np.append(self.episode_starts[1:], self.size)
-        for start, end in zip(self.episode_starts, ends):
-            acc = 0.0
-            rets = []
-            for r in reversed(self.rewards[start:end].astype(np.float64).tolist()):
-                acc = r + discount * acc
-                rets.append(acc)
-            out[start:end] = rets[::-1]
-        return out
+        from cql_runner.data.returns import returns_to_go
+
+        return returns_to_go(rewards=self.rewards, episode_starts=self.episode_starts, discount=discount,
+                             sparse_reward_neg=sparse_reward_neg)
 
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of each episode, in dataset order."""

@@ -21,6 +21,7 @@ DEFAULT_KEYS: tuple[str, ...] = (
     "cql/gap",
     "eval/return",
     "eval/normalized_score",
+    "online/return",
 )
 
 

@@ -140,6 +140,16 @@ def _task_axes(fig: Figure, tasks: Sequence[str]) -> dict[str, Axes]:
 
 
 CURVE_STATS = ("mean", "iqm")
+# Drawn where a fine-tuning run's online phase starts (its curves share one step axis: offline
+# update steps, then train.steps + env steps).
+SWITCH_STYLE = {"linestyle": ":", "linewidth": 1.2}
+
+
+def online_switch(group: Group) -> int | None:
+    """The step at which a group's online phase starts (its ``train.steps``); None when its runs
+    have no online phase or start it at different steps."""
+    starts = {int(r.config.get("train.steps") or 0) for r in group.runs if (r.config.get("online.steps") or 0) > 0}
+    return starts.pop() if len(starts) == 1 else None
 
 
 def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Sequence[str] = ("png",),
@@ -153,6 +163,7 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
     for task, ax in axes.items():
         peaks: list[float] = []
         lowest = 0.0
+        switched = False
         for i, g in enumerate(g for g in groups if g.task == task):
             band = _curve_band(g, metric, stat, reps, seed)
             if band is None:
@@ -161,6 +172,10 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
             color = f"C{i % 10}"
             ax.plot(steps, centre, color=color, marker="o", markersize=3, label=g.label())
             ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            switch = online_switch(g)
+            if switch is not None:
+                ax.axvline(switch, color=color, **SWITCH_STYLE)
+                switched = True
             finite = [float(v) for v in centre if math.isfinite(v)]
             peaks.append(max((abs(v) for v in finite), default=0.0))
             lowest = min([lowest, *finite])
@@ -168,7 +183,8 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
         linear_up_to = outlier_symlog_threshold(peaks)
         if linear_up_to is not None:
             _symlog_linear_below(ax, linear_up_to, lowest, max(peaks))
-        _decorate(ax, task, metric)
+        _decorate(ax, task, metric,
+                  [Line2D([], [], color="gray", label="offline → online", **SWITCH_STYLE)] if switched else [])
     how = "mean ± std" if stat == "mean" else "IQM with 95% bootstrap band"
     fig.suptitle(f"{metric}: {how} over seeds")
     return drawn, save_figure(fig, path, formats)

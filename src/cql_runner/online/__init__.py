@@ -1,0 +1,1 @@
+"""Offline-to-online fine-tuning: the online buffer, the mixed sampler and the online phase."""

@@ -1,0 +1,64 @@
+"""Fine-tuning batches: a fixed share from the offline data, the rest from each seed's online buffer.
+
+With ``offline_ratio`` r and batch B, every batch holds exactly round(r·B) offline rows first and
+B − round(r·B) online rows after them, per seed. Each seed draws its online rows with its own
+generator, so seed k's batches do not depend on the other seeds of a vectorised run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from cql_runner.data.buffer import DeviceSampler
+from cql_runner.data.types import Batch
+from cql_runner.online.replay import OnlineReplay
+
+# Keeps the online-row stream apart from the seed's other streams.
+ONLINE_SAMPLER_SEED_OFFSET = 15_485_863
+
+
+class MixedSampler:
+    def __init__(self, offline: DeviceSampler, online: Sequence[OnlineReplay], seeds: Sequence[int],
+                 batch_size: int, offline_ratio: float, device: torch.device | str) -> None:
+        if len(online) != len(seeds):
+            raise ValueError(f"one online buffer per seed: {len(online)} buffers for {len(seeds)} seeds")
+        self.offline, self.online = offline, list(online)
+        self.batch_size = int(batch_size)
+        self.n_offline = round(float(offline_ratio) * self.batch_size)
+        self.n_online = self.batch_size - self.n_offline
+        self.device = torch.device(device)
+        self.generators = [torch.Generator().manual_seed(int(s) + ONLINE_SAMPLER_SEED_OFFSET) for s in seeds]
+
+    def ready(self) -> bool:
+        """Whether a batch can be drawn: every online buffer has rows, unless none are asked for."""
+        return self.n_online == 0 or all(buf.size > 0 for buf in self.online)
+
+    @property
+    def offline_share(self) -> float:
+        return self.n_offline / self.batch_size
+
+    def sample(self) -> Batch:
+        """A (K, B) batch: offline rows, then online rows. Call only when :meth:`ready`."""
+        parts: list[dict[str, torch.Tensor]] = []
+        if self.n_offline:
+            off = self.offline.sample(self.n_offline)
+            if off.returns_to_go is None:
+                raise ValueError("the offline sampler keeps no returns-to-go; build it with discount=")
+            parts.append(off._asdict())
+        if self.n_online:
+            rows = []
+            for buf, g in zip(self.online, self.generators):
+                idx = torch.randint(buf.size, (self.n_online,), generator=g).numpy()
+                rows.append(buf.gather(idx))
+            parts.append({name: torch.stack([r[name] for r in rows]).to(self.device) for name in rows[0]})
+        return Batch(**{name: torch.cat([p[name] for p in parts], dim=1) for name in Batch._fields})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s)
