@@ -182,3 +182,58 @@ def make_d4rl_file(
             f.create_dataset(k, data=v)
         f.create_dataset("infos/qpos", data=np.zeros((total, 2)))
     return arrays
+
+
+FRAME_ENV_ID = "CqlRunnerFrames-v0"
+
+
+class FrameEnv(gym.Env):
+    """84×84 uint8 frames and 3 actions, like a preprocessed Atari screen: action 1 scores."""
+
+    metadata: dict = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+        self.action_space = gym.spaces.Discrete(3)
+        self._t = 0
+
+    def _frame(self) -> np.ndarray:
+        return np.full((84, 84), (37 * self._t) % 256, np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = int(self.np_random.integers(5))
+        return self._frame(), {}
+
+    def step(self, action):
+        self._t += 1
+        return self._frame(), float(action == 1), self._t >= 12, False, {}
+
+
+if FRAME_ENV_ID not in gym.registry:
+    gym.register(FRAME_ENV_ID, entry_point=f"{__name__}:FrameEnv", max_episode_steps=20)
+
+
+def write_dqn_replay(folder: Path, checkpoints: int = 2, rows: int = 60, seed: int = 0,
+                     skip: tuple[str, int] | None = None) -> Path:
+    """A tiny DQN Replay Dataset checkpoint folder (gzipped .npy files as Dopamine writes them).
+
+    ``skip=(field, N)`` leaves out one file, as a partial download would.
+    """
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(checkpoints):
+        arrays = {
+            "observation": rng.integers(0, 256, (rows, 84, 84), dtype=np.uint8),
+            "action": rng.integers(0, 3, rows).astype(np.int32),
+            "reward": rng.choice([-1.0, 0.0, 1.0], rows).astype(np.float32),
+            "terminal": (rng.random(rows) < 0.1).astype(np.uint8),
+        }
+        for name, array in arrays.items():
+            if skip == (name, n):
+                continue
+            with gzip.open(folder / f"$store$_{name}_ckpt.{n}.gz", "wb") as f:
+                np.save(f, array, allow_pickle=False)
+    return folder

@@ -56,6 +56,13 @@ class DatasetConfig:
     download: bool = False
     # Where flattened float32 arrays are cached; null means <minari root>/.cql_runner_cache.
     cache_dir: str | None = None
+    # DQN Replay Dataset (env=atari-replay): the run folder under <path>/<game>/, the first fraction of
+    # every checkpoint to load (0.01, 0.1: the CQL paper's 1% and 10%), and the frames per state.
+    run: int = 1
+    fraction: float = 1.0
+    frame_stack: int = 4
+    # The Atari game of the DQN Replay Dataset (the top-level `game=Pong`).
+    game: str | None = None
 
 
 @dataclass
@@ -163,7 +170,7 @@ class DiscreteConfig:
     target_update: str = "hard"
     # d3rlpy DiscreteCQL's default interval.
     target_update_every: int = 8000
-    # Observation encoder: mlp (vector observations).
+    # Observation encoder: mlp (vector observations) | nature_cnn (uint8 frame stacks, Mnih et al. 2015).
     encoder: str = "mlp"
     # ε of the ε-greedy evaluation policy (0: greedy). 0.001 is the evaluation ε of the DQN Replay
     # Dataset (Agarwal et al. 2020) and Dopamine, on which the CQL paper's Atari runs are built;
@@ -297,6 +304,8 @@ class RunConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
     logger: LoggersConfig = field(default_factory=LoggersConfig)
     seed: int = 0
+    # The Atari game for env=atari-replay (dataset.path=DIR game=Pong); passed to dataset.game.
+    game: str | None = None
     # continuous: CQL(H) on SAC; discrete: CQL on Double DQN / QR-DQN (see DiscreteConfig).
     action_space: str = "continuous"
     # Explicit seeds to train side by side in one process (overrides seed and train.num_seeds);
@@ -408,7 +417,7 @@ def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     _check(d.target_update in ("hard", "polyak"),
            f"discrete.target_update must be hard or polyak (got {d.target_update!r})")
     _check(d.target_update_every >= 1, f"discrete.target_update_every must be >= 1 (got {d.target_update_every})")
-    _check(d.encoder == "mlp", f"discrete.encoder must be mlp (got {d.encoder!r}); image encoders are not built yet")
+    _check(d.encoder in ("mlp", "nature_cnn"), f"discrete.encoder must be mlp or nature_cnn (got {d.encoder!r})")
     _check(0 <= d.eval_epsilon <= 1, f"discrete.eval_epsilon must be in [0, 1] (got {d.eval_epsilon})")
     _check(cfg.network.n_critics == 1,
            "action_space=discrete trains one Q-network per seed; pass network.n_critics=1 "

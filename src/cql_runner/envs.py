@@ -22,6 +22,7 @@ from gymnasium.vector import SyncVectorEnv
 ROBOTICS_PREFIXES = ("AntMaze", "PointMaze", "Adroit", "FrankaKitchen")
 ROBOTICS_INSTALL_HINT = 'pip install "cql-runner[robotics]"'
 MINATAR_INSTALL_HINT = 'pip install "cql-runner[minatar]"'
+ATARI_INSTALL_HINT = 'pip install "cql-runner[atari]"'
 
 
 class EnvError(RuntimeError):
@@ -125,11 +126,26 @@ def _check_action_space(env: gym.Env, env_id: str, discrete: bool = False) -> No
         )
 
 
-def _make_unchecked(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
+def _ensure_ale_registered(env_id: str) -> None:
+    """Register ale-py's ``ALE/<Game>-v5`` envs (it ships the ROMs), or say how to get it."""
+    if env_id in gym.registry or not env_id.startswith("ALE/"):
+        return
+    try:
+        import ale_py
+    except ImportError as exc:
+        raise EnvError(f"environment {env_id!r} comes from ale-py, which is not installed; "
+                       f"install it with `{ATARI_INSTALL_HINT}`") from exc
+    gym.register_envs(ale_py)
+
+
+def _make_unchecked(env_id: str, max_episode_steps: int | None = None, **make_kwargs: object) -> gym.Env:
     """``gym.make`` with one-line errors for unknown ids and missing extras; no action-space check."""
     _ensure_robotics_registered(env_id)
     _ensure_minatar_registered(env_id)
-    kwargs: dict[str, Any] = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+    _ensure_ale_registered(env_id)
+    kwargs: dict[str, Any] = dict(make_kwargs)
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
     try:
         env = gym.make(env_id, **kwargs)
         return Uint32ResetSeed(env) if env_id.startswith("MinAtar/") else env
@@ -149,14 +165,15 @@ def has_discrete_actions(env_id: str, max_episode_steps: int | None = None) -> b
         env.close()
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False) -> gym.Env:
+def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False,
+             **make_kwargs: object) -> gym.Env:
     """``gym.make`` with checks: a known id, installed extras, and bounded Box actions
     (a Discrete action space instead with ``discrete=True``).
 
     ``max_episode_steps`` overrides the registered time limit; None keeps the env's own.
     Raises :class:`EnvError` with a one-line message naming the fix.
     """
-    env = _make_unchecked(env_id, max_episode_steps)
+    env = _make_unchecked(env_id, max_episode_steps, **make_kwargs)
     try:
         _check_action_space(env, env_id, discrete)
     except EnvError:

@@ -34,6 +34,7 @@ from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
 from cql_runner.discrete.build import build_discrete
 from cql_runner.discrete.data import check_action_space
+from cql_runner.discrete.frames import FrameData, prepare_frames
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
@@ -254,8 +255,10 @@ def seed_everything(seed: int) -> None:
 def load_data(cfg: DictConfig) -> OfflineData:
     """Load, apply the env's reward transform and optional observation normalisation."""
     data: OfflineData = get_class(cfg.dataset._target_)(cfg.dataset).load()
-    check_finite(data)
     env = cfg.env
+    if isinstance(data, FrameData):  # uint8 image frames (discrete runs), stacked by their sampler
+        return prepare_frames(data, env.reward_scale, env.reward_bias, env.normalize_obs)
+    check_finite(data)
     if env.reward_scale != 1.0 or env.reward_bias != 0.0:
         data = apply_reward_transform(data, env.reward_scale, env.reward_bias)
     if env.normalize_obs:

@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
 from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.cql.losses import cql_penalty, project_log_alpha_prime
-from cql_runner.networks import EnsembleMLP
 from cql_runner.seeds import StackedLayout
 
 from . import losses
+from .networks import make_q_network
 from .sampler import DiscreteBatch
 
 
@@ -40,6 +40,7 @@ class DiscreteCQLAgent(nn.Module):
         device: torch.device | str = "cpu",
         obs_mean: np.ndarray | None = None,
         obs_std: np.ndarray | None = None,
+        obs_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.seeds = [int(s) for s in seeds]
@@ -49,10 +50,17 @@ class DiscreteCQLAgent(nn.Module):
         self.device = torch.device(device)
         self.quantile = discrete.backbone == "qr_dqn"
         self.n_quantiles = int(discrete.n_quantiles) if self.quantile else 1
-        self.q = EnsembleMLP(self.n_agents, obs_dim, n_actions * self.n_quantiles, list(network.hidden),
-                             network.layer_norm)
+        # Image observations arrive as (C, H, W) uint8 frame stacks, vectors as (obs_dim,).
+        self.obs_shape = tuple(int(d) for d in (obs_shape or (obs_dim,)))
+        self.images = discrete.encoder == "nature_cnn"
+        self.q = make_q_network(self.n_agents, self.obs_shape, n_actions * self.n_quantiles, discrete.encoder,
+                                list(network.hidden), network.layer_norm)
         for k, seed in enumerate(self.seeds):
-            self.q.init_member(k, torch.Generator().manual_seed(seed), network.orthogonal_init)
+            g = torch.Generator().manual_seed(seed)
+            if self.images:
+                self.q.init_member(k, g)
+            else:
+                self.q.init_member(k, g, network.orthogonal_init)
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha_prime = nn.Parameter(torch.full((self.n_agents,), math.log(cql.alpha_prime_init)))
         mean = np.zeros(obs_dim, np.float32) if obs_mean is None else obs_mean
@@ -70,7 +78,15 @@ class DiscreteCQLAgent(nn.Module):
 
     # ----- the networks ---------------------------------------------------------------
     def normalize(self, obs: Tensor) -> Tensor:
-        return (obs - self.obs_mean) / self.obs_std
+        # Frames stay uint8 until the CNN scales them; vectors are standardised (identity by default).
+        return obs if self.images else (obs - self.obs_mean) / self.obs_std
+
+    def _observations(self, obs: np.ndarray) -> Tensor:
+        """Raw (K, M, ...) observations from an env or the data → the network's input."""
+        if self.images:
+            x = torch.as_tensor(np.asarray(obs, dtype=np.uint8), device=self.device)
+            return x.reshape(*x.shape[:2], *self.obs_shape)
+        return self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
 
     def quantiles(self, obs: Tensor, target: bool = False) -> Tensor:
         """(K, B, obs_dim) normalised observations → (K, B, A, N) (N = 1 for Double DQN)."""
@@ -133,7 +149,7 @@ class DiscreteCQLAgent(nn.Module):
 
     @torch.no_grad()
     def _update_target(self) -> None:
-        online, target = self.q.param_list(), self.target_q.param_list()
+        online, target = list(self.q.parameters()), list(self.target_q.parameters())
         if self.discrete.target_update == "polyak":
             torch._foreach_lerp_(target, online, self.cql.target_update_rate)
         elif self.num_updates % self.discrete.target_update_every == 0:
@@ -142,15 +158,14 @@ class DiscreteCQLAgent(nn.Module):
     # ----- acting ---------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions: raw obs (K, E, obs_dim) → (K, E) int64."""
-        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        return self.q_values(x).argmax(-1).cpu().numpy()
+        """Greedy actions: raw obs (K, E, ...) → (K, E) int64."""
+        return self.q_values(self._observations(obs)).argmax(-1).cpu().numpy()
 
     @torch.no_grad()
     def q_value(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Q(s, a) for raw obs (K, M, obs_dim) and action indices (K, M) → (K, M)."""
-        x = self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        a = torch.as_tensor(actions, dtype=torch.int64, device=self.device).reshape(x.shape[:-1])
+        x = self._observations(obs)
+        a = torch.as_tensor(actions, dtype=torch.int64, device=self.device).reshape(x.shape[:2])
         return self.q_values(x).gather(-1, a.unsqueeze(-1)).squeeze(-1).cpu().numpy()
 
     # ----- checkpointing --------------------------------------------------------------

@@ -13,12 +13,14 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import SyncVectorEnv
+from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
 from cql_runner.data.spaces import flatten_obs
 from cql_runner.data.types import DatasetMeta
-from cql_runner.envs import EnvError, make_env, make_vector_env
+from cql_runner.envs import EnvError, make_env
 from cql_runner.evaluation import MISSING_REFS, normalized_score, reference_scores, resolve_env_id
 from cql_runner.rollout import Episode, RolloutResult, env_seeds
 
@@ -92,6 +94,19 @@ def discrete_rollout(vec: SyncVectorEnv, policy: DiscretePolicy, seeds: Sequence
     return RolloutResult(returns.reshape(k, e), lengths.reshape(k, e), episodes)
 
 
+def make_eval_env(env_id: str, max_episode_steps: int | None, extra: dict[str, Any]) -> gym.Env:
+    """The eval env as the data saw it: for Atari data the standard preprocessing (Machado et al. 2018
+    and the DQN Replay Dataset: sticky actions 0.25, 30 no-ops, frame skip 4 with max-pooling, 84×84
+    grey), then the dataset's frame stack."""
+    if extra.get("atari") and env_id.startswith("ALE/"):
+        env = make_env(env_id, max_episode_steps, discrete=True, frameskip=1, repeat_action_probability=0.25)
+        env = AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    else:
+        env = make_env(env_id, max_episode_steps, discrete=True)
+    stack = extra.get("frame_stack")
+    return FrameStackObservation(env, int(stack)) if stack else env
+
+
 class DiscreteEvaluator:
     """``cfg.episodes`` ε-greedy episodes per agent → the same ``eval/*`` metrics as :class:`Evaluator`."""
 
@@ -108,11 +123,13 @@ class DiscreteEvaluator:
         else:
             normalized_score(0.0, self.ref_min, self.ref_max)
         env_seeds([0], self.episodes, self.seed_offset)
-        env = make_env(self.env_id, self.max_episode_steps, discrete=True)
+        self.extra = dict(meta.extra)
+        env = make_eval_env(self.env_id, self.max_episode_steps, self.extra)
         self.n_actions = int(env.action_space.n)
         env.close()
         n_data = meta.extra.get("n_actions")
-        if n_data is not None and int(n_data) != self.n_actions:
+        # Data inferred from logged actions (DQN replay) may never use the highest action indices.
+        if n_data is not None and int(n_data) > self.n_actions:
             raise EnvError(f"the dataset has {n_data} actions but {self.env_id} has {self.n_actions}; "
                            "check eval.env_id")
         self._vec: SyncVectorEnv | None = None
@@ -122,7 +139,8 @@ class DiscreteEvaluator:
         n = len(seeds) * self.episodes
         if self._vec is None or self._vec.num_envs != n:
             self.close()
-            self._vec = make_vector_env(self.env_id, n, self.max_episode_steps, discrete=True)
+            self._vec = SyncVectorEnv([lambda: make_eval_env(self.env_id, self.max_episode_steps, self.extra)
+                                       for _ in range(n)])
         rngs = [np.random.default_rng([s, self.seed_offset, EPSILON_STREAM]) for s in seeds]
         act = epsilon_greedy(policy, self.epsilon, self.n_actions, rngs)
         result = discrete_rollout(self._vec, act, seeds, self.episodes, self.obs_keys, seed_offset=self.seed_offset)
