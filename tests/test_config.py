@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("env", group_options("env"))
 def test_every_env_config_composes_and_validates(compose_cfg: Callable[..., DictConfig], env: str) -> None:
-    extra = ["dataset.path=/data/hopper-medium-v2.hdf5", "eval.env_id=Hopper-v4"] if env == "d4rl-file" else []
+    extra = {"d4rl-file": ["dataset.path=/data/hopper-medium-v2.hdf5", "eval.env_id=Hopper-v4"],
+             "atari-replay": ["dataset.path=/data/dqn-replay", "game=Pong"]}.get(env, [])
     cfg = compose_cfg([f"env={env}", *extra])
     validate(cfg)
     assert cfg.env.name == env
