@@ -1,7 +1,8 @@
 """The discrete CQL agent: Q-networks (Double DQN or QR-DQN heads), targets, optimizer, one step.
 
-K agents (seeds) live side by side as the K members of one ensemble MLP; with K = 1 this is
-an ordinary single-seed agent. Every tensor of the agent's state has the seed as its leading
+K agents (seeds) live side by side as the K members of one ensemble network (an MLP, or the
+Nature CNN with the seeds as convolution groups); with K = 1 this is an ordinary single-seed
+agent. Every tensor of the agent's state has the seed as its leading
 dimension (the observation statistics excepted, which all seeds share), so one seed's share
 of a K-seed checkpoint is a slice, in exactly the format a single-seed run writes. The
 update draws no random numbers, so seed k of a K-seed run equals a single run with seed k.
@@ -89,7 +90,8 @@ class DiscreteCQLAgent(nn.Module):
         return self.normalize(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
 
     def quantiles(self, obs: Tensor, target: bool = False) -> Tensor:
-        """(K, B, obs_dim) normalised observations → (K, B, A, N) (N = 1 for Double DQN)."""
+        """(K, B, obs_dim) normalised vectors or (K, B, C, H, W) uint8 frames → (K, B, A, N);
+        N = 1 for Double DQN."""
         net = self.target_q if target else self.q
         out = net(obs)
         return out.reshape(*out.shape[:-1], self.n_actions, self.n_quantiles)
