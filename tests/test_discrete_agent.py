@@ -181,3 +181,11 @@ def test_mismatched_action_space_is_one_line_naming_the_fix(cartpole: str, tmp_p
     assert proc.returncode == 2
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_missing_discrete_dataset_names_the_collect_command() -> None:
+    from cql_runner.data.minari_source import collect_command
+
+    assert collect_command("cql_runner/cartpole/medium-v0").startswith("cql-collect env=CartPole-v1 level=medium")
+    assert "env=MinAtar/Breakout-v1 max_episode_steps=2000 level=expert" in collect_command(
+        "cql_runner/minatar-breakout/expert-v0")

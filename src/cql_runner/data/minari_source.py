@@ -62,6 +62,12 @@ _MUJOCO_ENVS = {
     "inverteddoublependulum": "InvertedDoublePendulum-v5", "pusher": "Pusher-v5",
     "reacher": "Reacher-v5", "swimmer": "Swimmer-v5", "walker2d": "Walker2d-v5",
 }
+# Gymnasium ids (and the cql-collect arguments they need) of cql-collect's own cql_runner/<name>/ sets.
+_COLLECT_ENVS = {
+    "cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "pendulum": "Pendulum-v1",
+    "minatar-breakout": "MinAtar/Breakout-v1 max_episode_steps=2000",
+    "minatar-space_invaders": "MinAtar/SpaceInvaders-v1 max_episode_steps=2000",
+}
 _METADATA_EXTRAS = (
     "total_episodes", "total_steps", "algorithm_name", "author", "author_email",
     "code_permalink", "description", "minari_version", "data_format", "dataset_size",
@@ -135,6 +141,8 @@ def collect_command(dataset_id: str) -> str:
     env = "<gymnasium-env-id>"
     if len(parts) == 3 and parts[0] == "mujoco":
         env = _MUJOCO_ENVS.get(parts[1].lower(), env)
+    if len(parts) == 3 and parts[0] == "cql_runner":
+        env = _COLLECT_ENVS.get(parts[1].lower(), env)
     return f"cql-collect env={env} level={level} dataset_id={dataset_id}"
 
 
