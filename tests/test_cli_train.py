@@ -124,7 +124,7 @@ def test_hopper_medium_trains_on_a_local_minari_dataset(tmp_path: Path, monkeypa
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     make_minari_dataset("mujoco/hopper/medium-v0", env_id="Hopper-v5", n_episodes=3, max_steps=60)
     run_dir = tmp_path / "run"
-    proc = run_cli(["env=hopper-medium", "cql.tau=10", "train.steps=40", "train.log_every=20", "train.batch_size=64",
+    proc = run_cli(["env=hopper-medium", "cql.tau=10", "train.steps=40", "train.log_every=20", "train.batch_size=32",
                     "eval.every=0", "eval.episodes=2", "eval.max_episode_steps=50", "network.hidden=[32,32]",
                     "logger=none", f"run_dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
