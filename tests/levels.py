@@ -20,6 +20,8 @@ LEVELS = ("math", "component", "cli")
 
 LEVEL_BY_FILE = {
     "test_losses.py": "math",
+    "test_discrete_losses.py": "math",
+    "test_conversions.py": "math",  # each peer's CQL loss re-derived from its equations
     "test_cli_train.py": "cli",
     "test_resume.py": "cli",
     "test_sweeps.py": "cli",
@@ -38,6 +40,11 @@ LEVEL_BY_TEST = {
     # The evidence suite's value-check arithmetic.
     "test_discounted_return_of_a_known_sequence": "math",
     "test_reward_transform_matches_training_units": "math",
+    # The Cal-QL bound and returns-to-go against brute-force loops.
+    "test_bound_matches_a_brute_force_loop": "math",
+    "test_bound_passes_gradient_only_where_q_is_above_the_return_to_go": "math",
+    "test_returns_to_go_against_brute_force": "math",
+    "test_sparse_episode_that_never_reaches_the_goal_gets_r_neg_over_one_minus_gamma": "math",
     # Runs in process, next to tests that start scripts.
     "test_a_failing_optional_row_is_dropped_with_a_note": "component",
 }

@@ -53,14 +53,14 @@ def _leaf(schema: Any, key: str) -> tuple[Any, str] | None:
     node = schema
     for part in parts[:-1]:
         fields = {f.name: f for f in dataclasses.fields(node)}
-        child = fields[part].default_factory if part in fields else None  # type: ignore[misc]
+        child = fields[part].default_factory if part in fields else None
         if not dataclasses.is_dataclass(child):
             return None
         node = child
     fields = {f.name: f for f in dataclasses.fields(node)}
     field = fields.get(parts[-1])
     # A dataclass-valued field is a config group (``logger=none``): Hydra's to judge.
-    if field is None or dataclasses.is_dataclass(field.default_factory):  # type: ignore[misc]
+    if field is None or dataclasses.is_dataclass(field.default_factory):
         return None
     return node, parts[-1]
 

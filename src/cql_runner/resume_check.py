@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -106,7 +106,7 @@ def check_resume_config(run_dirs: list[Path], configs: list[DictConfig], allow_c
             continue
         new = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(new, dict)
-        changes.update(config_changes(old, new))
+        changes.update(config_changes(old, cast(dict[str, Any], new)))
     if not changes:
         return {}
     where = run_dirs[0].parent if len(run_dirs) > 1 else run_dirs[0]

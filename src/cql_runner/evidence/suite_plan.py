@@ -173,7 +173,7 @@ def make_plan(budget: str, **changes: Any) -> Plan:
     for key in ("datasets", "methods"):
         if key in changes:
             wanted = list(changes.pop(key))
-            known = getattr(plan, key) if key == "datasets" else (*plan.methods, *PEER_METHODS)
+            known: tuple[Any, ...] = plan.datasets if key == "datasets" else (*plan.methods, *PEER_METHODS)
             have = {x.key if key == "datasets" else x.name: x for x in known}
             unknown = [w for w in wanted if w not in have]
             if unknown:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("cql_runner")
 
@@ -20,10 +20,11 @@ def swept_keys() -> list[str]:
     """The config keys the current Hydra multirun varies (seed included); [] outside a multirun."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+    if not HydraConfig.initialized() or getattr(HydraConfig.get().mode, "name", None) != "MULTIRUN":
         return []
     hydra_cfg = HydraConfig.get()
-    keys = [str(k) for k in (OmegaConf.select(hydra_cfg, "sweeper.params") or {})]
+    # HydraConfig.get() is a DictConfig at run time, typed as the HydraConf dataclass.
+    keys = [str(k) for k in (OmegaConf.select(cast(DictConfig, hydra_cfg), "sweeper.params") or {})]
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from cql_runner.report.figure_io import save_figure
 from cql_runner.report.group_stats import RowStats, Scores
-from cql_runner.report.statistics import CONFIDENCE, ESTIMATORS, TITLES, performance_profiles
+from cql_runner.report.statistics import CONFIDENCE, ESTIMATORS, TITLES, Estimate, performance_profiles
 
 PROFILE_THRESHOLDS = 101
 
@@ -22,12 +23,13 @@ def plot_interval_estimates(rows: Sequence[RowStats], path: Path, formats: Seque
     from rliable import plot_utils
 
     rows = [r for r in rows if r.final is not None]
+    finals = [cast(dict[str, Estimate], r.final) for r in rows]  # not None, as filtered
     if not rows:
         fig = Figure(figsize=(6, 2))
         fig.text(0.5, 0.5, "no scored runs", ha="center", va="center", color="gray")
         return save_figure(fig, path, formats)
     labels = [_label(r.scores) for r in rows]
-    points = {lab: np.array([r.final[n].value for n in ESTIMATORS]) for lab, r in zip(labels, rows)}
+    points = {lab: np.array([f[n].value for n in ESTIMATORS]) for lab, f in zip(labels, finals)}
     intervals = {lab: np.array([[_low(r, n) for n in ESTIMATORS], [_high(r, n) for n in ESTIMATORS]])
                  for lab, r in zip(labels, rows)}
     fig, _ = plot_utils.plot_interval_estimates(
