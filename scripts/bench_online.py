@@ -36,8 +36,16 @@ def synthetic_data(n: int) -> OfflineData:
     g = np.random.default_rng(0)
     obs = g.normal(size=(n, OBS_DIM)).astype(np.float32)
     starts = np.arange(0, n, 1000)
-    return OfflineData(obs, g.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32), g.normal(size=n).astype(np.float32),
-                       obs, np.zeros(n, np.float32), np.zeros(n, np.float32), starts, DatasetMeta("synthetic"))
+    return OfflineData(
+        obs,
+        g.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
+        g.normal(size=n).astype(np.float32),
+        obs,
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
+        starts,
+        DatasetMeta("synthetic"),
+    )
 
 
 class _NoEval:
@@ -56,18 +64,47 @@ def build(args: argparse.Namespace) -> tuple[Any, OnlinePhase]:
         offline_agent.update(offline.sample(args.batch))
 
     # steps sizes the online buffer here; each round below sets the steps it runs to.
-    setup = OnlineSetup(steps=100_000, utd=1, envs=1, random_steps=0, calibrate=True, offline_ratio=0.5,
-                        batch_size=args.batch, log_every=10**9, eval_every=0, checkpoint_every=0, offline_steps=0,
-                        discount=0.99, reward_scale=1.0, reward_bias=0.0, sparse_reward_neg=None, env_id=ENV_ID,
-                        max_episode_steps=None, obs_keys=None, obs_mean=None, obs_std=None, action_low=None,
-                        action_high=None)
-    phase = OnlinePhase(setup, CQLAgent(OBS_DIM, ACT_DIM, [0], net, cql),
-                        DeviceSampler(data, [0], "cpu", discount=0.99), _NoEval(), [])
+    setup = OnlineSetup(
+        steps=100_000,
+        utd=1,
+        envs=1,
+        random_steps=0,
+        calibrate=True,
+        offline_ratio=0.5,
+        batch_size=args.batch,
+        log_every=10**9,
+        eval_every=0,
+        checkpoint_every=0,
+        offline_steps=0,
+        discount=0.99,
+        reward_scale=1.0,
+        reward_bias=0.0,
+        sparse_reward_neg=None,
+        env_id=ENV_ID,
+        max_episode_steps=None,
+        obs_keys=None,
+        obs_mean=None,
+        obs_std=None,
+        action_low=None,
+        action_high=None,
+    )
+    phase = OnlinePhase(
+        setup, CQLAgent(OBS_DIM, ACT_DIM, [0], net, cql), DeviceSampler(data, [0], "cpu", discount=0.99), _NoEval(), []
+    )
     # One finished episode in the online buffer, so updates run from the first timed env step.
     rows = 200
     z = data.observations[:rows]
-    phase.buffers[0].add_episode(phase.buffers[0].start_episode(0), z, data.actions[:rows], data.rewards[:rows], z,
-                                 np.zeros(rows), np.ones(rows), discount=0.99, sparse_reward_neg=None)
+    phase.buffers[0].add_episode(
+        phase.buffers[0].start_episode(0),
+        z,
+        data.actions[:rows],
+        data.rewards[:rows],
+        z,
+        np.zeros(rows),
+        np.ones(rows),
+        discount=0.99,
+        sparse_reward_neg=None,
+    )
     return offline_step, phase
 
 
@@ -99,12 +136,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         phase.run()
         online_rates.append(args.steps / (time.perf_counter() - start))
-        print(f"round {r + 1}/{args.rounds}: offline {offline_rates[-1]:.2f} updates/s, "
-              f"online {online_rates[-1]:.2f} env steps/s (utd 1)", file=sys.stderr, flush=True)
+        print(
+            f"round {r + 1}/{args.rounds}: offline {offline_rates[-1]:.2f} updates/s, "
+            f"online {online_rates[-1]:.2f} env steps/s (utd 1)",
+            file=sys.stderr,
+            flush=True,
+        )
     ratios = [b / a for a, b in zip(offline_rates, online_rates)]
     report = {
-        "config": {"hidden": args.hidden, "batch": args.batch, "n_actions": args.n_actions, "env": ENV_ID,
-                   "offline_ratio": 0.5, "utd": 1, "threads": torch.get_num_threads()},
+        "config": {
+            "hidden": args.hidden,
+            "batch": args.batch,
+            "n_actions": args.n_actions,
+            "env": ENV_ID,
+            "offline_ratio": 0.5,
+            "utd": 1,
+            "threads": torch.get_num_threads(),
+        },
         "offline_steps_per_s": statistics.median(offline_rates),
         "online_env_steps_per_s": statistics.median(online_rates),
         "online_over_offline": statistics.median(ratios),

@@ -35,8 +35,13 @@ def test_bound_matches_a_brute_force_loop() -> None:
                     assert float(out.q_policy[k, i, j, b]) == max(float(qp[k, i, j, b]), g)
                     assert float(out.q_next_policy[k, i, j, b]) == max(float(qn[k, i, j, b]), g)
     for k in range(K):
-        lifted = sum(float(q[k, i, j, b]) < float(rtg[k, b])
-                     for q in (qp, qn) for i in range(NC) for j in range(N) for b in range(B))
+        lifted = sum(
+            float(q[k, i, j, b]) < float(rtg[k, b])
+            for q in (qp, qn)
+            for i in range(NC)
+            for j in range(N)
+            for b in range(B)
+        )
         assert float(out.lifted[k]) == pytest.approx(lifted / (2 * NC * N * B))
 
 
@@ -52,15 +57,19 @@ def test_bound_passes_gradient_only_where_q_is_above_the_return_to_go() -> None:
 
 
 def _agent(calibration: bool) -> CQLAgent:
-    return CQLAgent(OBS, ACT, [0], NetworkConfig(hidden=[16, 16]),
-                    CQLConfig(n_actions=N, calibration=calibration))
+    return CQLAgent(OBS, ACT, [0], NetworkConfig(hidden=[16, 16]), CQLConfig(n_actions=N, calibration=calibration))
 
 
 def _batch(rtg: float) -> Batch:
     g = torch.Generator().manual_seed(7)
-    return Batch(obs=torch.randn(1, B, OBS, generator=g), actions=torch.rand(1, B, ACT, generator=g) * 1.8 - 0.9,
-                 rewards=torch.randn(1, B, generator=g), next_obs=torch.randn(1, B, OBS, generator=g),
-                 terminals=torch.zeros(1, B), returns_to_go=torch.full((1, B), rtg))
+    return Batch(
+        obs=torch.randn(1, B, OBS, generator=g),
+        actions=torch.rand(1, B, ACT, generator=g) * 1.8 - 0.9,
+        rewards=torch.randn(1, B, generator=g),
+        next_obs=torch.randn(1, B, OBS, generator=g),
+        terminals=torch.zeros(1, B),
+        returns_to_go=torch.full((1, B), rtg),
+    )
 
 
 def _captured_gap_inputs(monkeypatch, agent: CQLAgent, batch: Batch) -> tuple[dict, dict]:
@@ -163,8 +172,16 @@ def test_sparse_setting_reaches_the_sampled_returns_to_go() -> None:
     t = 6
     obs = np.zeros((t, 2), np.float32)
     rewards = np.asarray([-5, -5, -5, -5, 5, -5], np.float32)
-    data = OfflineData(obs, np.zeros((t, 1), np.float32), rewards, obs, np.zeros(t, np.float32),
-                       np.zeros(t, np.float32), np.asarray([0, 3]), DatasetMeta("x"))
+    data = OfflineData(
+        obs,
+        np.zeros((t, 1), np.float32),
+        rewards,
+        obs,
+        np.zeros(t, np.float32),
+        np.zeros(t, np.float32),
+        np.asarray([0, 3]),
+        DatasetMeta("x"),
+    )
     sparse = DeviceSampler(data, [0], "cpu", discount=0.9, sparse_reward_neg=-5.0)
     plain = DeviceSampler(data, [0], "cpu", discount=0.9)
     np.testing.assert_allclose(sparse.returns_to_go[:3].numpy(), [-50.0] * 3, rtol=1e-6)

@@ -28,10 +28,22 @@ OBS, ACT = 3, 1  # Pendulum-v1
 def _offline(t: int = 40, reward: float = 1.0) -> OfflineData:
     g = np.random.default_rng(0)
     obs = g.normal(size=(t, OBS)).astype(np.float32)
-    meta = DatasetMeta("synthetic", eval_env_id="Pendulum-v1", action_low=np.full(ACT, -2.0, np.float32),
-                       action_high=np.full(ACT, 2.0, np.float32))
-    return OfflineData(obs, g.uniform(-1, 1, (t, ACT)).astype(np.float32), np.full(t, reward, np.float32),
-                       obs + 0.1, np.zeros(t, np.float32), np.zeros(t, np.float32), np.asarray([0, t // 2]), meta)
+    meta = DatasetMeta(
+        "synthetic",
+        eval_env_id="Pendulum-v1",
+        action_low=np.full(ACT, -2.0, np.float32),
+        action_high=np.full(ACT, 2.0, np.float32),
+    )
+    return OfflineData(
+        obs,
+        g.uniform(-1, 1, (t, ACT)).astype(np.float32),
+        np.full(t, reward, np.float32),
+        obs + 0.1,
+        np.zeros(t, np.float32),
+        np.zeros(t, np.float32),
+        np.asarray([0, t // 2]),
+        meta,
+    )
 
 
 def _brute_rtg(rewards: np.ndarray, discount: float) -> np.ndarray:
@@ -42,8 +54,17 @@ def _brute_rtg(rewards: np.ndarray, discount: float) -> np.ndarray:
 def _online_buffer(rows: int, reward: float) -> OnlineReplay:
     buf = OnlineReplay(rows, OBS, ACT)
     z = np.zeros((rows, OBS))
-    buf.add_episode(buf.start_episode(0), z, np.zeros((rows, ACT)), np.full(rows, reward), z, np.zeros(rows),
-                    np.ones(rows), discount=0.9, sparse_reward_neg=None)
+    buf.add_episode(
+        buf.start_episode(0),
+        z,
+        np.zeros((rows, ACT)),
+        np.full(rows, reward),
+        z,
+        np.zeros(rows),
+        np.ones(rows),
+        discount=0.9,
+        sparse_reward_neg=None,
+    )
     return buf
 
 
@@ -52,8 +73,14 @@ def _online_buffer(rows: int, reward: float) -> OnlineReplay:
 def test_mixed_batches_hold_exactly_the_configured_offline_share(ratio: float) -> None:
     # Offline rows have reward +1, online rows −1: the reward column tells where each came from.
     batch_size, seeds = 10, [0, 1]
-    mixed = MixedSampler(DeviceSampler(_offline(), seeds, "cpu", discount=0.9),
-                         [_online_buffer(7, -1.0), _online_buffer(5, -1.0)], seeds, batch_size, ratio, "cpu")
+    mixed = MixedSampler(
+        DeviceSampler(_offline(), seeds, "cpu", discount=0.9),
+        [_online_buffer(7, -1.0), _online_buffer(5, -1.0)],
+        seeds,
+        batch_size,
+        ratio,
+        "cpu",
+    )
     for _ in range(3):
         batch = mixed.sample()
         assert batch.obs.shape == (2, batch_size, OBS) and batch.returns_to_go.shape == (2, batch_size)
@@ -65,15 +92,24 @@ def test_mixed_batches_hold_exactly_the_configured_offline_share(ratio: float) -
 def test_mixed_sampler_waits_for_a_finished_episode_and_draws_per_seed() -> None:
     seeds = [0, 1]
     empty = OnlineReplay(5, OBS, ACT)
-    assert not MixedSampler(DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, _online_buffer(5, -1)],
-                            seeds, 8, 0.5, "cpu").ready()
-    assert MixedSampler(DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, empty], seeds, 8, 1.0,
-                        "cpu").ready()
+    assert not MixedSampler(
+        DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, _online_buffer(5, -1)], seeds, 8, 0.5, "cpu"
+    ).ready()
+    assert MixedSampler(
+        DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, empty], seeds, 8, 1.0, "cpu"
+    ).ready()
     # Seed 1's rows do not depend on which other seeds it is sampled with.
-    pair = MixedSampler(DeviceSampler(_offline(), seeds, "cpu", discount=0.9),
-                        [_online_buffer(5, -1), _online_buffer(6, -2)], seeds, 8, 0.5, "cpu").sample()
-    alone = MixedSampler(DeviceSampler(_offline(), [1], "cpu", discount=0.9), [_online_buffer(6, -2)], [1], 8, 0.5,
-                         "cpu").sample()
+    pair = MixedSampler(
+        DeviceSampler(_offline(), seeds, "cpu", discount=0.9),
+        [_online_buffer(5, -1), _online_buffer(6, -2)],
+        seeds,
+        8,
+        0.5,
+        "cpu",
+    ).sample()
+    alone = MixedSampler(
+        DeviceSampler(_offline(), [1], "cpu", discount=0.9), [_online_buffer(6, -2)], [1], 8, 0.5, "cpu"
+    ).sample()
     for a, b in zip(pair, alone):
         torch.testing.assert_close(a[1], b[0])
 
@@ -81,18 +117,40 @@ def test_mixed_sampler_waits_for_a_finished_episode_and_draws_per_seed() -> None
 # ----- the online buffer --------------------------------------------------------------------
 @pytest.mark.parametrize("ending", ["terminated", "truncated", "sparse-failed", "sparse-reached"])
 def test_online_episode_returns_to_go_against_brute_force(ending: str) -> None:
-    rewards = {"terminated": [1.0, -0.5, 2.0, 0.25], "truncated": [0.5, 0.5, 3.0],
-               "sparse-failed": [-5.0, -5.0, -5.0], "sparse-reached": [-5.0, -5.0, 5.0]}[ending]
+    rewards = {
+        "terminated": [1.0, -0.5, 2.0, 0.25],
+        "truncated": [0.5, 0.5, 3.0],
+        "sparse-failed": [-5.0, -5.0, -5.0],
+        "sparse-reached": [-5.0, -5.0, 5.0],
+    }[ending]
     n = len(rewards)
     buf = OnlineReplay(20, OBS, ACT)
     first = np.asarray([2.0, 1.0])
-    buf.add_episode(buf.start_episode(1), np.zeros((2, OBS)), np.zeros((2, ACT)), first, np.zeros((2, OBS)),
-                    [False, True], [False, False], discount=0.9, sparse_reward_neg=-5.0)
+    buf.add_episode(
+        buf.start_episode(1),
+        np.zeros((2, OBS)),
+        np.zeros((2, ACT)),
+        first,
+        np.zeros((2, OBS)),
+        [False, True],
+        [False, False],
+        discount=0.9,
+        sparse_reward_neg=-5.0,
+    )
     terminated = np.zeros(n, bool)
     truncated = np.zeros(n, bool)
     (terminated if ending == "terminated" else truncated)[-1] = True
-    buf.add_episode(buf.start_episode(2), np.zeros((n, OBS)), np.zeros((n, ACT)), np.asarray(rewards),
-                    np.zeros((n, OBS)), terminated, truncated, discount=0.9, sparse_reward_neg=-5.0)
+    buf.add_episode(
+        buf.start_episode(2),
+        np.zeros((n, OBS)),
+        np.zeros((n, ACT)),
+        np.asarray(rewards),
+        np.zeros((n, OBS)),
+        terminated,
+        truncated,
+        discount=0.9,
+        sparse_reward_neg=-5.0,
+    )
     want = np.full(n, -50.0) if ending == "sparse-failed" else _brute_rtg(np.asarray(rewards), 0.9)
     np.testing.assert_allclose(buf.returns_to_go[2 : 2 + n], want, rtol=1e-6)
     np.testing.assert_allclose(buf.returns_to_go[:2], _brute_rtg(first, 0.9), rtol=1e-6)
@@ -115,18 +173,38 @@ class _Evaluator:
 
 
 def _setup(**over) -> OnlineSetup:
-    base = dict(steps=12, utd=1, envs=2, random_steps=0, calibrate=True, offline_ratio=0.5, batch_size=8,
-                log_every=4, eval_every=0, checkpoint_every=0, offline_steps=0, discount=0.9, reward_scale=1.0,
-                reward_bias=0.0,
-                sparse_reward_neg=None, env_id="Pendulum-v1", max_episode_steps=5, obs_keys=None, obs_mean=None,
-                obs_std=None, action_low=np.full(ACT, -2.0, np.float32), action_high=np.full(ACT, 2.0, np.float32))
+    base = dict(
+        steps=12,
+        utd=1,
+        envs=2,
+        random_steps=0,
+        calibrate=True,
+        offline_ratio=0.5,
+        batch_size=8,
+        log_every=4,
+        eval_every=0,
+        checkpoint_every=0,
+        offline_steps=0,
+        discount=0.9,
+        reward_scale=1.0,
+        reward_bias=0.0,
+        sparse_reward_neg=None,
+        env_id="Pendulum-v1",
+        max_episode_steps=5,
+        obs_keys=None,
+        obs_mean=None,
+        obs_std=None,
+        action_low=np.full(ACT, -2.0, np.float32),
+        action_high=np.full(ACT, 2.0, np.float32),
+    )
     base.update(over)
     return OnlineSetup(**base)
 
 
 def _phase(seeds=(0,), calibration: bool = True, checkpoint=None, **over) -> OnlinePhase:
-    agent = CQLAgent(OBS, ACT, list(seeds), NetworkConfig(hidden=[8, 8]),
-                     CQLConfig(n_actions=2, calibration=calibration))
+    agent = CQLAgent(
+        OBS, ACT, list(seeds), NetworkConfig(hidden=[8, 8]), CQLConfig(n_actions=2, calibration=calibration)
+    )
     sampler = DeviceSampler(_offline(), list(seeds), "cpu", discount=0.9)
     return OnlinePhase(_setup(**over), agent, sampler, _Evaluator(len(seeds)), [], checkpoint)
 
@@ -156,9 +234,11 @@ def _final_actor(**over) -> list[torch.Tensor]:
     return [p.detach().clone() for p in phase.agent.actor.parameters()]
 
 
-@pytest.mark.parametrize("flag", [{"utd": 2}, {"envs": 3}, {"random_steps": 6}, {"calibrate": False},
-                                  {"offline_ratio": 0.25}, {"steps": 16}],
-                         ids=["utd", "envs", "random_steps", "calibrate_online", "offline_ratio", "steps"])
+@pytest.mark.parametrize(
+    "flag",
+    [{"utd": 2}, {"envs": 3}, {"random_steps": 6}, {"calibrate": False}, {"offline_ratio": 0.25}, {"steps": 16}],
+    ids=["utd", "envs", "random_steps", "calibrate_online", "offline_ratio", "steps"],
+)
 def test_every_online_flag_changes_the_computation(flag: dict) -> None:
     base = _final_actor(steps=14)
     other = _final_actor(**{"steps": 14, **flag})
@@ -172,9 +252,15 @@ def test_online_phase_resumes_exactly_from_its_checkpoint() -> None:
     straight.run()
 
     saved: list = []
-    first = _phase(seeds, steps=14, random_steps=3, checkpoint_every=6,
-                   checkpoint=lambda states: saved.append(copy.deepcopy(
-                       (states, first.agent.checkpoint_state(), first.sampler.offline.state_dict()))))
+    first = _phase(
+        seeds,
+        steps=14,
+        random_steps=3,
+        checkpoint_every=6,
+        checkpoint=lambda states: saved.append(
+            copy.deepcopy((states, first.agent.checkpoint_state(), first.sampler.offline.state_dict()))
+        ),
+    )
     first.run()
     states, agent_state, sampler_state = next(x for x in saved if x[0][0]["env_steps"] == 6)
     assert [len(ep["env_actions"]) for ep in states[0]["episodes"]] == [3, 3]  # mid-episode
@@ -200,14 +286,17 @@ def test_calibrate_online_turns_the_bound_off_for_the_phase() -> None:
 
 
 # ----- checks before anything trains --------------------------------------------------------
-@pytest.mark.parametrize("override, message", [
-    ("online.offline_ratio=1.5", "online.offline_ratio must be in [0, 1]"),
-    ("online.offline_ratio=-0.1", "online.offline_ratio must be in [0, 1]"),
-    ("online.utd=0", "online.utd must be >= 1"),
-    ("online.envs=0", "online.envs must be >= 1"),
-    ("online.random_steps=-1", "online.random_steps must be >= 0"),
-    ("train.steps=0", "pass online.steps=N"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("online.offline_ratio=1.5", "online.offline_ratio must be in [0, 1]"),
+        ("online.offline_ratio=-0.1", "online.offline_ratio must be in [0, 1]"),
+        ("online.utd=0", "online.utd must be >= 1"),
+        ("online.envs=0", "online.envs must be >= 1"),
+        ("online.random_steps=-1", "online.random_steps must be >= 0"),
+        ("train.steps=0", "pass online.steps=N"),
+    ],
+)
 def test_bad_online_values_fail_at_validation(compose_cfg, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate(compose_cfg(["online.steps=10", override] if override != "train.steps=0" else [override]))
@@ -234,9 +323,19 @@ def test_data_checks_name_the_fix(compose_cfg) -> None:
 
 
 # ----- end to end through the real cql-train ------------------------------------------------
-TINY = ["network.hidden=[16,16]", "cql.n_actions=2", "train.batch_size=16", "train.log_every=10",
-        "eval.episodes=1", "eval.every=20", "eval.max_episode_steps=15", "logger=none", "device=cpu",
-        "train.threads=1", "train.progress=false"]
+TINY = [
+    "network.hidden=[16,16]",
+    "cql.n_actions=2",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "eval.episodes=1",
+    "eval.every=20",
+    "eval.max_episode_steps=15",
+    "logger=none",
+    "device=cpu",
+    "train.threads=1",
+    "train.progress=false",
+]
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -253,8 +352,9 @@ def test_cql_train_fine_tunes_end_to_end(tmp_path: Path) -> None:
     assert [r["step"] for r in online] == [30, 40, 50, 60]  # one axis: 20 offline steps, then env steps
     assert all(r["online/offline_share"] == 0.5 for r in online if "online/offline_share" in r)
     with_updates = [r for r in online if "q/dataset_mc_return" in r]
-    assert with_updates and all("q/data" in r and "q/policy" in r and "cql/calibration_lifted" in r
-                                for r in with_updates)
+    assert with_updates and all(
+        "q/data" in r and "q/policy" in r and "cql/calibration_lifted" in r for r in with_updates
+    )
     assert any("online/return" in r for r in online) and "eval/normalized_score" in records[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 60
@@ -275,8 +375,9 @@ def test_cql_train_online_sac_from_scratch(tmp_path: Path) -> None:
 def test_cql_train_refuses_fine_tuning_without_an_env(tmp_path: Path) -> None:
     path = tmp_path / "data.hdf5"
     make_d4rl_file(path, with_next_observations=True)
-    proc = run_cli(["env=d4rl-file", f"dataset.path={path}", "online.steps=10", f"run_dir={tmp_path / 'r'}", *TINY],
-                   cwd=tmp_path)
+    proc = run_cli(
+        ["env=d4rl-file", f"dataset.path={path}", "online.steps=10", f"run_dir={tmp_path / 'r'}", *TINY], cwd=tmp_path
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert "online.steps=10 needs an env to fine-tune in" in lines[-1] and "Traceback" not in proc.stderr
@@ -295,13 +396,25 @@ def test_sigterm_in_the_online_phase_resumes_to_the_uninterrupted_result(tmp_pat
 
     from cql_runner.checkpoint import load_checkpoint
 
-    common = [*TINY, "cql=calql", "train.steps=10", "online.envs=2", "online.random_steps=4", "eval.every=0",
-              "train.checkpoint_every=100000"]
+    common = [
+        *TINY,
+        "cql=calql",
+        "train.steps=10",
+        "online.envs=2",
+        "online.random_steps=4",
+        "eval.every=0",
+        "train.checkpoint_every=100000",
+    ]
     split, full = tmp_path / "split", tmp_path / "full"
     exe = Path(sys.executable).parent / "cql-train"
-    proc = subprocess.Popen([str(exe), *common, "online.steps=100000", f"run_dir={split}"], cwd=tmp_path,
-                            env={**os.environ, **SUBPROCESS_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [str(exe), *common, "online.steps=100000", f"run_dir={split}"],
+        cwd=tmp_path,
+        env={**os.environ, **SUBPROCESS_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics, deadline = split / "metrics.jsonl", time.monotonic() + 300
     while not (metrics.exists() and "online/env_steps" in metrics.read_text()):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -341,15 +454,23 @@ def test_report_marks_the_switch_to_online_on_the_shared_axis(tmp_path: Path, mo
     for seed, online_steps in ((0, 40), (1, 40)):
         d = tmp_path / "ft" / str(seed)
         d.mkdir(parents=True)
-        config = {"env": {"name": "hopper-medium"}, "seed": seed, "train": {"steps": 20},
-                  "online": {"steps": online_steps}, "cql": {"calibration": True}}
+        config = {
+            "env": {"name": "hopper-medium"},
+            "seed": seed,
+            "train": {"steps": 20},
+            "online": {"steps": online_steps},
+            "cql": {"calibration": True},
+        }
         (d / "config.yaml").write_text(yaml.safe_dump(config))
         rows = [{"step": s, "eval/normalized_score": float(s)} for s in (10, 20, 40, 60)]
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     offline = tmp_path / "off" / "0"
     offline.mkdir(parents=True)
-    (offline / "config.yaml").write_text(yaml.safe_dump({"env": {"name": "hopper-medium"}, "seed": 0,
-                                                         "train": {"steps": 60}, "cql": {"calibration": False}}))
+    (offline / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"env": {"name": "hopper-medium"}, "seed": 0, "train": {"steps": 60}, "cql": {"calibration": False}}
+        )
+    )
     (offline / "metrics.jsonl").write_text(json.dumps({"step": 60, "eval/normalized_score": 1.0}) + "\n")
 
     from cql_runner.report.aggregate import group_runs, varied_keys

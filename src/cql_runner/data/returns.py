@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def episode_returns_to_go(*, rewards: np.ndarray, discount: float,
-                          sparse_reward_neg: float | None = None) -> np.ndarray:
+def episode_returns_to_go(
+    *, rewards: np.ndarray, discount: float, sparse_reward_neg: float | None = None
+) -> np.ndarray:
     """G_t = Σ_{j≥t} γ^{j−t} r_j over one episode's rewards (L,) → (L,) float32.
 
     The episode's own end stops the sum, whether it terminated (exact) or was truncated (the
@@ -24,8 +25,12 @@ def episode_returns_to_go(*, rewards: np.ndarray, discount: float,
     """
     r = np.asarray(rewards, dtype=np.float64).reshape(-1)
     # Compared in float32, the precision rewards are stored in.
-    if (r.size and sparse_reward_neg is not None and discount < 1
-            and np.all(r.astype(np.float32) == np.float32(sparse_reward_neg))):
+    if (
+        r.size
+        and sparse_reward_neg is not None
+        and discount < 1
+        and np.all(r.astype(np.float32) == np.float32(sparse_reward_neg))
+    ):
         return np.full(r.size, sparse_reward_neg / (1.0 - discount), dtype=np.float32)
     out = np.empty(r.size, dtype=np.float64)
     acc = 0.0
@@ -35,13 +40,15 @@ def episode_returns_to_go(*, rewards: np.ndarray, discount: float,
     return out.astype(np.float32)
 
 
-def returns_to_go(*, rewards: np.ndarray, episode_starts: np.ndarray, discount: float,
-                  sparse_reward_neg: float | None = None) -> np.ndarray:
+def returns_to_go(
+    *, rewards: np.ndarray, episode_starts: np.ndarray, discount: float, sparse_reward_neg: float | None = None
+) -> np.ndarray:
     """Returns-to-go of flat transitions (T,) whose episodes begin at ``episode_starts`` (E,)."""
     rewards = np.asarray(rewards)
     out = np.empty(rewards.shape[0], dtype=np.float32)
     ends = np.append(np.asarray(episode_starts)[1:], rewards.shape[0])
     for start, end in zip(episode_starts, ends):
-        out[start:end] = episode_returns_to_go(rewards=rewards[start:end], discount=discount,
-                                               sparse_reward_neg=sparse_reward_neg)
+        out[start:end] = episode_returns_to_go(
+            rewards=rewards[start:end], discount=discount, sparse_reward_neg=sparse_reward_neg
+        )
     return out

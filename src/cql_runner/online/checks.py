@@ -25,13 +25,18 @@ def check_fine_tuning(cfg: Any, data: OfflineData) -> None:
     steps = int(cfg.online.steps)
     action_space = getattr(cfg, "action_space", "continuous")
     if steps > 0 and action_space != "continuous":
-        raise ConfigError(f"online fine-tuning supports continuous actions only (action_space={action_space}); "
-                          "drop online.steps")
+        raise ConfigError(
+            f"online fine-tuning supports continuous actions only (action_space={action_space}); drop online.steps"
+        )
     if steps > 0 and not (cfg.eval.env_id or data.meta.eval_env_id):
-        raise ConfigError(f"online.steps={steps} needs an env to fine-tune in, but dataset "
-                          f"{data.meta.dataset_id!r} names none; pass eval.env_id=<Gym id> "
-                          "(e.g. eval.env_id=Hopper-v5) or drop online.steps")
+        raise ConfigError(
+            f"online.steps={steps} needs an env to fine-tune in, but dataset "
+            f"{data.meta.dataset_id!r} names none; pass eval.env_id=<Gym id> "
+            "(e.g. eval.env_id=Hopper-v5) or drop online.steps"
+        )
     if cfg.cql.calibration and not data.meta.extra.get("episode_ends_known", True):
-        raise ConfigError(f"cql.calibration=true needs returns-to-go per episode, but dataset "
-                          f"{data.meta.dataset_id!r} has no episode ends (no 'timeouts'); add them to "
-                          "the file or drop cql.calibration")
+        raise ConfigError(
+            f"cql.calibration=true needs returns-to-go per episode, but dataset "
+            f"{data.meta.dataset_id!r} has no episode ends (no 'timeouts'); add them to "
+            "the file or drop cql.calibration"
+        )

@@ -21,8 +21,15 @@ ONLINE_SAMPLER_SEED_OFFSET = 15_485_863
 
 
 class MixedSampler:
-    def __init__(self, offline: DeviceSampler, online: Sequence[OnlineReplay], seeds: Sequence[int],
-                 batch_size: int, offline_ratio: float, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        offline: DeviceSampler,
+        online: Sequence[OnlineReplay],
+        seeds: Sequence[int],
+        batch_size: int,
+        offline_ratio: float,
+        device: torch.device | str,
+    ) -> None:
         if len(online) != len(seeds):
             raise ValueError(f"one online buffer per seed: {len(online)} buffers for {len(seeds)} seeds")
         self.offline, self.online = offline, list(online)

@@ -19,10 +19,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from gymnasium.vector import SyncVectorEnv
 
 from cql_runner.collect.policies import episode_seed, numpy_generator
@@ -79,17 +80,28 @@ class OnlineSetup:
 def online_setup(cfg: Any, data: OfflineData) -> OnlineSetup:
     meta = data.meta
     return OnlineSetup(
-        steps=int(cfg.online.steps), utd=int(cfg.online.utd), envs=int(cfg.online.envs),
-        random_steps=int(cfg.online.random_steps), calibrate=bool(cfg.online.calibrate_online),
-        offline_ratio=offline_ratio(cfg), batch_size=int(cfg.train.batch_size), log_every=int(cfg.train.log_every),
-        eval_every=int(cfg.eval.every), checkpoint_every=int(cfg.train.checkpoint_every),
-        offline_steps=int(cfg.train.steps), discount=float(cfg.cql.discount),
-        reward_scale=float(cfg.env.reward_scale), reward_bias=float(cfg.env.reward_bias),
-        sparse_reward_neg=sparse_reward_neg(cfg.env), env_id=resolve_env_id(cfg.eval, meta),
+        steps=int(cfg.online.steps),
+        utd=int(cfg.online.utd),
+        envs=int(cfg.online.envs),
+        random_steps=int(cfg.online.random_steps),
+        calibrate=bool(cfg.online.calibrate_online),
+        offline_ratio=offline_ratio(cfg),
+        batch_size=int(cfg.train.batch_size),
+        log_every=int(cfg.train.log_every),
+        eval_every=int(cfg.eval.every),
+        checkpoint_every=int(cfg.train.checkpoint_every),
+        offline_steps=int(cfg.train.steps),
+        discount=float(cfg.cql.discount),
+        reward_scale=float(cfg.env.reward_scale),
+        reward_bias=float(cfg.env.reward_bias),
+        sparse_reward_neg=sparse_reward_neg(cfg.env),
+        env_id=resolve_env_id(cfg.eval, meta),
         max_episode_steps=None if cfg.eval.max_episode_steps is None else int(cfg.eval.max_episode_steps),
         obs_keys=None if meta.obs_keys is None else list(meta.obs_keys),
-        obs_mean=meta.extra.get("obs_mean"), obs_std=meta.extra.get("obs_std"),
-        action_low=meta.action_low, action_high=meta.action_high,
+        obs_mean=meta.extra.get("obs_mean"),
+        obs_std=meta.extra.get("obs_std"),
+        action_low=meta.action_low,
+        action_high=meta.action_high,
     )
 
 
@@ -118,9 +130,15 @@ class OnlineResult:
 
 
 class OnlinePhase:
-    def __init__(self, setup: OnlineSetup, agent: CQLAgent, offline: DeviceSampler, trainer: Any,
-                 loggers: Sequence[MultiLogger],
-                 checkpoint: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+    def __init__(
+        self,
+        setup: OnlineSetup,
+        agent: CQLAgent,
+        offline: DeviceSampler,
+        trainer: Any,
+        loggers: Sequence[MultiLogger],
+        checkpoint: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         """``checkpoint`` writes one payload per seed (the online part of each seed's checkpoint)."""
         self.setup, self.agent, self.trainer = setup, agent, trainer
         self.loggers = list(loggers)
@@ -129,8 +147,9 @@ class OnlinePhase:
         self.seeds = list(agent.seeds)
         k = len(self.seeds)
         self.buffers = [OnlineReplay(setup.steps, agent.obs_dim, agent.act_dim) for _ in range(k)]
-        self.sampler = MixedSampler(offline, self.buffers, self.seeds, setup.batch_size, setup.offline_ratio,
-                                    agent.device)
+        self.sampler = MixedSampler(
+            offline, self.buffers, self.seeds, setup.batch_size, setup.offline_ratio, agent.device
+        )
         self.uniform_rngs = [numpy_generator(s, "online") for s in self.seeds]
         self.noise = [torch.Generator(agent.device).manual_seed(s + EXPLORATION_SEED_OFFSET) for s in self.seeds]
         self.env_steps = self.updates = 0
@@ -155,9 +174,17 @@ class OnlinePhase:
 
     def _end_episode(self, k: int, ep: _Episode) -> None:
         rows = {name: np.asarray(v) for name, v in ep.rows.items()}
-        self.buffers[k].add_episode(ep.index, rows["obs"], rows["actions"], rows["rewards"], rows["next_obs"],
-                                    rows["terminated"], rows["truncated"], discount=self.setup.discount,
-                                    sparse_reward_neg=self.setup.sparse_reward_neg)
+        self.buffers[k].add_episode(
+            ep.index,
+            rows["obs"],
+            rows["actions"],
+            rows["rewards"],
+            rows["next_obs"],
+            rows["terminated"],
+            rows["truncated"],
+            discount=self.setup.discount,
+            sparse_reward_neg=self.setup.sparse_reward_neg,
+        )
         self._finished[k].append(ep.env_return)
 
     def _replay_episode(self, env: Any, saved: dict[str, Any]) -> _Episode:
@@ -169,10 +196,14 @@ class OnlinePhase:
         obs = self._learner_obs(raw)
         rows = {name: list(saved["rows"][name]) for name in ROW_FIELDS}
         if rows["next_obs"] and not np.array_equal(obs, rows["next_obs"][-1]):
-            log.warning("%s did not return to its checkpointed state on replay; the resumed online "
-                        "phase will not match an uninterrupted one exactly", self.setup.env_id)
-        return _Episode(int(saved["index"]), int(saved["seed"]), obs, rows, float(saved["env_return"]),
-                        list(saved["env_actions"]))
+            log.warning(
+                "%s did not return to its checkpointed state on replay; the resumed online "
+                "phase will not match an uninterrupted one exactly",
+                self.setup.env_id,
+            )
+        return _Episode(
+            int(saved["index"]), int(saved["seed"]), obs, rows, float(saved["env_return"]), list(saved["env_actions"])
+        )
 
     # ----- acting -------------------------------------------------------------------------
     @torch.no_grad()
@@ -180,11 +211,13 @@ class OnlinePhase:
         """(K, n, A) unit actions for learner observations (K, n, obs_dim)."""
         n = obs.shape[1]
         if self.env_steps < self.setup.random_steps:
-            return np.stack([rng.uniform(-1.0, 1.0, (n, self.agent.act_dim)).astype(np.float32)
-                             for rng in self.uniform_rngs])
+            return np.stack(
+                [rng.uniform(-1.0, 1.0, (n, self.agent.act_dim)).astype(np.float32) for rng in self.uniform_rngs]
+            )
         mean, log_std = self.agent.actor(torch.as_tensor(obs, device=self.agent.device))
-        eps = torch.stack([torch.randn((n, self.agent.act_dim), generator=g, device=self.agent.device)
-                           for g in self.noise])
+        eps = torch.stack(
+            [torch.randn((n, self.agent.act_dim), generator=g, device=self.agent.device) for g in self.noise]
+        )
         return squashed_gaussian_sample(mean.float(), log_std.float(), eps)[0].cpu().numpy()
 
     # ----- the loop -----------------------------------------------------------------------
@@ -192,21 +225,25 @@ class OnlinePhase:
         s = self.setup
         self.agent.set_calibration(s.calibrate)
         vecs = [make_vector_env(s.env_id, s.envs, s.max_episode_steps) for _ in self.seeds]
-        low = s.action_low if s.action_low is not None else vecs[0].single_action_space.low
-        high = s.action_high if s.action_high is not None else vecs[0].single_action_space.high
+        space = cast(Box, vecs[0].single_action_space)  # make_env admits bounded Box actions only
+        low = s.action_low if s.action_low is not None else space.low
+        high = s.action_high if s.action_high is not None else space.high
         try:
             if self._restored is None:
                 episodes = [[self._new_episode(k, env) for env in vec.envs] for k, vec in enumerate(vecs)]
             else:
-                episodes = [[self._replay_episode(env, saved) for env, saved in zip(vec.envs, st["episodes"])]
-                            for vec, st in zip(vecs, self._restored)]
+                episodes = [
+                    [self._replay_episode(env, saved) for env, saved in zip(vec.envs, st["episodes"])]
+                    for vec, st in zip(vecs, self._restored)
+                ]
             return self._loop(vecs, episodes, low, high)
         finally:
             for vec in vecs:
                 vec.close()
 
-    def _loop(self, vecs: list[SyncVectorEnv], episodes: list[list[_Episode]], low: np.ndarray,
-              high: np.ndarray) -> OnlineResult:
+    def _loop(
+        self, vecs: list[SyncVectorEnv], episodes: list[list[_Episode]], low: np.ndarray, high: np.ndarray
+    ) -> OnlineResult:
         s = self.setup
         with PreemptionFlag() as preempt:
             window_start, window_steps = time.perf_counter(), 0
@@ -255,15 +292,24 @@ class OnlinePhase:
     def seed_state(self, k: int, episodes: Sequence[_Episode], complete: bool = False) -> dict[str, Any]:
         """Seed k's online progress: buffer, generators, episodes in progress, metrics window."""
         return {
-            "env_steps": self.env_steps, "updates": self.updates, "complete": complete,
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "complete": complete,
             "episodes_started": self._episodes_started[k],
             "buffer": self.buffers[k].state(),
             "sampler": self.sampler.generators[k].get_state(),
             "uniform_rng": self.uniform_rngs[k].bit_generator.state,
             "noise": self.noise[k].get_state(),
-            "episodes": [{"index": ep.index, "seed": ep.seed, "env_return": ep.env_return,
-                          "env_actions": np.asarray(ep.env_actions, np.float32).reshape(-1, self.agent.act_dim),
-                          "rows": {name: np.asarray(v) for name, v in ep.rows.items()}} for ep in episodes],
+            "episodes": [
+                {
+                    "index": ep.index,
+                    "seed": ep.seed,
+                    "env_return": ep.env_return,
+                    "env_actions": np.asarray(ep.env_actions, np.float32).reshape(-1, self.agent.act_dim),
+                    "rows": {name: np.asarray(v) for name, v in ep.rows.items()},
+                }
+                for ep in episodes
+            ],
             "finished": list(self._finished[k]),
             "metric_sums": {n: v[k : k + 1].cpu().clone() for n, v in self._sums.items()},
             "metric_count": self._count,
@@ -286,8 +332,9 @@ class OnlinePhase:
         self._count = int(first["metric_count"])
         self._restored = list(states)
 
-    def _step_env(self, k: int, i: int, env: Any, episodes: list[list[_Episode]], unit: np.ndarray,
-                  env_action: np.ndarray) -> None:
+    def _step_env(
+        self, k: int, i: int, env: Any, episodes: list[list[_Episode]], unit: np.ndarray, env_action: np.ndarray
+    ) -> None:
         ep = episodes[k][i]
         raw, reward, terminated, truncated, _ = env.step(env_action)
         next_obs = self._learner_obs(raw)
@@ -312,8 +359,9 @@ class OnlinePhase:
         # The same Q diagnostics as offline: Q on data and policy actions against the batch's
         # Monte-Carlo return, here over the mixed batch.
         metrics["q/dataset_mc_return"] = batch.returns_to_go.mean(-1)
-        metrics["online/offline_share"] = torch.full_like(metrics["q/dataset_mc_return"],
-                                                          self.sampler.n_offline / batch.obs.shape[1])
+        metrics["online/offline_share"] = torch.full_like(
+            metrics["q/dataset_mc_return"], self.sampler.n_offline / batch.obs.shape[1]
+        )
         self.updates += 1
         if not self._sums:
             self._sums = {name: torch.zeros_like(v) for name, v in metrics.items()}
@@ -322,19 +370,28 @@ class OnlinePhase:
 
     def _drain(self, env_steps_per_s: float) -> list[dict[str, float]]:
         names = list(self._sums)
-        means = ((torch.stack([self._sums[n] for n in names]) / self._count).float().cpu()
-                 if self._count else torch.zeros(0, len(self.seeds)))
+        means = (
+            (torch.stack([self._sums[n] for n in names]) / self._count).float().cpu()
+            if self._count
+            else torch.zeros(0, len(self.seeds))
+        )
         self._sums, self._count = {}, 0
         bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i]).all()]
         if bad:
             raise NonFiniteLossError(
                 f"{', '.join(bad)} became NaN/inf in the online phase before env step {self.env_steps}; "
-                "try a lower cql.critic_lr or cql.policy_lr, or network.layer_norm=true")
+                "try a lower cql.critic_lr or cql.policy_lr, or network.layer_norm=true"
+            )
         records = []
         for k in range(len(self.seeds)):
             rec = {n: float(means[i, k]) for i, n in enumerate(names)}
-            rec.update({"online/env_steps": float(self.env_steps), "online/updates": float(self.updates),
-                        "perf/env_steps_per_s": env_steps_per_s})
+            rec.update(
+                {
+                    "online/env_steps": float(self.env_steps),
+                    "online/updates": float(self.updates),
+                    "perf/env_steps_per_s": env_steps_per_s,
+                }
+            )
             if self._finished[k]:
                 rec["online/return"] = float(np.mean(self._finished[k]))
                 rec["online/episodes"] = float(len(self._finished[k]))
@@ -348,11 +405,20 @@ def finished(payloads: Sequence[dict[str, Any]] | None, steps: int) -> bool:
     if not payloads:
         return False
     online = payloads[0].get("online")
-    return bool(online) and int(online.get("env_steps", 0)) >= steps and bool(online.get("complete"))
+    if not online:
+        return False
+    return int(online.get("env_steps", 0)) >= steps and bool(online.get("complete"))
 
 
-def fine_tune(cfg: Any, data: OfflineData, agent: CQLAgent, offline: DeviceSampler, trainer: Any,
-              loggers: Sequence[MultiLogger], resumed: Sequence[dict[str, Any]] | None) -> OnlineResult | None:
+def fine_tune(
+    cfg: Any,
+    data: OfflineData,
+    agent: CQLAgent,
+    offline: DeviceSampler,
+    trainer: Any,
+    loggers: Sequence[MultiLogger],
+    resumed: Sequence[dict[str, Any]] | None,
+) -> OnlineResult | None:
     """Run the online phase after a completed offline phase; None when there is none to run.
 
     The online phase checkpoints every ``train.checkpoint_every`` env steps, on SIGTERM/SIGUSR1
@@ -370,10 +436,16 @@ def fine_tune(cfg: Any, data: OfflineData, agent: CQLAgent, offline: DeviceSampl
         trainer.checkpoint([{"online": st} for st in states])
 
     phase = OnlinePhase(setup, agent, offline, trainer, loggers, checkpoint)
-    online = [p.get("online") for p in resumed or []]
-    if online and all(online):
+    online = [p["online"] for p in resumed or [] if p.get("online")]
+    if online and len(online) == len(resumed or []):
         phase.restore(online)
         log.info("resuming the online phase at env step %d", phase.env_steps)
-    log.info("online phase: %d env steps per seed in %d env(s), utd %d, offline share %.3g, calibration %s",
-             steps, setup.envs, setup.utd, setup.offline_ratio, "on" if agent.calibrate and setup.calibrate else "off")
+    log.info(
+        "online phase: %d env steps per seed in %d env(s), utd %d, offline share %.3g, calibration %s",
+        steps,
+        setup.envs,
+        setup.utd,
+        setup.offline_ratio,
+        "on" if agent.calibrate and setup.calibrate else "off",
+    )
     return phase.run()

@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -142,7 +143,8 @@ def _task_axes(fig: Figure, tasks: Sequence[str]) -> dict[str, Axes]:
 CURVE_STATS = ("mean", "iqm")
 # Drawn where a fine-tuning run's online phase starts (its curves share one step axis: offline
 # update steps, then train.steps + env steps).
-SWITCH_STYLE = {"linestyle": ":", "linewidth": 1.2}
+SWITCH_LINESTYLE: Literal[":"] = ":"
+SWITCH_LINEWIDTH = 1.2
 
 
 def online_switch(group: Group) -> int | None:
@@ -174,7 +176,7 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
             ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
             switch = online_switch(g)
             if switch is not None:
-                ax.axvline(switch, color=color, **SWITCH_STYLE)
+                ax.axvline(switch, color=color, linestyle=SWITCH_LINESTYLE, linewidth=SWITCH_LINEWIDTH)
                 switched = True
             finite = [float(v) for v in centre if math.isfinite(v)]
             peaks.append(max((abs(v) for v in finite), default=0.0))
@@ -184,7 +186,8 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
         if linear_up_to is not None:
             _symlog_linear_below(ax, linear_up_to, lowest, max(peaks))
         _decorate(ax, task, metric,
-                  [Line2D([], [], color="gray", label="offline → online", **SWITCH_STYLE)] if switched else [])
+                  [Line2D([], [], color="gray", label="offline → online", linestyle=SWITCH_LINESTYLE,
+                          linewidth=SWITCH_LINEWIDTH)] if switched else [])
     how = "mean ± std" if stat == "mean" else "IQM with 95% bootstrap band"
     fig.suptitle(f"{metric}: {how} over seeds")
     return drawn, save_figure(fig, path, formats)
