@@ -12,7 +12,7 @@ from conftest import run_cli
 from data_helpers import write_dqn_replay
 
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
-from cql_runner.data.dqn_replay import DQNReplaySource
+from cql_runner.discrete.dqn_replay import DQNReplaySource
 from cql_runner.data.errors import DatasetError
 from cql_runner.discrete.agent import DiscreteCQLAgent
 from cql_runner.discrete.frames import FrameSampler

@@ -17,7 +17,7 @@ from typing import Any
 
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
 from cql_runner.evidence.results_reading import CQL_METHODS, reading
-from cql_runner.evidence.suite_plan import METHODS, PEER_METHODS
+from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
 from cql_runner.report.aggregate import Stat
 from cql_runner.report.collect_runs import SCORE_KEY
@@ -219,7 +219,7 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
 
 def write_results(out: Path, docs: Path) -> Path:
     """Write RESULTS.md and its figures for the suite in ``out``; returns the markdown's path."""
-    cells = gather(out, [m.name for m in (*METHODS, *PEER_METHODS)])
+    cells = gather(out, [m.name for m in (*METHODS, *OPTIONAL_METHODS)])
     fig_dir = docs / FIG_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = {"Learning curves (normalized score)": fig_dir / "curves.png",
