@@ -92,8 +92,9 @@ class Workload:
     rates: list[float] = field(default_factory=list)
 
 
-def synthetic_data(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0,
-                   episode_len: int = 1000) -> OfflineData:
+def synthetic_data(
+    size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0, episode_len: int = 1000
+) -> OfflineData:
     rng = np.random.default_rng(seed)
     obs = rng.standard_normal((size + 1, obs_dim)).astype(np.float32)
     timeouts = np.zeros(size, np.float32)
@@ -111,16 +112,39 @@ def synthetic_data(size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, se
     )
 
 
-def make_agent(args: argparse.Namespace, bf16: bool = False, seed: int = 0, n_seeds: int = 1,
-               capturable: bool = False, compile: bool = False) -> CQLAgent:
+def make_agent(
+    args: argparse.Namespace,
+    bf16: bool = False,
+    seed: int = 0,
+    n_seeds: int = 1,
+    capturable: bool = False,
+    compile: bool = False,
+) -> CQLAgent:
     network = NetworkConfig(hidden=list(args.hidden), n_critics=N_CRITICS)
     cql = CQLConfig(n_actions=args.n_actions, alpha=5.0, lagrange=True, tau=10.0)
-    return CQLAgent(OBS_DIM, ACT_DIM, seeds=list(range(seed, seed + n_seeds)), network=network, cql=cql,
-                    device=args.device, bf16=bf16, capturable=capturable, compile=compile)
+    return CQLAgent(
+        OBS_DIM,
+        ACT_DIM,
+        seeds=list(range(seed, seed + n_seeds)),
+        network=network,
+        cql=cql,
+        device=args.device,
+        bf16=bf16,
+        capturable=capturable,
+        compile=compile,
+    )
 
 
-def graph_row(args: argparse.Namespace, data: OfflineData, device: torch.device, name: str, label: str,
-              note: str, n_seeds: int = 1, compile: bool = False) -> Workload:
+def graph_row(
+    args: argparse.Namespace,
+    data: OfflineData,
+    device: torch.device,
+    name: str,
+    label: str,
+    note: str,
+    n_seeds: int = 1,
+    compile: bool = False,
+) -> Workload:
     """A row of the real training step replayed as a CUDA graph (train.cuda_graph=true). A compiled
     step is optional: if its compilation fails the row is dropped with a note."""
     agent = make_agent(args, n_seeds=n_seeds, capturable=True, compile=compile)
@@ -163,8 +187,14 @@ def mlp_gemm_flops(sizes: list[int], rows: int, forward: bool, grad_weights: boo
     return total
 
 
-def step_flops(hidden: list[int], batch: int, n_actions: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM,
-               n_critics: int = N_CRITICS) -> dict[str, int]:
+def step_flops(
+    hidden: list[int],
+    batch: int,
+    n_actions: int,
+    obs_dim: int = OBS_DIM,
+    act_dim: int = ACT_DIM,
+    n_critics: int = N_CRITICS,
+) -> dict[str, int]:
     """GEMM FLOPs of one CQLAgent.update, by part, for our formulation (K = 1, no max backup)."""
     actor = [obs_dim, *hidden, 2 * act_dim]
     critic = [obs_dim + act_dim, *hidden, 1]
@@ -219,8 +249,10 @@ def import_d3rlpy(peer_venv: Path | None = None) -> tuple[Any, str | None]:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
         return d3rlpy, None
     except Exception as exc:  # ImportError, or a broken install
-        return None, (f"d3rlpy is not importable ({type(exc).__name__}: {exc}); build the peer venv with "
-                      "`python -m cql_runner.peers build --venv .peer-venv` and pass --peer-venv .peer-venv")
+        return None, (
+            f"d3rlpy is not importable ({type(exc).__name__}: {exc}); build the peer venv with "
+            "`python -m cql_runner.peers build --venv .peer-venv` and pass --peer-venv .peer-venv"
+        )
 
 
 def d3rlpy_device(device: torch.device) -> str | bool:
@@ -237,22 +269,39 @@ def build_d3rlpy(d3rlpy: Any, args: argparse.Namespace, data: OfflineData) -> tu
 
     with contextlib.redirect_stdout(io.StringIO()):
         dataset = MDPDataset(
-            observations=data.observations, actions=data.actions, rewards=data.rewards,
-            terminals=data.terminals, timeouts=data.timeouts, action_space=d3rlpy.ActionSpace.CONTINUOUS,
+            observations=data.observations,
+            actions=data.actions,
+            rewards=data.rewards,
+            terminals=data.terminals,
+            timeouts=data.timeouts,
+            action_space=d3rlpy.ActionSpace.CONTINUOUS,
         )
     encoder = VectorEncoderFactory(hidden_units=list(args.hidden))
     cfg = d3rlpy.algos.CQLConfig(
-        batch_size=args.batch, gamma=0.99, tau=5e-3, n_critics=N_CRITICS,
-        n_action_samples=args.n_actions, conservative_weight=5.0, alpha_threshold=10.0,
-        actor_learning_rate=1e-4, critic_learning_rate=3e-4, temp_learning_rate=3e-4, alpha_learning_rate=3e-4,
-        initial_temperature=1.0, initial_alpha=1.0, soft_q_backup=False, max_q_backup=False,
-        actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+        batch_size=args.batch,
+        gamma=0.99,
+        tau=5e-3,
+        n_critics=N_CRITICS,
+        n_action_samples=args.n_actions,
+        conservative_weight=5.0,
+        alpha_threshold=10.0,
+        actor_learning_rate=1e-4,
+        critic_learning_rate=3e-4,
+        temp_learning_rate=3e-4,
+        alpha_learning_rate=3e-4,
+        initial_temperature=1.0,
+        initial_alpha=1.0,
+        soft_q_backup=False,
+        max_q_backup=False,
+        actor_encoder_factory=encoder,
+        critic_encoder_factory=encoder,
     )
     algo = cfg.create(device=d3rlpy_device(torch.device(args.device)))
     algo.build_with_dataset(dataset)
     pool = [
-        TorchMiniBatch.from_batch(dataset.sample_transition_batch(args.batch), gamma=0.99,
-                                  compute_returns_to_go=False, device=algo._device)
+        TorchMiniBatch.from_batch(
+            dataset.sample_transition_batch(args.batch), gamma=0.99, compute_returns_to_go=False, device=algo._device
+        )
         for _ in range(POOL)
     ]
     return algo, dataset, pool
@@ -264,8 +313,10 @@ def cpu_info() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     flags = set()
     for line in text.splitlines():
         if line.startswith("flags"):
@@ -303,8 +354,13 @@ def time_block(w: Workload, n: int, device: torch.device) -> float:
     return n * w.agents / max(elapsed, 1e-12)
 
 
-def run_rounds(rows: list[Workload], args: argparse.Namespace, device: torch.device,
-               log: Callable[[str], None], notes: list[str] | None = None) -> None:
+def run_rounds(
+    rows: list[Workload],
+    args: argparse.Namespace,
+    device: torch.device,
+    log: Callable[[str], None],
+    notes: list[str] | None = None,
+) -> None:
     """Warm every row up, then time them in rotated rounds. An optional row whose warm-up fails is
     removed from ``rows`` and the failure goes into ``notes``."""
     for w in list(rows):
@@ -344,17 +400,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     p.add_argument("--steps", type=int, default=20, help="steps of each row per round")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps of each row before the rounds")
-    p.add_argument("--bf16-steps", type=int, default=1,
-                   help="steps per round of the bf16 row when the CPU lacks bf16 hardware (it is ~5-100x slower)")
+    p.add_argument(
+        "--bf16-steps",
+        type=int,
+        default=1,
+        help="steps per round of the bf16 row when the CPU lacks bf16 hardware (it is ~5-100x slower)",
+    )
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 row (ratios.bf16 becomes null)")
     p.add_argument("--no-peer", action="store_true", help="skip d3rlpy")
-    p.add_argument("--peer-venv", type=Path, default=None,
-                   help="a peer venv (python -m cql_runner.peers build --venv DIR) to import d3rlpy from")
+    p.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=None,
+        help="a peer venv (python -m cql_runner.peers build --venv DIR) to import d3rlpy from",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--seeds", type=int, default=8,
-                   help="K of the seed-vectorised row (K agents in one process); 1 skips the row")
-    p.add_argument("--no-graph-compile", action="store_true",
-                   help="on CUDA, skip the CUDA graph + torch.compile row (its compilation takes minutes)")
+    p.add_argument(
+        "--seeds", type=int, default=8, help="K of the seed-vectorised row (K agents in one process); 1 skips the row"
+    )
+    p.add_argument(
+        "--no-graph-compile",
+        action="store_true",
+        help="on CUDA, skip the CUDA graph + torch.compile row (its compilation takes minutes)",
+    )
     p.add_argument("--dataset-size", type=int, default=1_000_000, help="synthetic transitions (Hopper-medium: 1M)")
     p.add_argument("--gemm-reps", type=int, default=20, help="matmuls per timed step of the ceiling row")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
@@ -378,8 +446,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--device {args.device}: CUDA is not available in this torch ({torch.__version__})")
     torch.manual_seed(0)
     notes: list[str] = []
-    machine = {**cpu_info(), "torch": torch.__version__, "python": platform.python_version(),
-               "threads": torch.get_num_threads(), "device": str(device)}
+    machine = {
+        **cpu_info(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
 
@@ -394,9 +467,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ours = Workload("ours_fp32", "ours fp32 update", lambda: agent.update(next_batch()))
     agent_s = make_agent(args)
     sampler_s = DeviceSampler(data, seeds=[0], device=device)
-    ours_s = Workload("ours_fp32_sampled", "ours fp32 sample+update",
-                      lambda: agent_s.update(sampler_s.sample(args.batch)),
-                      note="DeviceSampler.sample + update: the real training step")
+    ours_s = Workload(
+        "ours_fp32_sampled",
+        "ours fp32 sample+update",
+        lambda: agent_s.update(sampler_s.sample(args.batch)),
+        note="DeviceSampler.sample + update: the real training step",
+    )
     rows += [ours, ours_s]
 
     # Seed-vectorised: K agents in one process, counted per seed-step.
@@ -404,27 +480,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.seeds > 1:
         agent_k = make_agent(args, n_seeds=args.seeds)
         sampler_k = DeviceSampler(data, seeds=list(range(args.seeds)), device=device)
-        ours_k = Workload(f"ours_seeds{args.seeds}_sampled", f"ours {args.seeds} seeds sample+update",
-                          lambda: agent_k.update(sampler_k.sample(args.batch)), agents=args.seeds,
-                          steps=max(1, args.steps // args.seeds),
-                          note=f"steps/s summed over {args.seeds} vectorised seeds (train.num_seeds)")
+        ours_k = Workload(
+            f"ours_seeds{args.seeds}_sampled",
+            f"ours {args.seeds} seeds sample+update",
+            lambda: agent_k.update(sampler_k.sample(args.batch)),
+            agents=args.seeds,
+            steps=max(1, args.steps // args.seeds),
+            note=f"steps/s summed over {args.seeds} vectorised seeds (train.num_seeds)",
+        )
         rows.append(ours_k)
 
     # Whole-step CUDA graph (train.cuda_graph=true): sampling and update replayed as one graph.
     ours_g = ours_gc = ours_gk = None
     if device.type == "cuda":
-        ours_g = graph_row(args, data, device, "ours_cuda_graph_sampled", "ours CUDA graph sample+update",
-                           note="train.cuda_graph=true: the real training step")
+        ours_g = graph_row(
+            args,
+            data,
+            device,
+            "ours_cuda_graph_sampled",
+            "ours CUDA graph sample+update",
+            note="train.cuda_graph=true: the real training step",
+        )
         rows.append(ours_g)
         if not args.no_graph_compile:
-            ours_gc = graph_row(args, data, device, "ours_cuda_graph_compile_sampled",
-                                "ours CUDA graph+compile sample+update", compile=True,
-                                note="train.cuda_graph=true train.compile=true")
+            ours_gc = graph_row(
+                args,
+                data,
+                device,
+                "ours_cuda_graph_compile_sampled",
+                "ours CUDA graph+compile sample+update",
+                compile=True,
+                note="train.cuda_graph=true train.compile=true",
+            )
             rows.append(ours_gc)
         if args.seeds > 1:
-            ours_gk = graph_row(args, data, device, f"ours_seeds{args.seeds}_cuda_graph_sampled",
-                                f"ours {args.seeds} seeds CUDA graph sample+update", n_seeds=args.seeds,
-                                note=f"train.num_seeds={args.seeds} train.cuda_graph=true, seed-steps/s")
+            ours_gk = graph_row(
+                args,
+                data,
+                device,
+                f"ours_seeds{args.seeds}_cuda_graph_sampled",
+                f"ours {args.seeds} seeds CUDA graph sample+update",
+                n_seeds=args.seeds,
+                note=f"train.num_seeds={args.seeds} train.cuda_graph=true, seed-steps/s",
+            )
             rows.append(ours_gk)
 
     # Ours, bf16 autocast.
@@ -440,9 +538,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ours_bf16.steps = args.bf16_steps
             ours_bf16.warmup = min(args.warmup, 1)
             ours_bf16.note = f"CPU lacks AMX/AVX512-BF16: {args.bf16_steps} step(s) per round"
-            notes.append(f"This CPU has no bf16 hardware (no amx_bf16/avx512_bf16 in /proc/cpuinfo): bf16 matmuls "
-                         f"are emulated and far slower than fp32, so the bf16 row runs only {args.bf16_steps} "
-                         "step(s) per round. Train with train.bf16=false here.")
+            notes.append(
+                f"This CPU has no bf16 hardware (no amx_bf16/avx512_bf16 in /proc/cpuinfo): bf16 matmuls "
+                f"are emulated and far slower than fp32, so the bf16 row runs only {args.bf16_steps} "
+                "step(s) per round. Train with train.bf16=false here."
+            )
         rows.append(ours_bf16)
 
     # The peer.
@@ -464,11 +564,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 peer_info.update(version=d3rlpy.__version__, available=True)
                 next_peer = cycle(pool)
                 impl = algo._impl
-                peer = Workload("d3rlpy_fp32", "d3rlpy fp32 update", lambda: impl.update(next_peer(), 0),
-                                group="peer", note="CQLImpl.update(TorchMiniBatch), batches pre-converted")
-                peer_s = Workload("d3rlpy_fp32_sampled", "d3rlpy sample+update",
-                                  lambda: algo_s.update(dataset_s.sample_transition_batch(args.batch)),
-                                  group="peer", note="CQL.update(ReplayBuffer.sample_transition_batch(B))")
+                peer = Workload(
+                    "d3rlpy_fp32",
+                    "d3rlpy fp32 update",
+                    lambda: impl.update(next_peer(), 0),
+                    group="peer",
+                    note="CQLImpl.update(TorchMiniBatch), batches pre-converted",
+                )
+                peer_s = Workload(
+                    "d3rlpy_fp32_sampled",
+                    "d3rlpy sample+update",
+                    lambda: algo_s.update(dataset_s.sample_transition_batch(args.batch)),
+                    group="peer",
+                    note="CQL.update(ReplayBuffer.sample_transition_batch(B))",
+                )
                 rows += [peer, peer_s]
         if peer_info["reason"]:
             notes.append(f"peer missing: {peer_info['reason']}")
@@ -491,8 +600,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.mm(x, wt, out=out)
 
     gemm_flops = 2.0 * m * h * h * args.gemm_reps
-    ceiling = Workload("gemm_ceiling", f"gemm ceiling ({m}x{h})@({h}x{h})", gemm, group="ceiling",
-                       flops=gemm_flops, note=f"{args.gemm_reps} fp32 matmuls per step")
+    ceiling = Workload(
+        "gemm_ceiling",
+        f"gemm ceiling ({m}x{h})@({h}x{h})",
+        gemm,
+        group="ceiling",
+        flops=gemm_flops,
+        note=f"{args.gemm_reps} fp32 matmuls per step",
+    )
     rows.append(ceiling)
 
     # Each ratio's two rows next to each other, so they are timed back to back in a round.
@@ -512,9 +627,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for w in rows:
         med = statistics.median(w.rates)
         entry: dict[str, Any] = {
-            "name": w.name, "label": w.label, "group": w.group,
+            "name": w.name,
+            "label": w.label,
+            "group": w.group,
             "steps_per_s": {"median": med, "min": min(w.rates), "max": max(w.rates)},
-            "per_round": w.rates, "steps_per_round": w.steps or args.steps, "note": w.note,
+            "per_round": w.rates,
+            "steps_per_round": w.steps or args.steps,
+            "note": w.note,
         }
         if w.group != "ceiling":
             entry["ratio_vs_d3rlpy"] = paired_ratio(w, peer_s if w.name.endswith("_sampled") else peer)
@@ -528,17 +647,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "schema": SCHEMA,
         "config": {
-            "obs_dim": OBS_DIM, "act_dim": ACT_DIM, "hidden": list(args.hidden), "batch": args.batch,
-            "n_actions": args.n_actions, "n_critics": N_CRITICS, "lagrange": True, "tau": 10.0, "alpha": 5.0,
-            "device": str(device), "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
-            "bf16_steps": ours_bf16.steps if ours_bf16 else None, "dataset_size": args.dataset_size,
+            "obs_dim": OBS_DIM,
+            "act_dim": ACT_DIM,
+            "hidden": list(args.hidden),
+            "batch": args.batch,
+            "n_actions": args.n_actions,
+            "n_critics": N_CRITICS,
+            "lagrange": True,
+            "tau": 10.0,
+            "alpha": 5.0,
+            "device": str(device),
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "bf16_steps": ours_bf16.steps if ours_bf16 else None,
+            "dataset_size": args.dataset_size,
         },
         "machine": machine,
         "peer": peer_info,
         "rows": results,
         "ratios": {"fp32": paired_ratio(ours, peer), "bf16": paired_ratio(ours_bf16, peer)},
-        "ratios_sampled": {"fp32": paired_ratio(ours_s, peer_s), "cuda_graph": paired_ratio(ours_g, peer_s),
-                           "cuda_graph_compile": paired_ratio(ours_gc, peer_s)},
+        "ratios_sampled": {
+            "fp32": paired_ratio(ours_s, peer_s),
+            "cuda_graph": paired_ratio(ours_g, peer_s),
+            "cuda_graph_compile": paired_ratio(ours_gc, peer_s),
+        },
         "seeds": {
             "k": args.seeds if ours_k else 1,
             "aggregate_steps_per_s": statistics.median(ours_k.rates) if ours_k else None,
@@ -549,19 +682,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cuda_graph_ratio_vs_single": paired_ratio(ours_gk, ours_g),
         },
         "flops": {
-            "per_step": flops["total"], "gflop_per_step": gflop_step,
+            "per_step": flops["total"],
+            "gflop_per_step": gflop_step,
             "breakdown": {k: v for k, v in flops.items() if k != "total"},
             "counted_by_torch": counted,
             "peer_counted_by_torch": peer_counted,
             "method": "GEMM FLOPs (2mkn) of forward and backward, actor and critics, bias/elementwise excluded",
         },
         "ceiling": {
-            "gemm": [m, h, h], "gflops": {"median": ceiling_gflops_med, "min": min(ceiling_gflops),
-                                          "max": max(ceiling_gflops)},
+            "gemm": [m, h, h],
+            "gflops": {"median": ceiling_gflops_med, "min": min(ceiling_gflops), "max": max(ceiling_gflops)},
             "steps_per_s_at_ceiling": ceiling_gflops_med / gflop_step,
         },
-        "method": ("interleaved rounds (order rotated each round); steps/s median (min-max) over rounds; "
-                   "ratios are the median over rounds of per-round ratios"),
+        "method": (
+            "interleaved rounds (order rotated each round); steps/s median (min-max) over rounds; "
+            "ratios are the median over rounds of per-round ratios"
+        ),
         "notes": notes,
     }
     if report["ratios"]["bf16"] is None and "bf16" not in " ".join(notes):
@@ -602,8 +738,10 @@ def format_table(report: dict[str, Any]) -> str:
             rng = f"{g['median']:.0f} ({g['min']:.0f}-{g['max']:.0f}) GFLOP/s"
             lines.append(f"{r['label']:<40} {rng:>26}")
             continue
-        lines.append(f"{r['label']:<40} {rng:>26} {_fmt(r['ratio_vs_d3rlpy']):>9} "
-                     f"{_fmt(r['ratio_vs_ours_fp32']):>7} {_fmt(100 * r['fraction_of_ceiling'], '.0f', '%'):>10}")
+        lines.append(
+            f"{r['label']:<40} {rng:>26} {_fmt(r['ratio_vs_d3rlpy']):>9} "
+            f"{_fmt(r['ratio_vs_ours_fp32']):>7} {_fmt(100 * r['fraction_of_ceiling'], '.0f', '%'):>10}"
+        )
     ceil = report["ceiling"]
     lines += [
         "-" * 96,
@@ -619,9 +757,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"in all, {_fmt(report['seeds']['ratio_vs_single'])}x one seed's sample+update",
     ]
     if report["seeds"]["cuda_graph_ratio_vs_single"] is not None:
-        lines.append(f"{report['seeds']['k']} vectorised seeds as a CUDA graph: "
-                     f"{_fmt(report['seeds']['cuda_graph_aggregate_steps_per_s'])} seed-steps/s in all, "
-                     f"{_fmt(report['seeds']['cuda_graph_ratio_vs_single'])}x one seed's CUDA graph step")
+        lines.append(
+            f"{report['seeds']['k']} vectorised seeds as a CUDA graph: "
+            f"{_fmt(report['seeds']['cuda_graph_aggregate_steps_per_s'])} seed-steps/s in all, "
+            f"{_fmt(report['seeds']['cuda_graph_ratio_vs_single'])}x one seed's CUDA graph step"
+        )
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 

@@ -142,10 +142,17 @@ def build_dataset(root: Path, transitions: int, episode_len: int, seed: int = 0)
         terminations = np.zeros(n, bool)
         truncations = np.zeros(n, bool)
         (terminations if e % 10 == 9 else truncations)[-1] = True
-        buffers.append(EpisodeBuffer(
-            id=e, seed=seed + e, observations=obs,
-            actions=rng.uniform(-1.0, 1.0, (n, ACT_DIM)).astype(np.float32),
-            rewards=rng.standard_normal(n), terminations=terminations, truncations=truncations))
+        buffers.append(
+            EpisodeBuffer(
+                id=e,
+                seed=seed + e,
+                observations=obs,
+                actions=rng.uniform(-1.0, 1.0, (n, ACT_DIM)).astype(np.float32),
+                rewards=rng.standard_normal(n),
+                terminations=terminations,
+                truncations=truncations,
+            )
+        )
     obs_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float64)
     act_space = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
     previous = os.environ.get("MINARI_DATASETS_PATH")
@@ -156,10 +163,18 @@ def build_dataset(root: Path, transitions: int, episode_len: int, seed: int = 0)
         except gym.error.Error:
             env = None
         minari.create_dataset_from_buffers(
-            dataset_id=DATASET_ID, buffer=buffers, env=env, eval_env=env,
-            observation_space=None if env else obs_space, action_space=None if env else act_space,
-            algorithm_name="random-walk", author="cql-runner bench", author_email="bench@example.invalid",
-            code_permalink="https://example.invalid/cql-runner", description="synthetic Hopper-shaped data")
+            dataset_id=DATASET_ID,
+            buffer=buffers,
+            env=env,
+            eval_env=env,
+            observation_space=None if env else obs_space,
+            action_space=None if env else act_space,
+            algorithm_name="random-walk",
+            author="cql-runner bench",
+            author_email="bench@example.invalid",
+            code_permalink="https://example.invalid/cql-runner",
+            description="synthetic Hopper-shaped data",
+        )
     finally:
         if previous is None:
             os.environ.pop("MINARI_DATASETS_PATH", None)
@@ -199,8 +214,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     register_configs()
-    overrides = ["env=hopper-medium", "dataset.path=null", f"dataset.id={DATASET_ID}",
-                 f"dataset.cache_dir={spec['cache_dir']}", "logger=none", "device=cpu"]
+    overrides = [
+        "env=hopper-medium",
+        "dataset.path=null",
+        f"dataset.id={DATASET_ID}",
+        f"dataset.cache_dir={spec['cache_dir']}",
+        "logger=none",
+        "device=cpu",
+    ]
     with initialize_config_module("cql_runner.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     seeds = [int(cfg.seed)]
@@ -219,23 +240,37 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     sampler = DeviceSampler(data, seeds, "cpu", discount=cfg.cql.discount)
     out["rss_after_sampler"] = settled_rss()
-    held = {name: getattr(sampler, name) for name in
-            ("observations", "actions", "rewards", "next_observations", "terminals", "returns_to_go")}
+    held = {
+        name: getattr(sampler, name)
+        for name in ("observations", "actions", "rewards", "next_observations", "terminals", "returns_to_go")
+    }
     held = {k: v for k, v in held.items() if v is not None}
-    out["sampler_tensors"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""),
-                                  "bytes": v.numel() * v.element_size()} for k, v in held.items()}
+    out["sampler_tensors"] = {
+        k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""), "bytes": v.numel() * v.element_size()}
+        for k, v in held.items()
+    }
     out["dataset_float32_bytes"] = sum(v["bytes"] for v in out["sampler_tensors"].values())
     # Everything OfflineData holds (timeouts and episode_starts stay on the host side only).
     arrays = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_starts")
     out["offline_data_bytes"] = sum(getattr(data, a).nbytes for a in arrays)
     out["sampler_shares_host_arrays"] = all(
-        held[a].data_ptr() == getattr(data, a).ctypes.data for a in arrays if a in held)
+        held[a].data_ptr() == getattr(data, a).ctypes.data for a in arrays if a in held
+    )
     out["data_resident_bytes"] = out["rss_after_sampler"] - base
     out["ratio_resident_to_float32"] = out["data_resident_bytes"] / out["dataset_float32_bytes"]
 
-    agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, torch.device("cpu"),
-                     obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
-                     bf16=cfg.train.bf16, compile=cfg.train.compile)
+    agent = CQLAgent(
+        data.obs_dim,
+        data.act_dim,
+        seeds,
+        cfg.network,
+        cfg.cql,
+        torch.device("cpu"),
+        obs_mean=data.meta.extra.get("obs_mean"),
+        obs_std=data.meta.extra.get("obs_std"),
+        bf16=cfg.train.bf16,
+        compile=cfg.train.compile,
+    )
     out["network"] = {"hidden": list(cfg.network.hidden), "n_critics": int(cfg.network.n_critics)}
     out["rss_after_agent"] = before = settled_rss()
 
@@ -295,21 +330,39 @@ def profile_step(step: Any) -> dict[str, Any]:
         sizes = [e.self_cpu_memory_usage for e in prof.events() if e.name != "[memory]"]
         allocs = [s for s in sizes if s > 0]
         top = max(prof.events(), key=lambda e: e.self_cpu_memory_usage, default=None)
-        return {"alloc_bytes_per_step": int(sum(allocs)), "largest_op_alloc_bytes": int(max(allocs, default=0)),
-                "largest_op": top.name if top is not None else None}
+        return {
+            "alloc_bytes_per_step": int(sum(allocs)),
+            "largest_op_alloc_bytes": int(max(allocs, default=0)),
+            "largest_op": top.name if top is not None else None,
+        }
     except Exception as exc:  # optional: an old torch, a profiler that fails on this machine
-        return {"alloc_bytes_per_step": None, "largest_op_alloc_bytes": None, "largest_op": None,
-                "profile_error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "alloc_bytes_per_step": None,
+            "largest_op_alloc_bytes": None,
+            "largest_op": None,
+            "profile_error": f"{type(exc).__name__}: {exc}",
+        }
 
 
 def run_child(root: Path, transitions: int, load: str, cache_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in a fresh interpreter; its JSON is the last line of stdout."""
     if load == "first":
         shutil.rmtree(cache_dir, ignore_errors=True)
-    spec = {"transitions": transitions, "load": load, "cache_dir": str(cache_dir), "steps": args.steps,
-            "warmup": args.warmup, "threads": args.threads}
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(root), "CQL_RUNNER_CACHE_DIR": str(cache_dir),
-           "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    spec = {
+        "transitions": transitions,
+        "load": load,
+        "cache_dir": str(cache_dir),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": args.threads,
+    }
+    env = {
+        **os.environ,
+        "MINARI_DATASETS_PATH": str(root),
+        "CQL_RUNNER_CACHE_DIR": str(cache_dir),
+        "WANDB_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+    }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
     if proc.returncode != 0:
@@ -326,12 +379,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="update steps per measurement")
     p.add_argument("--warmup", type=int, default=3, help="update steps before the measured ones")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="keep the built datasets here and reuse them (default: a temp dir, removed after)")
-    p.add_argument("--loads", default="both", choices=("both", "first", "cached"),
-                   help="which loads to measure: the first (Minari read + flatten + cache write), the cached")
-    p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
-                   help="sizes measured side by side (2 halves the wall time; RSS is per process)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the built datasets here and reuse them (default: a temp dir, removed after)",
+    )
+    p.add_argument(
+        "--loads",
+        default="both",
+        choices=("both", "first", "cached"),
+        help="which loads to measure: the first (Minari read + flatten + cache write), the cached",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="sizes measured side by side (2 halves the wall time; RSS is per process)",
+    )
     p.add_argument("--child-timeout", type=float, default=1800.0)
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
     p.add_argument("--quiet", action="store_true")
@@ -352,8 +418,10 @@ def summarize(runs: list[dict[str, Any]], large: int, control: int) -> dict[str,
     dataset_bytes = next(iter(big.values()))["dataset_float32_bytes"]
     ratios = {load: r["ratio_resident_to_float32"] for load, r in big.items()}
     # A per-step copy would show in both loads; the larger of the two is the cautious figure.
-    overhead = {"large": max(r["step_overhead_bytes"] for r in big.values()),
-                "control": max(r["step_overhead_bytes"] for r in small.values())}
+    overhead = {
+        "large": max(r["step_overhead_bytes"] for r in big.values()),
+        "control": max(r["step_overhead_bytes"] for r in small.values()),
+    }
     excess = overhead["large"] - overhead["control"]
     ratio = max(ratios.values())
     return {
@@ -409,14 +477,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tmp.cleanup()
     report = {
         "schema": SCHEMA,
-        "config": {"obs_dim": OBS_DIM, "act_dim": ACT_DIM,
-                   "transitions": {"large": args.transitions, "control": args.control},
-                   "episode_len": args.episode_len, "steps": args.steps, "warmup": args.warmup,
-                   "threads": args.threads, "jobs": args.jobs,
-                   "loads": list(args.loads), "dataset_id": DATASET_ID,
-                   "env": "hopper-medium", "device": "cpu"},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cores": os.cpu_count(), "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "config": {
+            "obs_dim": OBS_DIM,
+            "act_dim": ACT_DIM,
+            "transitions": {"large": args.transitions, "control": args.control},
+            "episode_len": args.episode_len,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "threads": args.threads,
+            "jobs": args.jobs,
+            "loads": list(args.loads),
+            "dataset_id": DATASET_ID,
+            "env": "hopper-medium",
+            "device": "cpu",
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cores": os.cpu_count(),
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
         **summarize(runs, args.transitions, args.control),
         "runs": runs,
         "build_s": build_s,
@@ -452,7 +532,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{_mib(r['data_resident_bytes']):>9} {r['ratio_resident_to_float32']:>6.3f} "
             f"{_mib(r['rss_after_agent']):>8} {_mib(r['peak_during_steps']):>9} {_mib(r['rss_after_steps']):>8} "
             f"{_mib(r['step_overhead_bytes']):>9} {_mib(r['alloc_bytes_per_step']):>9} "
-            f"{_mib(r['largest_op_alloc_bytes']):>7} {r['load_s']:>7.2f}")
+            f"{_mib(r['largest_op_alloc_bytes']):>7} {r['load_s']:>7.2f}"
+        )
     o = report["step_overhead_bytes"]
     lines += [
         "-" * 134,

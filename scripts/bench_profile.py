@@ -33,10 +33,34 @@ from cql_runner.update_step import EagerStep, GraphedStep
 
 SCHEMA = "cql-runner-bench-profile/1"
 # Ops that only make views or allocate: no kernel runs for them.
-NO_KERNEL = {"view", "_unsafe_view", "expand", "unsqueeze", "squeeze", "slice", "select", "t", "transpose",
-             "permute", "detach", "alias", "split", "split_with_sizes", "unbind", "as_strided", "reshape",
-             "_reshape_alias", "lift_fresh", "empty", "empty_like", "new_empty", "empty_strided",
-             "_record_function_enter_new", "_record_function_exit", "scalar_tensor"}
+NO_KERNEL = {
+    "view",
+    "_unsafe_view",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "select",
+    "t",
+    "transpose",
+    "permute",
+    "detach",
+    "alias",
+    "split",
+    "split_with_sizes",
+    "unbind",
+    "as_strided",
+    "reshape",
+    "_reshape_alias",
+    "lift_fresh",
+    "empty",
+    "empty_like",
+    "new_empty",
+    "empty_strided",
+    "_record_function_enter_new",
+    "_record_function_exit",
+    "scalar_tensor",
+}
 
 
 class OpCounter(TorchDispatchMode):
@@ -83,8 +107,9 @@ def profile_kernels(step: EagerStep, steps: int) -> dict[str, Any]:
     return {
         "kernels_per_step": len(kernels) / steps,
         "kernel_us_per_step": sum(e.device_time for e in kernels) / steps,
-        "top_kernels": [{"name": n[:90], "calls_per_step": len(t) / steps, "us_per_step": sum(t) / steps}
-                        for n, t in top],
+        "top_kernels": [
+            {"name": n[:90], "calls_per_step": len(t) / steps, "us_per_step": sum(t) / steps} for n, t in top
+        ],
     }
 
 
@@ -94,8 +119,9 @@ def time_steps(step: Any, steps: int, rounds: int, device: torch.device) -> list
     return [1e6 / bench.time_block(row, steps, device) for _ in range(rounds)]
 
 
-def profile_variant(args: argparse.Namespace, data: Any, seeds: list[int], device: torch.device, name: str,
-                    compile: bool) -> dict[str, Any]:
+def profile_variant(
+    args: argparse.Namespace, data: Any, seeds: list[int], device: torch.device, name: str, compile: bool
+) -> dict[str, Any]:
     agent = bench.make_agent(args, n_seeds=args.seeds, capturable=device.type == "cuda", compile=compile)
     step = EagerStep(agent, DeviceSampler(data, seeds=seeds, device=device), args.batch)
     for _ in range(5):
@@ -122,8 +148,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="steps per profile and per timed round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="profile the eager losses only")
-    p.add_argument("--gpu-path", action="store_true",
-                   help="on CPU, run the networks' GPU path (one baddbmm per layer), so the op count is a GPU's")
+    p.add_argument(
+        "--gpu-path",
+        action="store_true",
+        help="on CPU, run the networks' GPU path (one baddbmm per layer), so the op count is a GPU's",
+    )
     p.add_argument("--dataset-size", type=int, default=100_000)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -157,11 +186,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report = {
         "schema": SCHEMA,
-        "config": {"hidden": list(args.hidden), "batch": args.batch, "n_actions": args.n_actions,
-                   "seeds": args.seeds, "device": str(device), "steps": args.steps, "rounds": args.rounds,
-                   "network_path": "batched" if args.gpu_path or device.type != "cpu" else "per-member"},
-        "machine": {**bench.cpu_info(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "config": {
+            "hidden": list(args.hidden),
+            "batch": args.batch,
+            "n_actions": args.n_actions,
+            "seeds": args.seeds,
+            "device": str(device),
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "network_path": "batched" if args.gpu_path or device.type != "cpu" else "per-member",
+        },
+        "machine": {
+            **bench.cpu_info(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
         "variants": results,
     }
     print(format_table(report))
@@ -177,29 +216,34 @@ def _med(xs: list[float] | None) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     c = report["config"]
-    lines = [f"one CQL step, hidden {c['hidden']}, batch {c['batch']}, N {c['n_actions']}, {c['seeds']} seed(s), "
-             f"{c['network_path']} networks, "
-             f"{c['device']} ({report['machine']['gpu'] or report['machine']['model']}), torch "
-             f"{report['machine']['torch']}",
-             f"{'variant':<10} {'ATen ops':>9} {'kernels':>8} {'kernel us':>10} {'eager us/step':>20} "
-             f"{'graph us/step':>20}",
-             "-" * 82]
+    lines = [
+        f"one CQL step, hidden {c['hidden']}, batch {c['batch']}, N {c['n_actions']}, {c['seeds']} seed(s), "
+        f"{c['network_path']} networks, "
+        f"{c['device']} ({report['machine']['gpu'] or report['machine']['model']}), torch "
+        f"{report['machine']['torch']}",
+        f"{'variant':<10} {'ATen ops':>9} {'kernels':>8} {'kernel us':>10} {'eager us/step':>20} {'graph us/step':>20}",
+        "-" * 82,
+    ]
     for v in report["variants"]:
         if "error" in v:
             lines.append(f"{v['variant']:<10} failed: {v['error']}")
             continue
         kernels = f"{v['kernels_per_step']:.0f}" if "kernels_per_step" in v else "-"
         kernel_us = f"{v['kernel_us_per_step']:.0f}" if "kernel_us_per_step" in v else "-"
-        lines.append(f"{v['variant']:<10} {v.get('ops_per_step', '-'):>9} {kernels:>8} {kernel_us:>10} "
-                     f"{_med(v['eager_us_per_step']):>20} {_med(v.get('graph_us_per_step')):>20}")
+        lines.append(
+            f"{v['variant']:<10} {v.get('ops_per_step', '-'):>9} {kernels:>8} {kernel_us:>10} "
+            f"{_med(v['eager_us_per_step']):>20} {_med(v.get('graph_us_per_step')):>20}"
+        )
     for v in report["variants"]:
         if v.get("top_kernels"):
             lines.append(f"\n{v['variant']}: top kernels by device time per step")
-            lines += [f"  {k['us_per_step']:8.1f} us {k['calls_per_step']:5.1f}x  {k['name']}"
-                      for k in v["top_kernels"]]
+            lines += [
+                f"  {k['us_per_step']:8.1f} us {k['calls_per_step']:5.1f}x  {k['name']}" for k in v["top_kernels"]
+            ]
         elif v.get("top_ops"):
-            lines.append(f"\n{v['variant']}: top ATen ops per step: "
-                         + ", ".join(f"{n} {c}" for n, c in v["top_ops"].items()))
+            lines.append(
+                f"\n{v['variant']}: top ATen ops per step: " + ", ".join(f"{n} {c}" for n, c in v["top_ops"].items())
+            )
     return "\n".join(lines)
 
 

@@ -44,15 +44,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=TARGET)
     args = parser.parse_args()
 
-
     from hydra import compose, initialize_config_dir
 
     from cql_runner.collect import collect, register_configs
 
     overrides = [
-        "env=Pendulum-v1", "level=medium-replay", f"seed={args.seed}", f"dataset_id={DATASET_ID}",
-        f"sac.steps={args.sac_steps}", "sac.hidden=[256,256]", "sac.start_steps=1000",
-        f"sac.eval_every={args.eval_every}", "sac.eval_episodes=5", "ref_episodes=20",
+        "env=Pendulum-v1",
+        "level=medium-replay",
+        f"seed={args.seed}",
+        f"dataset_id={DATASET_ID}",
+        f"sac.steps={args.sac_steps}",
+        "sac.hidden=[256,256]",
+        "sac.start_steps=1000",
+        f"sac.eval_every={args.eval_every}",
+        "sac.eval_episodes=5",
+        "ref_episodes=20",
         "collect.steps=50000",
     ]
     if args.cache:
@@ -77,11 +83,15 @@ def main() -> None:
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     b = info["behaviour"]
     print(f"copied to {args.out}")
-    print(f"wall time {seconds / 60:.1f} min | SAC {args.sac_steps} steps, {b['updates_per_second']:.0f} "
-          f"updates/s | returns: random {b['random_return']:.1f}, medium {b['medium_return']:.1f} "
-          f"(step {b['medium_step']}), expert {b['expert_return']:.1f} (step {b['expert_step']})")
-    print(f"dataset: {meta['total_episodes']} episodes, {meta['total_steps']} transitions, behaviour mean "
-          f"return {info['dataset_mean_return']:.1f}, {size / 2**20:.2f} MiB on disk")
+    print(
+        f"wall time {seconds / 60:.1f} min | SAC {args.sac_steps} steps, {b['updates_per_second']:.0f} "
+        f"updates/s | returns: random {b['random_return']:.1f}, medium {b['medium_return']:.1f} "
+        f"(step {b['medium_step']}), expert {b['expert_return']:.1f} (step {b['expert_step']})"
+    )
+    print(
+        f"dataset: {meta['total_episodes']} episodes, {meta['total_steps']} transitions, behaviour mean "
+        f"return {info['dataset_mean_return']:.1f}, {size / 2**20:.2f} MiB on disk"
+    )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,10 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_cli(args: Sequence[str], cwd: Path, timeout: float = 180, script: str = "cql-train",
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], cwd: Path, timeout: float = 180, script: str = "cql-train", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a console script of this package in a subprocess, as a user would."""
     exe = Path(sys.executable).parent / script
     full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
-    return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -21,8 +21,7 @@ from minari.storage.datasets_root_dir import get_dataset_path
 DICT_ENV_ID = "CqlRunnerDictPoint-v0"
 # Declared out of alphabetical order on purpose: the flattening order is
 # observation, achieved_goal, desired_goal, then the rest sorted.
-DICT_OBS_SHAPES = {"zeta": (1,), "desired_goal": (2,), "observation": (4,),
-                   "alpha": (3,), "achieved_goal": (2,)}
+DICT_OBS_SHAPES = {"zeta": (1,), "desired_goal": (2,), "observation": (4,), "alpha": (3,), "achieved_goal": (2,)}
 
 
 class DictPointEnv(gym.Env):
@@ -32,8 +31,8 @@ class DictPointEnv(gym.Env):
 
     def __init__(self) -> None:
         self.observation_space = gym.spaces.Dict(
-            {k: gym.spaces.Box(-np.inf, np.inf, shape, np.float64)
-             for k, shape in DICT_OBS_SHAPES.items()})
+            {k: gym.spaces.Box(-np.inf, np.inf, shape, np.float64) for k, shape in DICT_OBS_SHAPES.items()}
+        )
         self.action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
         self._t = 0
         self._state = np.zeros(15)
@@ -41,7 +40,7 @@ class DictPointEnv(gym.Env):
     def _obs(self) -> dict[str, np.ndarray]:
         out, i = {}, 0
         for k, (d,) in DICT_OBS_SHAPES.items():
-            out[k] = self._state[i:i + d].copy()
+            out[k] = self._state[i : i + d].copy()
             i += d
         return out
 
@@ -87,9 +86,14 @@ def _rollout(env: gym.Env, seed: int, max_steps: int, end: str | None) -> Episod
         stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
     else:
         stacked = np.stack(observations)
-    return EpisodeBuffer(seed=seed, observations=stacked, actions=np.stack(actions),
-                         rewards=np.asarray(rewards), terminations=np.asarray(terms),
-                         truncations=np.asarray(truncs))
+    return EpisodeBuffer(
+        seed=seed,
+        observations=stacked,
+        actions=np.stack(actions),
+        rewards=np.asarray(rewards),
+        terminations=np.asarray(terms),
+        truncations=np.asarray(truncs),
+    )
 
 
 def make_minari_dataset(
@@ -214,8 +218,9 @@ if FRAME_ENV_ID not in gym.registry:
     gym.register(FRAME_ENV_ID, entry_point=f"{__name__}:FrameEnv", max_episode_steps=20)
 
 
-def write_dqn_replay(folder: Path, checkpoints: int = 2, rows: int = 60, seed: int = 0,
-                     skip: tuple[str, int] | None = None) -> Path:
+def write_dqn_replay(
+    folder: Path, checkpoints: int = 2, rows: int = 60, seed: int = 0, skip: tuple[str, int] | None = None
+) -> Path:
     """A tiny DQN Replay Dataset checkpoint folder (gzipped .npy files as Dopamine writes them).
 
     ``skip=(field, N)`` leaves out one file, as a partial download would.

@@ -19,8 +19,9 @@ from cql_runner.cql.agent import CQLAgent
 def test_act_shape_range_and_obs_normalisation():
     mean = np.array([10.0, -5.0, 2.0], np.float32)
     std = np.array([2.0, 0.5, 4.0], np.float32)
-    agent = CQLAgent(OBS, ACT, [0, 1], NetworkConfig(hidden=HIDDEN), CQLConfig(n_actions=N_ACT),
-                     obs_mean=mean, obs_std=std)
+    agent = CQLAgent(
+        OBS, ACT, [0, 1], NetworkConfig(hidden=HIDDEN), CQLConfig(n_actions=N_ACT), obs_mean=mean, obs_std=std
+    )
     plain = make_agent(seeds=[0, 1])
     obs = np.random.default_rng(0).normal(size=(2, 4, OBS)).astype(np.float32) * std + mean
     act = agent.act(obs)
@@ -38,8 +39,9 @@ def test_act_shape_range_and_obs_normalisation():
 def test_q_value_is_min_over_critics_of_normalised_obs():
     mean = np.array([1.0, 2.0, 3.0], np.float32)
     std = np.array([2.0, 2.0, 2.0], np.float32)
-    agent = CQLAgent(OBS, ACT, [0], NetworkConfig(hidden=HIDDEN), CQLConfig(n_actions=N_ACT),
-                     obs_mean=mean, obs_std=std)
+    agent = CQLAgent(
+        OBS, ACT, [0], NetworkConfig(hidden=HIDDEN), CQLConfig(n_actions=N_ACT), obs_mean=mean, obs_std=std
+    )
     obs = np.random.default_rng(1).normal(size=(1, 5, OBS)).astype(np.float32)
     a = np.random.default_rng(2).uniform(-1, 1, size=(1, 5, ACT)).astype(np.float32)
     q = agent.q_value(obs, a)

@@ -28,8 +28,7 @@ def test_checkpoint_round_trip_continues_exactly():
     assert fresh.num_updates == 3
     for bt in batches[3:]:
         fresh.update(bt)
-    for group, (xs, ys) in {g: (param_groups(agent)[g], param_groups(fresh)[g])
-                            for g in param_groups(agent)}.items():
+    for group, (xs, ys) in {g: (param_groups(agent)[g], param_groups(fresh)[g]) for g in param_groups(agent)}.items():
         for x, y in zip(xs, ys):
             assert torch.equal(x, y), group
     # The noise streams continue too.

@@ -33,8 +33,15 @@ FLAG_CASES = [
     ("lagrange_form", {}, {"lagrange_form": "raw"}, {}, {}, 1, "loss/cql"),
     ("lagrange_form/dual", {}, {"lagrange_form": "raw"}, {}, {}, 1, "log_alpha_prime"),
     ("target_action", {}, {"target_action": "mean"}, {}, {}, 1, "q/target"),
-    ("target_entropy", {"entropy_alpha_init": 0.5},
-     {"entropy_alpha_init": 0.5, "target_entropy": 3.0}, {}, {}, 1, "loss/alpha"),
+    (
+        "target_entropy",
+        {"entropy_alpha_init": 0.5},
+        {"entropy_alpha_init": 0.5, "target_entropy": 3.0},
+        {},
+        {},
+        1,
+        "loss/alpha",
+    ),
     ("auto_entropy", {}, {"auto_entropy": False}, {}, {}, 1, "log_alpha"),
     ("entropy_alpha_init", {}, {"entropy_alpha_init": 0.25}, {}, {}, 1, "alpha"),
     ("alpha_prime_init", {}, {"alpha_prime_init": 3.0}, {}, {}, 1, "alpha_prime"),
@@ -71,8 +78,12 @@ def test_flag_isolation_learning_rates_touch_only_their_group():
     base = make_agent()
     base.update(batch)
     ref = param_groups(base)
-    for flag, group in (("policy_lr", "actor"), ("critic_lr", "critic"),
-                        ("alpha_lr", "log_alpha"), ("alpha_prime_lr", "log_alpha_prime")):
+    for flag, group in (
+        ("policy_lr", "actor"),
+        ("critic_lr", "critic"),
+        ("alpha_lr", "log_alpha"),
+        ("alpha_prime_lr", "log_alpha_prime"),
+    ):
         other = make_agent(**{flag: 1e-2})
         other.update(batch)
         got = param_groups(other)

@@ -52,8 +52,9 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
             v = q(batch.next_obs, torch.tanh(next_mean.double()), True).min(1).values
         else:
             samples = c.n_actions if c.max_backup else 1
-            vals = torch.stack([q(batch.next_obs, nxt[j][0], True).min(1).values
-                                for j in range(samples)], 1)  # (K, S, B)
+            vals = torch.stack(
+                [q(batch.next_obs, nxt[j][0], True).min(1).values for j in range(samples)], 1
+            )  # (K, S, B)
             lps = torch.stack([nxt[j][1] for j in range(samples)], 1)
             idx = vals.argmax(1, keepdim=True)
             v, lp = vals.gather(1, idx)[:, 0], lps.gather(1, idx)[:, 0]
@@ -92,24 +93,46 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
             actor = (alpha[:, None] * lp0 - q_pi).mean(-1)
         alpha_loss = -(agent.log_alpha.double()[:, None] * (lp0 + agent.target_entropy)).mean(-1)
         total = (critic_loss + actor + alpha_loss + dual).sum()
-    return {"total": total, "loss/critic": critic_loss, "loss/td": td.mean(-1),
-            "loss/cql": penalty.mean(-1), "loss/actor": actor, "loss/alpha": alpha_loss,
-            "loss/alpha_prime": dual, "cql/gap": gap.mean(-1), "cql/ood_logsumexp": ood.mean(-1).mean(-1),
-            "q/data": q_data.mean((1, 2)), "q/policy": q_pi.mean(-1), "q/target": y.mean(-1),
-            "policy/entropy": -lp0.mean(-1)}
+    return {
+        "total": total,
+        "loss/critic": critic_loss,
+        "loss/td": td.mean(-1),
+        "loss/cql": penalty.mean(-1),
+        "loss/actor": actor,
+        "loss/alpha": alpha_loss,
+        "loss/alpha_prime": dual,
+        "cql/gap": gap.mean(-1),
+        "cql/ood_logsumexp": ood.mean(-1).mean(-1),
+        "q/data": q_data.mean((1, 2)),
+        "q/policy": q_pi.mean(-1),
+        "q/target": y.mean(-1),
+        "policy/entropy": -lp0.mean(-1),
+    }
 
 
-@pytest.mark.parametrize("cfg, bc", [
-    (dict(lagrange=True, tau=1.0, max_backup=False, deterministic_backup=False), False),
-    (dict(lagrange=True, tau=1.0, max_backup=True, deterministic_backup=False), False),
-    (dict(lagrange=False, alpha=2.0, max_backup=True, deterministic_backup=True,
-          temperature=0.5), True),
-    # The per-sample differences of this batch lie in [3.16, 3.81] with batch means 3.54-3.57: the
-    # clips bind on single samples but (first case) not on the mean, so a batch-mean clip would differ.
-    (dict(lagrange=True, lagrange_form="raw", alpha=3.0, tau=1.0, target_action="mean",
-          clip_diff_min=3.4, clip_diff_max=3.7), False),
-    (dict(lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5), False),
-])
+@pytest.mark.parametrize(
+    "cfg, bc",
+    [
+        (dict(lagrange=True, tau=1.0, max_backup=False, deterministic_backup=False), False),
+        (dict(lagrange=True, tau=1.0, max_backup=True, deterministic_backup=False), False),
+        (dict(lagrange=False, alpha=2.0, max_backup=True, deterministic_backup=True, temperature=0.5), True),
+        # The per-sample differences of this batch lie in [3.16, 3.81] with batch means 3.54-3.57: the
+        # clips bind on single samples but (first case) not on the mean, so a batch-mean clip would differ.
+        (
+            dict(
+                lagrange=True,
+                lagrange_form="raw",
+                alpha=3.0,
+                tau=1.0,
+                target_action="mean",
+                clip_diff_min=3.4,
+                clip_diff_max=3.7,
+            ),
+            False,
+        ),
+        (dict(lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5), False),
+    ],
+)
 def test_compute_losses_matches_manual_derivation(cfg, bc):
     # The BC warm start is on while the update count is below bc_steps (0 updates so far).
     agent = make_agent(seeds=[1, 2], entropy_alpha_init=0.3, alpha_prime_init=0.7, bc_steps=int(bc), **cfg)
@@ -125,16 +148,16 @@ def test_compute_losses_matches_manual_derivation(cfg, bc):
     for name, value in ref.items():
         if name == "total":
             continue
-        torch.testing.assert_close(metrics[name].double(), value, rtol=1e-4, atol=1e-4,
-                                   msg=f"metric {name} differs from the derivation")
+        torch.testing.assert_close(
+            metrics[name].double(), value, rtol=1e-4, atol=1e-4, msg=f"metric {name} differs from the derivation"
+        )
 
 
 def test_alpha_prime_comes_back_down_after_reaching_the_cap():
     """Pushed to the 1e6 cap while the gap exceeds τ, α′ falls again once the gap is below τ
     (a clamp on exp(log α′) would have frozen it there)."""
     cap = math.log(losses.ALPHA_PRIME_MAX)
-    agent = make_agent(lagrange=True, lagrange_form="raw", tau=0.0, alpha_prime_init=0.9e6,
-                       alpha_prime_lr=0.05)
+    agent = make_agent(lagrange=True, lagrange_form="raw", tau=0.0, alpha_prime_init=0.9e6, alpha_prime_lr=0.05)
     batch = make_batch()
     for _ in range(5):
         m = agent.update(batch)
@@ -264,8 +287,10 @@ def test_temperature_losses_touch_only_their_own_variable(monkeypatch):
     agent.compute_losses(make_batch(), agent.draw_noise(B))
     net_params = [*agent.actor.parameters(), *agent.critic.parameters()]
     _, dual, _ = store["cql_penalty"]
-    for loss, own, other in ((store["entropy_alpha_loss"].sum(), agent.log_alpha, agent.log_alpha_prime),
-                             (dual.sum(), agent.log_alpha_prime, agent.log_alpha)):
+    for loss, own, other in (
+        (store["entropy_alpha_loss"].sum(), agent.log_alpha, agent.log_alpha_prime),
+        (dual.sum(), agent.log_alpha_prime, agent.log_alpha),
+    ):
         grads = _grads(loss, [own, other, *net_params])
         assert grads[0].abs().sum() > 0
         assert all((g == 0).all() for g in grads[1:])

@@ -29,9 +29,22 @@ def test_update_metrics_finite_and_parameters_change():
     agent = make_agent(seeds=[0, 1])
     before = param_groups(agent)
     metrics = agent.update(make_batch(k=2))
-    expected_keys = {"loss/critic", "loss/td", "loss/cql", "loss/actor", "loss/alpha",
-                     "loss/alpha_prime", "alpha", "alpha_prime", "cql/gap", "cql/ood_logsumexp",
-                     "q/data", "q/policy", "q/target", "policy/entropy"}
+    expected_keys = {
+        "loss/critic",
+        "loss/td",
+        "loss/cql",
+        "loss/actor",
+        "loss/alpha",
+        "loss/alpha_prime",
+        "alpha",
+        "alpha_prime",
+        "cql/gap",
+        "cql/ood_logsumexp",
+        "q/data",
+        "q/policy",
+        "q/target",
+        "policy/entropy",
+    }
     assert expected_keys <= set(metrics)
     for name, value in metrics.items():
         assert value.shape == (2,), name
@@ -65,8 +78,18 @@ def test_fused_adam_step_equals_plain_adam_per_group():
     """The fast path (one backward of the summed losses, one fused Adam over all groups, Polyak by
     one foreach lerp) against the plain reference: a for-loop Adam per parameter group, each with
     its own learning rate, and a per-tensor Polyak update."""
-    cfg = dict(lagrange=True, tau=1.0, policy_lr=1e-3, critic_lr=3e-3, alpha_lr=2e-3, alpha_prime_lr=5e-3,
-               target_update_rate=0.1, lagrange_form="raw", target_action="mean", clip_diff_max=2.0)
+    cfg = dict(
+        lagrange=True,
+        tau=1.0,
+        policy_lr=1e-3,
+        critic_lr=3e-3,
+        alpha_lr=2e-3,
+        alpha_prime_lr=5e-3,
+        target_update_rate=0.1,
+        lagrange_form="raw",
+        target_action="mean",
+        clip_diff_max=2.0,
+    )
     fast = make_agent(seeds=[0, 1], **cfg)
     ref = make_agent(seeds=[0, 1], **cfg)
     groups = [list(ref.actor.parameters()), list(ref.critic.parameters()), [ref.log_alpha], [ref.log_alpha_prime]]
@@ -171,8 +194,13 @@ def test_compiled_losses_match_eager(tmp_path, monkeypatch) -> None:
     compiled = CQLAgent(3, 2, [0], net, cfg, compile=True)
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        batch = Batch(torch.randn(1, 8, 3, generator=g), torch.rand(1, 8, 2, generator=g) * 2 - 1,
-                      torch.randn(1, 8, generator=g), torch.randn(1, 8, 3, generator=g), torch.zeros(1, 8))
+        batch = Batch(
+            torch.randn(1, 8, 3, generator=g),
+            torch.rand(1, 8, 2, generator=g) * 2 - 1,
+            torch.randn(1, 8, generator=g),
+            torch.randn(1, 8, 3, generator=g),
+            torch.zeros(1, 8),
+        )
         m_eager, m_compiled = eager.update(batch), compiled.update(batch)
         for key in m_eager:
             torch.testing.assert_close(m_compiled[key], m_eager[key], rtol=1e-4, atol=1e-5, msg=key)

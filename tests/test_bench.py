@@ -25,9 +25,28 @@ HAS_D3RLPY = importlib.util.find_spec("d3rlpy") is not None or bool(PEER_VENV)
 
 def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--rounds", "1", "--steps", "2",
-           "--hidden", "32", "32", "--warmup", "1", "--dataset-size", "5000", "--gemm-reps", "2", "--seeds", "2",
-           "--json", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench.py"),
+        "--rounds",
+        "1",
+        "--steps",
+        "2",
+        "--hidden",
+        "32",
+        "32",
+        "--warmup",
+        "1",
+        "--dataset-size",
+        "5000",
+        "--gemm-reps",
+        "2",
+        "--seeds",
+        "2",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
     if PEER_VENV:
         cmd += ["--peer-venv", PEER_VENV]
     elif not HAS_D3RLPY:
@@ -85,8 +104,22 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
 
 def test_bench_profile_counts_the_ops_of_a_step(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_profile.py"), "--hidden", "16", "--steps", "2",
-           "--rounds", "1", "--dataset-size", "2000", "--no-compile", "--gpu-path", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_profile.py"),
+        "--hidden",
+        "16",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--dataset-size",
+        "2000",
+        "--no-compile",
+        "--gpu-path",
+        "--json",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,16 +19,47 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_KEYS = ("rss_after_imports", "rss_after_load", "rss_after_sampler", "rss_after_agent", "rss_before_steps",
-            "peak_during_steps", "rss_after_steps", "dataset_float32_bytes", "data_resident_bytes",
-            "ratio_resident_to_float32", "step_overhead_bytes", "load_s")
+RUN_KEYS = (
+    "rss_after_imports",
+    "rss_after_load",
+    "rss_after_sampler",
+    "rss_after_agent",
+    "rss_before_steps",
+    "peak_during_steps",
+    "rss_after_steps",
+    "dataset_float32_bytes",
+    "data_resident_bytes",
+    "ratio_resident_to_float32",
+    "step_overhead_bytes",
+    "load_s",
+)
 
 
 def test_bench_memory_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     out = tmp_path / "bench_memory.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_memory.py"), "--transitions", "5000", "--control", "1000",
-           "--steps", "2", "--warmup", "1", "--threads", "1", "--jobs", "2", "--loads", "first",
-           "--data-dir", str(tmp_path / "data"), "--json", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_memory.py"),
+        "--transitions",
+        "5000",
+        "--control",
+        "1000",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--jobs",
+        "2",
+        "--loads",
+        "first",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,7 +77,9 @@ def test_bench_memory_smoke_writes_the_json_schema(tmp_path: Path) -> None:
 
     runs = report["runs"]
     assert sorted((r["transitions"], r["load"], r["cache_hit"]) for r in runs) == [
-        (1000, "first", False), (5000, "first", False)]
+        (1000, "first", False),
+        (5000, "first", False),
+    ]
     assert set(report["ratio_resident_to_float32_by_load"]) == {"first"}
     for r in runs:
         for key in RUN_KEYS:

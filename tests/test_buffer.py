@@ -13,8 +13,16 @@ from cql_runner.data.types import DatasetMeta, OfflineData
 def _data(rewards: list[float], starts: list[int]) -> OfflineData:
     t = len(rewards)
     obs = np.arange(t, dtype=np.float32)[:, None].repeat(2, 1)
-    return OfflineData(obs, np.zeros((t, 1), np.float32), np.asarray(rewards, np.float32), obs + 1,
-                       np.zeros(t, np.float32), np.zeros(t, np.float32), np.asarray(starts), DatasetMeta("x"))
+    return OfflineData(
+        obs,
+        np.zeros((t, 1), np.float32),
+        np.asarray(rewards, np.float32),
+        obs + 1,
+        np.zeros(t, np.float32),
+        np.zeros(t, np.float32),
+        np.asarray(starts),
+        DatasetMeta("x"),
+    )
 
 
 def test_returns_to_go_stop_at_episode_boundaries() -> None:

@@ -127,8 +127,7 @@ def test_truncated_last_falls_back_to_prev(tmp_path: Path, caplog) -> None:
         state, path = load_latest(d)
     assert path == d / "prev.pt" and state["step"] == 1
     messages = [r.getMessage() for r in caplog.records]
-    assert any("last.pt is corrupt" in m and "falling back to" in m and "at step 1" in m
-               for m in messages), messages
+    assert any("last.pt is corrupt" in m and "falling back to" in m and "at step 1" in m for m in messages), messages
     # The corrupt file is left alone for the user to inspect.
     assert last.read_bytes() == data[: len(data) // 2]
 

@@ -30,9 +30,19 @@ from cql_runner.data.minari_source import MinariSource
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf" / "cql_collect"
-TINY = ["env=InvertedPendulum-v5", "sac.steps=1200", "sac.hidden=[64,64]", "sac.lr=1e-3",
-        "sac.start_steps=200", "sac.eval_every=300", "sac.eval_episodes=3", "ref_episodes=3",
-        "collect.steps=500", "collect.envs=4", "progress=false"]
+TINY = [
+    "env=InvertedPendulum-v5",
+    "sac.steps=1200",
+    "sac.hidden=[64,64]",
+    "sac.lr=1e-3",
+    "sac.start_steps=200",
+    "sac.eval_every=300",
+    "sac.eval_episodes=3",
+    "ref_episodes=3",
+    "collect.steps=500",
+    "collect.envs=4",
+    "progress=false",
+]
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 
@@ -45,8 +55,10 @@ def make_cfg(*overrides: str):
 def arrays(dataset_id: str) -> dict[str, np.ndarray]:
     ds = minari.load_dataset(dataset_id)
     eps = [ds[i] for i in range(ds.total_episodes)]
-    return {k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
-            for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    return {
+        k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
+        for k in ("observations", "actions", "rewards", "terminations", "truncations")
+    }
 
 
 def episode_returns(dataset_id: str) -> np.ndarray:
@@ -140,8 +152,17 @@ def test_second_invocation_reuses_the_cache_and_reproduces_the_data(built):
 
 
 def test_sac_is_reproducible_and_resumes_exactly(tmp_path):
-    sac = OmegaConf.structured(SACConfig(steps=420, hidden=[32, 32], start_steps=100, batch_size=64,
-                                         eval_every=200, eval_episodes=1, checkpoint_every=200))
+    sac = OmegaConf.structured(
+        SACConfig(
+            steps=420,
+            hidden=[32, 32],
+            start_steps=100,
+            batch_size=64,
+            eval_every=200,
+            eval_episodes=1,
+            checkpoint_every=200,
+        )
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -157,8 +178,7 @@ def test_sac_is_reproducible_and_resumes_exactly(tmp_path):
     a, b = whole.replay.state(), resumed.replay.state()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    assert [(s.step, s.eval_return) for s in whole.snapshots] == \
-           [(s.step, s.eval_return) for s in resumed.snapshots]
+    assert [(s.step, s.eval_return) for s in whole.snapshots] == [(s.step, s.eval_return) for s in resumed.snapshots]
     for x, y in zip(whole.snapshots, resumed.snapshots):
         for key in x.actor:
             assert torch.equal(x.actor[key], y.actor[key])
@@ -174,10 +194,12 @@ def test_random_with_given_ref_max_needs_no_sac(tmp_path, monkeypatch):
 
 def test_bad_values_fail_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    for override, words in (("collect.steps=0", "collect.steps must be >= 1"),
-                            ("level=super", "level must be one of"),
-                            ("medium_fraction=1.5", "medium_fraction"),
-                            ("dataset_id='bad id'", "malformed")):
+    for override, words in (
+        ("collect.steps=0", "collect.steps must be >= 1"),
+        ("level=super", "level must be one of"),
+        ("medium_fraction=1.5", "medium_fraction"),
+        ("dataset_id='bad id'", "malformed"),
+    ):
         with pytest.raises((ConfigError, CollectError), match=words):
             collect(make_cfg("level=random", "ref_max_score=0", override))
     collect(make_cfg("level=random", "ref_max_score=0", "collect.steps=50"))
@@ -190,22 +212,40 @@ def test_bad_values_fail_with_one_line(tmp_path, monkeypatch):
 
 
 def _cli(*args: str, store: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(store),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "cql_runner.collect.cli", *args], cwd=store.parent,
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "MINARI_DATASETS_PATH": str(store),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cql_runner.collect.cli", *args],
+        cwd=store.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_end_to_end(tmp_path):
-    proc = _cli("env=Pendulum-v1", "level=random", "ref_max_score=-150", "collect.steps=400",
-                "ref_episodes=2", "dataset_id=e2e/pendulum-random-v0", store=tmp_path / "m")
+    proc = _cli(
+        "env=Pendulum-v1",
+        "level=random",
+        "ref_max_score=-150",
+        "collect.steps=400",
+        "ref_episodes=2",
+        "dataset_id=e2e/pendulum-random-v0",
+        store=tmp_path / "m",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "dataset: e2e/pendulum-random-v0"
     assert list(tmp_path.iterdir()) == [tmp_path / "m"]  # no Hydra run dirs left behind
 
 
-@pytest.mark.parametrize("override, words", [("levl=medium", "unknown key 'levl'; did you mean level?"),
-                                             ("sac.step=10", "did you mean sac.steps?")])
+@pytest.mark.parametrize(
+    "override, words",
+    [("levl=medium", "unknown key 'levl'; did you mean level?"), ("sac.step=10", "did you mean sac.steps?")],
+)
 def test_cli_names_the_likely_key_for_a_typo(tmp_path, monkeypatch, capsys, override, words):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["cql-collect", "env=Pendulum-v1", override])
@@ -217,8 +257,9 @@ def test_cli_names_the_likely_key_for_a_typo(tmp_path, monkeypatch, capsys, over
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("env_id, words", [("Blackjack-v1", "needs a Box observation space"),
-                                            ("NoSuchEnv-v0", "unknown environment id")])
+@pytest.mark.parametrize(
+    "env_id, words", [("Blackjack-v1", "needs a Box observation space"), ("NoSuchEnv-v0", "unknown environment id")]
+)
 def test_cli_rejects_bad_envs(tmp_path, monkeypatch, capsys, env_id, words):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     monkeypatch.chdir(tmp_path)

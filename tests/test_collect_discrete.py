@@ -22,9 +22,20 @@ from cql_runner.data.minari_source import MinariSource
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf" / "cql_collect"
-TINY = ["env=CartPole-v1", "dqn.steps=1200", "dqn.hidden=[32,32]", "dqn.lr=1e-3", "dqn.start_steps=100",
-        "dqn.eval_every=300", "dqn.eval_episodes=2", "dqn.target_update_every=100", "ref_episodes=2",
-        "collect.steps=300", "collect.envs=3", "progress=false"]
+TINY = [
+    "env=CartPole-v1",
+    "dqn.steps=1200",
+    "dqn.hidden=[32,32]",
+    "dqn.lr=1e-3",
+    "dqn.start_steps=100",
+    "dqn.eval_every=300",
+    "dqn.eval_episodes=2",
+    "dqn.target_update_every=100",
+    "ref_episodes=2",
+    "collect.steps=300",
+    "collect.envs=3",
+    "progress=false",
+]
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 
@@ -37,8 +48,10 @@ def make_cfg(*overrides: str):
 def arrays(dataset_id: str) -> dict[str, np.ndarray]:
     ds = minari.load_dataset(dataset_id)
     eps = [ds[i] for i in range(ds.total_episodes)]
-    return {k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
-            for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    return {
+        k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
+        for k in ("observations", "actions", "rewards", "terminations", "truncations")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +103,11 @@ def test_same_seed_reproduces_identical_arrays(built, tmp_path, monkeypatch):
 
 def test_bad_dqn_values_fail_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    for override, words in [("dqn.steps=0", "dqn.steps"), ("collect.epsilon=2", "collect.epsilon"),
-                            ("dqn.epsilon_fraction=0", "dqn.epsilon_fraction")]:
+    for override, words in [
+        ("dqn.steps=0", "dqn.steps"),
+        ("collect.epsilon=2", "collect.epsilon"),
+        ("dqn.epsilon_fraction=0", "dqn.epsilon_fraction"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             collect(make_cfg(override))
 
@@ -99,9 +115,21 @@ def test_bad_dqn_values_fail_with_one_line(tmp_path, monkeypatch):
 def test_cql_train_on_the_collected_data(built, tmp_path):
     _, _, _, store = built
     run_dir = tmp_path / "run"
-    proc = run_cli(["env=cartpole-medium", "logger=none", "train.steps=100", "eval.every=50", "eval.episodes=2",
-                    "train.log_every=50", "network.hidden=[32,32]", "train.progress=false", f"run_dir={run_dir}"],
-                   cwd=tmp_path, env={"MINARI_DATASETS_PATH": str(store)})
+    proc = run_cli(
+        [
+            "env=cartpole-medium",
+            "logger=none",
+            "train.steps=100",
+            "eval.every=50",
+            "eval.episodes=2",
+            "train.log_every=50",
+            "network.hidden=[32,32]",
+            "train.progress=false",
+            f"run_dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env={"MINARI_DATASETS_PATH": str(store)},
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["dataset_id"] == "cql_runner/cartpole/medium-v0"

@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("env", group_options("env"))
 def test_every_env_config_composes_and_validates(compose_cfg: Callable[..., DictConfig], env: str) -> None:
-    extra = {"d4rl-file": ["dataset.path=/data/hopper-medium-v2.hdf5", "eval.env_id=Hopper-v4"],
-             "atari-replay": ["dataset.path=/data/dqn-replay", "game=Pong"]}.get(env, [])
+    extra = {
+        "d4rl-file": ["dataset.path=/data/hopper-medium-v2.hdf5", "eval.env_id=Hopper-v4"],
+        "atari-replay": ["dataset.path=/data/dqn-replay", "game=Pong"],
+    }.get(env, [])
     cfg = compose_cfg([f"env={env}", *extra])
     validate(cfg)
     assert cfg.env.name == env
@@ -42,9 +44,23 @@ def test_default_config_points_at_the_shipped_dataset(compose_cfg: Callable[...,
 
 
 def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> None:
-    cfg = compose_cfg(["seed=3", "device=cpu", "train.steps=5", "train.batch_size=8", "train.log_every=1",
-                       "eval.every=0", "eval.episodes=1", "logger=none", "cql.tau=2", "cql.alpha=1",
-                       "cql.lagrange=false", "cql.n_actions=2", "network.hidden=[8,8,8]"])
+    cfg = compose_cfg(
+        [
+            "seed=3",
+            "device=cpu",
+            "train.steps=5",
+            "train.batch_size=8",
+            "train.log_every=1",
+            "eval.every=0",
+            "eval.episodes=1",
+            "logger=none",
+            "cql.tau=2",
+            "cql.alpha=1",
+            "cql.lagrange=false",
+            "cql.n_actions=2",
+            "network.hidden=[8,8,8]",
+        ]
+    )
     assert cfg.network.hidden == [8, 8, 8] and cfg.cql.tau == 2
     assert cfg.logger.wandb is None and cfg.logger.tensorboard is None
 
@@ -72,8 +88,9 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("cql.alpha_prime_init=2e6", "cql.alpha_prime_init must be in"),
     ],
 )
-def test_out_of_range_values_raise_config_error(compose_cfg: Callable[..., DictConfig], override: str,
-                                                message: str) -> None:
+def test_out_of_range_values_raise_config_error(
+    compose_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
     overrides = [override]
     if override.startswith("cql.clip_diff_min"):
         overrides.append("cql.clip_diff_max=1")
@@ -103,7 +120,8 @@ def test_unknown_group_option_gets_a_suggestion() -> None:
     assert unknown_group_choice(["env=hopper-medium,walker2d-medium", "seed=1"]) is None
     assert unselected_logger(["logger=tensorboard", "logger.wandb.mode=offline"]) == (
         "logger.wandb.mode is set but logger=tensorboard does not select wandb; "
-        "pass logger=wandb or logger=[tensorboard,wandb]")
+        "pass logger=wandb or logger=[tensorboard,wandb]"
+    )
     assert unselected_logger(["logger=[wandb,tensorboard]", "logger.wandb.mode=offline"]) is None
     assert unselected_logger(["logger=many_loggers", "logger.tensorboard.subdir=x"]) is None
     message = unknown_group_choice(["logger=tensorbord"]) or ""
@@ -111,24 +129,41 @@ def test_unknown_group_option_gets_a_suggestion() -> None:
     assert unknown_group_choice(["logger=[wandb,tensorboard]"]) is None
 
 
-@pytest.mark.parametrize(("override", "suggestion"), [
-    ("cql.tua=3", "did you mean cql.tau?"),
-    ("train.step=5", "did you mean train.steps?"),
-    ("eval.evry=2", "did you mean eval.every?"),
-    ("sed=3", "did you mean seed or seeds?"),
-    ("network.hiden=[8]", "did you mean network.hidden?"),
-    ("cql.zzz=1,2", "keys of cql: alpha,"),  # a sweep value, and no close match: the keys are listed
-])
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("cql.tua=3", "did you mean cql.tau?"),
+        ("train.step=5", "did you mean train.steps?"),
+        ("eval.evry=2", "did you mean eval.every?"),
+        ("sed=3", "did you mean seed or seeds?"),
+        ("network.hiden=[8]", "did you mean network.hidden?"),
+        ("cql.zzz=1,2", "keys of cql: alpha,"),  # a sweep value, and no close match: the keys are listed
+    ],
+)
 def test_unknown_key_names_the_likely_one(override: str, suggestion: str) -> None:
     message = unknown_key(["env=hopper-medium", override], RunConfig, CONFIG_GROUPS)
     assert message is not None and suggestion in message
     assert message.startswith(f"unknown key '{override.partition('=')[0]}'") and "\n" not in message
 
 
-@pytest.mark.parametrize("override", [
-    "cql.tau=3", "seeds=[0,1]", "network.hidden=[8,8]", "train._target_=my.Trainer", "env.name=x", "env=hopper-medium",
-    "debug=tiny", "launcher=joblib", "hydra.run.dir=x", "hydra/launcher=joblib", "+extra=1", "~cql.tau", "-m",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "cql.tau=3",
+        "seeds=[0,1]",
+        "network.hidden=[8,8]",
+        "train._target_=my.Trainer",
+        "env.name=x",
+        "env=hopper-medium",
+        "debug=tiny",
+        "launcher=joblib",
+        "hydra.run.dir=x",
+        "hydra/launcher=joblib",
+        "+extra=1",
+        "~cql.tau",
+        "-m",
+    ],
+)
 def test_unknown_key_leaves_valid_and_hydra_syntax_alone(override: str) -> None:
     assert unknown_key([override], RunConfig, CONFIG_GROUPS) is None
 
@@ -136,8 +171,11 @@ def test_unknown_key_leaves_valid_and_hydra_syntax_alone(override: str) -> None:
 def test_unknown_key_accepts_every_key_of_the_composed_config(compose_cfg: Callable[..., DictConfig]) -> None:
     """The check and Hydra agree: every key of a composed config passes it."""
     cfg = compose_cfg([])
-    keys = [f"{head}.{name}" if isinstance(node, DictConfig) else head
-            for head, node in cfg.items() for name in (node if isinstance(node, DictConfig) else [None])]
+    keys = [
+        f"{head}.{name}" if isinstance(node, DictConfig) else head
+        for head, node in cfg.items()
+        for name in (node if isinstance(node, DictConfig) else [None])
+    ]
     assert "cql.tau" in keys and "seed" in keys
     for key in keys:
         assert unknown_key([f"{key}=1"], RunConfig, CONFIG_GROUPS) is None, key
@@ -173,8 +211,9 @@ def test_antmaze_uses_the_tuned_recipe(compose_cfg: Callable[..., DictConfig]) -
 
 
 @pytest.mark.parametrize(("launcher", "threads"), [("basic", None), ("joblib", 1), ("submitit_local", 1)])
-def test_parallel_launchers_give_each_job_one_thread(compose_cfg: Callable[..., DictConfig], launcher: str,
-                                                     threads: int | None) -> None:
+def test_parallel_launchers_give_each_job_one_thread(
+    compose_cfg: Callable[..., DictConfig], launcher: str, threads: int | None
+) -> None:
     assert compose_cfg([f"launcher={launcher}"]).train.threads == threads
 
 
@@ -190,8 +229,9 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
             resolve_device("cuda")
 
 
-def test_cuda_graph_on_cpu_is_a_config_error(minari_root: Path, tmp_path: Path,
-                                             compose_cfg: Callable[..., DictConfig]) -> None:
+def test_cuda_graph_on_cpu_is_a_config_error(
+    minari_root: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
     from cql_runner.run import run
 
     cfg = compose_cfg([*TINY_OVERRIDES, "device=cpu", "train.cuda_graph=true", f"run_dir={tmp_path / 'r'}"])
@@ -200,16 +240,22 @@ def test_cuda_graph_on_cpu_is_a_config_error(minari_root: Path, tmp_path: Path,
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize(("overrides", "unused"), [
-    ([], []),
-    (["cql.tau=5"], []),  # used: Lagrange is on
-    (["cql=fixed"], []),
-    (["cql=fixed", "cql.tau=5"], ["cql.tau"]),
-    (["cql.lagrange=false", "cql.alpha_prime_init=2", "cql.alpha_prime_lr=1e-4"],
-     ["cql.alpha_prime_lr", "cql.alpha_prime_init"]),
-])
-def test_settings_without_effect_are_found_from_the_config(compose_cfg: Callable[..., DictConfig],
-                                                          overrides: list[str], unused: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "unused"),
+    [
+        ([], []),
+        (["cql.tau=5"], []),  # used: Lagrange is on
+        (["cql=fixed"], []),
+        (["cql=fixed", "cql.tau=5"], ["cql.tau"]),
+        (
+            ["cql.lagrange=false", "cql.alpha_prime_init=2", "cql.alpha_prime_lr=1e-4"],
+            ["cql.alpha_prime_lr", "cql.alpha_prime_init"],
+        ),
+    ],
+)
+def test_settings_without_effect_are_found_from_the_config(
+    compose_cfg: Callable[..., DictConfig], overrides: list[str], unused: list[str]
+) -> None:
     """Decided from the composed config, so a value from a YAML file counts as much as one typed."""
     messages = unused_settings(compose_cfg(overrides))
     assert [m.split(" ")[0] for m in messages] == unused
@@ -220,8 +266,9 @@ def test_a_yaml_experiment_setting_tau_without_lagrange_is_found(compose_cfg: Ca
     cfg = compose_cfg(["experiment=d4rl_locomotion"])  # lagrange: false, tau untouched
     assert unused_settings(cfg) == []
     cfg.cql.tau = 3.0  # as a YAML file would set it
-    assert unused_settings(cfg) == ["cql.tau is set but cql.lagrange=false, so tau has no effect; "
-                                    "add cql.lagrange=true"]
+    assert unused_settings(cfg) == [
+        "cql.tau is set but cql.lagrange=false, so tau has no effect; add cql.lagrange=true"
+    ]
 
 
 def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
@@ -234,17 +281,23 @@ def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     env_row = next(line for line in readme.splitlines() if line.startswith("| `env` |"))
-    families = {"antmaze": "`antmaze-*`", "pen": "`{pen,door,hammer,relocate}-*`",
-                "door": "`{pen,door,hammer,relocate}-*`", "hammer": "`{pen,door,hammer,relocate}-*`",
-                "relocate": "`{pen,door,hammer,relocate}-*`", "cartpole": "`{cartpole,acrobot,minatar-*}-*`",
-                "acrobot": "`{cartpole,acrobot,minatar-*}-*`", "minatar": "`{cartpole,acrobot,minatar-*}-*`"}
+    families = {
+        "antmaze": "`antmaze-*`",
+        "pen": "`{pen,door,hammer,relocate}-*`",
+        "door": "`{pen,door,hammer,relocate}-*`",
+        "hammer": "`{pen,door,hammer,relocate}-*`",
+        "relocate": "`{pen,door,hammer,relocate}-*`",
+        "cartpole": "`{cartpole,acrobot,minatar-*}-*`",
+        "acrobot": "`{cartpole,acrobot,minatar-*}-*`",
+        "minatar": "`{cartpole,acrobot,minatar-*}-*`",
+    }
     for path in sorted(Path(str(files("cql_runner.conf") / "env")).glob("*.yaml")):
         groups = set(yaml.safe_load(path.read_text())) - {"env", "dataset", "eval"}
         if not groups:
             continue
         name = families.get(path.stem.split("-")[0], f"`{path.stem}`")
         assert f"{name} set" in env_row, f"README's env row does not name {path.stem}"
-        said = env_row[env_row.index(f"{name} set"):].split(";")[0]
+        said = env_row[env_row.index(f"{name} set") :].split(";")[0]
         for group in groups:  # a group's keys (`network.*`) or a top-level key (`action_space`)
             assert re.search(rf"`{group}(\.|`)", said), f"README's env row does not say that {name} sets {group}"
 
@@ -252,7 +305,7 @@ def test_readme_names_every_env_preset_that_sets_other_groups() -> None:
 def _readme_cql_table() -> dict[str, str]:
     """key -> default as written in the README's `cql` key table (cells with several keys split)."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("### The `cql` group"):readme.index("### The loss, exactly")]
+    section = readme[readme.index("### The `cql` group") : readme.index("### The loss, exactly")]
     table: dict[str, str] = {}
     for line in section.splitlines():
         if not line.startswith("| `"):

@@ -49,18 +49,25 @@ def make_batch(seed: int, td_scale: float = 3.0) -> Batch:
     base = torch.randn(B, generator=g) * 2.0
     q_data = (base + torch.randn(N_CRITICS, B, generator=g) * td_scale).requires_grad_()
     target = base + torch.randn(B, generator=g) * td_scale
-    return Batch(q_data=q_data, q_uniform=r(N_CRITICS, N, B, scale=2.0), q_policy=r(N_CRITICS, N, B, scale=2.0),
-                 q_next_policy=r(N_CRITICS, N, B, scale=2.0),
-                 log_prob_policy=torch.randn(N, B, generator=g), log_prob_next_policy=torch.randn(N, B, generator=g),
-                 target=target)
+    return Batch(
+        q_data=q_data,
+        q_uniform=r(N_CRITICS, N, B, scale=2.0),
+        q_policy=r(N_CRITICS, N, B, scale=2.0),
+        q_next_policy=r(N_CRITICS, N, B, scale=2.0),
+        log_prob_policy=torch.randn(N, B, generator=g),
+        log_prob_next_policy=torch.randn(N, B, generator=g),
+        target=target,
+    )
 
 
 # ----- the peers' losses, written from their equations ----------------------------------------------
 def peer_ood(b: Batch, temperature: float) -> Tensor:
     """T·logsumexp over the 3N importance-weighted proposals, per critic and state: (n, B).
     All four implementations build the same concatenation (Unif density 0.5^|A|, log π detached)."""
-    cat = torch.cat([b.q_uniform - math.log(0.5 ** A), b.q_policy - b.log_prob_policy,
-                     b.q_next_policy - b.log_prob_next_policy], dim=1)
+    cat = torch.cat(
+        [b.q_uniform - math.log(0.5**A), b.q_policy - b.log_prob_policy, b.q_next_policy - b.log_prob_next_policy],
+        dim=1,
+    )
     return temperature * torch.logsumexp(cat / temperature, dim=1)
 
 
@@ -69,8 +76,15 @@ def mse(b: Batch) -> Tensor:
     return (b.q_data - b.target).pow(2).mean(-1)
 
 
-def rlkit_critic_loss(b: Batch, *, min_q_weight: float, lagrange: bool, target_action_gap: float,
-                      log_alpha_prime: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def rlkit_critic_loss(
+    b: Batch,
+    *,
+    min_q_weight: float,
+    lagrange: bool,
+    target_action_gap: float,
+    log_alpha_prime: Tensor,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
     """The original code: min_qf_i = w·(mean T·lse − mean Q), then α′·(min_qf_i − gap); dual −½Σ."""
     gap = peer_ood(b, temperature).mean(-1) - b.q_data.mean(-1)
     min_qf = min_q_weight * gap
@@ -83,9 +97,17 @@ def rlkit_critic_loss(b: Batch, *, min_q_weight: float, lagrange: bool, target_a
     return mse(b).sum() + min_qf.sum(), dual
 
 
-def corl_critic_loss(b: Batch, *, cql_alpha: float, lagrange: bool, target_action_gap: float,
-                     log_alpha_prime: Tensor, clip_min: float = -math.inf, clip_max: float = math.inf,
-                     temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def corl_critic_loss(
+    b: Batch,
+    *,
+    cql_alpha: float,
+    lagrange: bool,
+    target_action_gap: float,
+    log_alpha_prime: Tensor,
+    clip_min: float = -math.inf,
+    clip_max: float = math.inf,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
     """CORL: diff_i = mean(clamp(ood − Q, clip)); α′·w·(diff_i − gap); dual −½Σ."""
     diff = (peer_ood(b, temperature) - b.q_data).clamp(clip_min, clip_max).mean(-1)
     if lagrange:
@@ -97,8 +119,9 @@ def corl_critic_loss(b: Batch, *, cql_alpha: float, lagrange: bool, target_actio
     return mse(b).sum() + cql.sum(), dual
 
 
-def d3rlpy_critic_loss(b: Batch, *, conservative_weight: float, alpha_threshold: float,
-                       log_alpha: Tensor) -> tuple[Tensor, Tensor]:
+def d3rlpy_critic_loss(
+    b: Batch, *, conservative_weight: float, alpha_threshold: float, log_alpha: Tensor
+) -> tuple[Tensor, Tensor]:
     """d3rlpy 2.8.1: cons_i = w·(mean(lse − Q) − threshold); loss Σ MSE + α′·Σ cons; dual −mean_i α′·cons_i."""
     cons = conservative_weight * ((peer_ood(b, 1.0) - b.q_data).mean(-1) - alpha_threshold)
     alpha = log_alpha.exp().clamp(0.0, 1e6)
@@ -117,16 +140,39 @@ def torchrl_critic_loss(b: Batch, *, min_q_weight: float, loss_function: str, te
 
 
 # ----- ours -----------------------------------------------------------------------------------------
-def ours_critic_loss(b: Batch, *, alpha: float, lagrange: bool, tau: float, lagrange_form: str = "raw",
-                     log_alpha_prime: Tensor, clip_min: float = -math.inf, clip_max: float = math.inf,
-                     temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def ours_critic_loss(
+    b: Batch,
+    *,
+    alpha: float,
+    lagrange: bool,
+    tau: float,
+    lagrange_form: str = "raw",
+    log_alpha_prime: Tensor,
+    clip_min: float = -math.inf,
+    clip_max: float = math.inf,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
     gap = losses.conservative_gap(
-        q_uniform=b.q_uniform[None], q_policy=b.q_policy[None], q_next_policy=b.q_next_policy[None],
-        q_data=b.q_data[None], log_prob_policy=b.log_prob_policy[None],
-        log_prob_next_policy=b.log_prob_next_policy[None], act_dim=A, temperature=temperature,
-        importance_sampling=True, clip_min=clip_min, clip_max=clip_max).gap
-    pen = losses.cql_penalty(gap=gap, alpha=alpha, lagrange=lagrange, lagrange_form=lagrange_form, tau=tau,
-                             log_alpha_prime=log_alpha_prime.reshape(1))
+        q_uniform=b.q_uniform[None],
+        q_policy=b.q_policy[None],
+        q_next_policy=b.q_next_policy[None],
+        q_data=b.q_data[None],
+        log_prob_policy=b.log_prob_policy[None],
+        log_prob_next_policy=b.log_prob_next_policy[None],
+        act_dim=A,
+        temperature=temperature,
+        importance_sampling=True,
+        clip_min=clip_min,
+        clip_max=clip_max,
+    ).gap
+    pen = losses.cql_penalty(
+        gap=gap,
+        alpha=alpha,
+        lagrange=lagrange,
+        lagrange_form=lagrange_form,
+        tau=tau,
+        log_alpha_prime=log_alpha_prime.reshape(1),
+    )
     td = losses.td_loss(q_data=b.q_data[None], target=b.target[None])
     return (td + pen.penalty).sum(), pen.alpha_prime_loss.sum()
 
@@ -152,21 +198,28 @@ def test_original_code_lagrange_is_weighted_form_with_alpha_and_tau_halved(seed:
     b, w, gap_target = make_batch(seed), 5.0, 10.0
     lap_peer = torch.tensor(0.3, requires_grad=True)
     lap_ours = torch.tensor(0.3, requires_grad=True)
-    peer, peer_dual = rlkit_critic_loss(b, min_q_weight=w, lagrange=True, target_action_gap=gap_target,
-                                        log_alpha_prime=lap_peer)
-    ours, ours_dual = ours_critic_loss(b, alpha=w / 2, lagrange=True, tau=gap_target / 2, lagrange_form="weighted",
-                                       log_alpha_prime=lap_ours)
+    peer, peer_dual = rlkit_critic_loss(
+        b, min_q_weight=w, lagrange=True, target_action_gap=gap_target, log_alpha_prime=lap_peer
+    )
+    ours, ours_dual = ours_critic_loss(
+        b, alpha=w / 2, lagrange=True, tau=gap_target / 2, lagrange_form="weighted", log_alpha_prime=lap_ours
+    )
     assert_same_direction(grads(ours, b.leaves()), grads(peer, b.leaves()))
     # The dual moves α′ the same way (and by the same factor ½ as the critic loss).
     (g_peer,) = torch.autograd.grad(peer_dual, lap_peer)
     (g_ours,) = torch.autograd.grad(ours_dual, lap_ours)
     assert g_ours.item() == pytest.approx(0.5 * g_peer.item(), rel=1e-5)
     # Controls: alpha = w (no halving) or the raw form give another direction.
-    wrong, _ = ours_critic_loss(b, alpha=w, lagrange=True, tau=gap_target / 2, lagrange_form="weighted",
-                                log_alpha_prime=lap_ours)
+    wrong, _ = ours_critic_loss(
+        b, alpha=w, lagrange=True, tau=gap_target / 2, lagrange_form="weighted", log_alpha_prime=lap_ours
+    )
     assert_other_direction(grads(wrong, b.leaves()), grads(peer, b.leaves()))
-    (g_raw,) = torch.autograd.grad(ours_critic_loss(b, alpha=w / 2, lagrange=True, tau=gap_target / 2,
-                                                    lagrange_form="raw", log_alpha_prime=lap_ours)[1], lap_ours)
+    (g_raw,) = torch.autograd.grad(
+        ours_critic_loss(
+            b, alpha=w / 2, lagrange=True, tau=gap_target / 2, lagrange_form="raw", log_alpha_prime=lap_ours
+        )[1],
+        lap_ours,
+    )
     assert g_raw.item() != pytest.approx(0.5 * g_peer.item(), rel=1e-3)
 
 
@@ -186,10 +239,25 @@ def test_corl_is_raw_form_with_alpha_halved_and_tau_kept(clip: tuple[float, floa
     b, w, gap_target = make_batch(3), 10.0, 0.8
     lap_peer = torch.tensor(1.0, requires_grad=True)  # CORL starts log α′ at 1.0 (α′ = e)
     lap_ours = torch.tensor(1.0, requires_grad=True)
-    peer, peer_dual = corl_critic_loss(b, cql_alpha=w, lagrange=True, target_action_gap=gap_target,
-                                       log_alpha_prime=lap_peer, clip_min=clip[0], clip_max=clip[1])
-    ours, ours_dual = ours_critic_loss(b, alpha=w / 2, lagrange=True, tau=gap_target, lagrange_form="raw",
-                                       log_alpha_prime=lap_ours, clip_min=clip[0], clip_max=clip[1])
+    peer, peer_dual = corl_critic_loss(
+        b,
+        cql_alpha=w,
+        lagrange=True,
+        target_action_gap=gap_target,
+        log_alpha_prime=lap_peer,
+        clip_min=clip[0],
+        clip_max=clip[1],
+    )
+    ours, ours_dual = ours_critic_loss(
+        b,
+        alpha=w / 2,
+        lagrange=True,
+        tau=gap_target,
+        lagrange_form="raw",
+        log_alpha_prime=lap_ours,
+        clip_min=clip[0],
+        clip_max=clip[1],
+    )
     assert_same_direction(grads(ours, b.leaves()), grads(peer, b.leaves()))
     (g_peer,) = torch.autograd.grad(peer_dual, lap_peer)
     (g_ours,) = torch.autograd.grad(ours_dual, lap_ours)
@@ -207,15 +275,15 @@ def test_d3rlpy_is_raw_form_with_alpha_halved() -> None:
     la_peer = torch.tensor(-0.2, requires_grad=True)
     la_ours = torch.tensor(-0.2, requires_grad=True)
     peer, peer_dual = d3rlpy_critic_loss(b, conservative_weight=w, alpha_threshold=gap_target, log_alpha=la_peer)
-    ours, ours_dual = ours_critic_loss(b, alpha=w / 2, lagrange=True, tau=gap_target, lagrange_form="raw",
-                                       log_alpha_prime=la_ours)
+    ours, ours_dual = ours_critic_loss(
+        b, alpha=w / 2, lagrange=True, tau=gap_target, lagrange_form="raw", log_alpha_prime=la_ours
+    )
     assert_same_direction(grads(ours, b.leaves()), grads(peer, b.leaves()))
     # d3rlpy's dual is the mean over critics (ours −½Σ): equal for two critics, up to our ½.
     (g_peer,) = torch.autograd.grad(peer_dual, la_peer)
     (g_ours,) = torch.autograd.grad(ours_dual, la_ours)
     assert g_ours.item() == pytest.approx(0.5 * g_peer.item(), rel=1e-5)
-    wrong, _ = ours_critic_loss(b, alpha=w, lagrange=True, tau=gap_target, lagrange_form="raw",
-                                log_alpha_prime=la_ours)
+    wrong, _ = ours_critic_loss(b, alpha=w, lagrange=True, tau=gap_target, lagrange_form="raw", log_alpha_prime=la_ours)
     assert_other_direction(grads(wrong, b.leaves()), grads(peer, b.leaves()))
 
 

@@ -54,8 +54,7 @@ def test_derived_next_observations_follow_qlearning_dataset(tmp_path: Path) -> N
     np.testing.assert_array_equal(data.next_observations, raw["observations"][kept + 1])
     # Every bootstrapped transition stays inside its episode: step k -> step k + 1.
     live = data.terminals == 0
-    np.testing.assert_array_equal(data.next_observations[live, 0],
-                                  data.observations[live, 0] + 1)
+    np.testing.assert_array_equal(data.next_observations[live, 0], data.observations[live, 0] + 1)
     np.testing.assert_array_equal(np.flatnonzero(data.terminals), [4])
     # The rows before the dropped ones now end their episodes as truncations.
     np.testing.assert_array_equal(np.flatnonzero(data.timeouts), [10, 13])

@@ -45,9 +45,14 @@ def load(**fields) -> OfflineData:
 
 def make_pendulum() -> Path:
     """Episode 0 terminates, 1 is forced to truncate, 2-3 truncate at max_steps."""
-    return make_minari_dataset(PENDULUM_ID, n_episodes=4, max_steps=50, ref_min_score=-1500.0,
-                               ref_max_score=-100.0,
-                               episode_ends=["terminated", "truncated", None, None])
+    return make_minari_dataset(
+        PENDULUM_ID,
+        n_episodes=4,
+        max_steps=50,
+        ref_min_score=-1500.0,
+        ref_max_score=-100.0,
+        episode_ends=["terminated", "truncated", None, None],
+    )
 
 
 def assert_same(a: OfflineData, b: OfflineData) -> None:
@@ -97,8 +102,7 @@ def test_round_trip_matches_raw_episodes(store: Path) -> None:
     data = load(id=PENDULUM_ID)
 
     assert (data.size, data.obs_dim, data.act_dim) == (200, 3, 1)
-    for name in ("observations", "actions", "rewards", "next_observations", "terminals",
-                 "timeouts"):
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
         assert getattr(data, name).dtype == np.float32, name
     assert data.episode_starts.dtype == np.int64
     np.testing.assert_array_equal(data.episode_starts, [0, 50, 100, 150])
@@ -107,10 +111,8 @@ def test_round_trip_matches_raw_episodes(store: Path) -> None:
     for i, start in enumerate(data.episode_starts):
         ep = raw[i]  # one by one: dataset[:] is broken in minari 0.5.4
         rows = slice(start, start + len(ep))
-        np.testing.assert_array_equal(data.observations[rows],
-                                      ep.observations[:-1].astype(np.float32))
-        np.testing.assert_array_equal(data.next_observations[rows],
-                                      ep.observations[1:].astype(np.float32))
+        np.testing.assert_array_equal(data.observations[rows], ep.observations[:-1].astype(np.float32))
+        np.testing.assert_array_equal(data.next_observations[rows], ep.observations[1:].astype(np.float32))
         # Pendulum's actions live in [-2, 2]: the unit action is a / 2.
         np.testing.assert_allclose(data.actions[rows], ep.actions / 2.0, rtol=1e-6)
         np.testing.assert_allclose(data.rewards[rows], ep.rewards, rtol=1e-6)
@@ -190,8 +192,9 @@ def test_hydra_instantiate(store: Path) -> None:
 
 
 @pytest.mark.parametrize("sub", ["", "data"])
-def test_load_from_path_outside_the_store(store: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch, sub: str) -> None:
+def test_load_from_path_outside_the_store(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sub: str
+) -> None:
     src = make_pendulum()
     shipped = tmp_path / "shipped" / "pendulum"
     shutil.copytree(src, shipped)
@@ -325,10 +328,12 @@ def test_dict_observations_flattened_in_documented_order(store: Path) -> None:
         col = 0
         for k in keys:
             d = DICT_OBS_SHAPES[k][0]
-            np.testing.assert_array_equal(data.observations[rows, col:col + d],
-                                          ep.observations[k][:-1].astype(np.float32), err_msg=k)
-            np.testing.assert_array_equal(data.next_observations[rows, col:col + d],
-                                          ep.observations[k][1:].astype(np.float32), err_msg=k)
+            np.testing.assert_array_equal(
+                data.observations[rows, col : col + d], ep.observations[k][:-1].astype(np.float32), err_msg=k
+            )
+            np.testing.assert_array_equal(
+                data.next_observations[rows, col : col + d], ep.observations[k][1:].astype(np.float32), err_msg=k
+            )
             col += d
 
 
@@ -360,8 +365,7 @@ def _hf_missing(monkeypatch: pytest.MonkeyPatch) -> None:
         return  # the real thing
 
     def no_hf():
-        raise ImportError('huggingface_hub is not installed. Please install it using '
-                          '`pip install "minari[hf]"`')
+        raise ImportError('huggingface_hub is not installed. Please install it using `pip install "minari[hf]"`')
 
     from minari.storage import remotes
 
@@ -436,8 +440,7 @@ def test_incomplete_dataset_dir(store: Path) -> None:
 
 
 def test_discrete_actions_load_as_indices(store: Path) -> None:
-    make_minari_dataset("test/cartpole/random-v0", env_id="CartPole-v1", n_episodes=2,
-                        max_steps=10)
+    make_minari_dataset("test/cartpole/random-v0", env_id="CartPole-v1", n_episodes=2, max_steps=10)
     data = load(id="test/cartpole/random-v0")
     raw = minari.load_dataset("test/cartpole/random-v0")
     expected = np.concatenate([ep.actions for ep in raw.iterate_episodes()])
@@ -447,8 +450,9 @@ def test_discrete_actions_load_as_indices(store: Path) -> None:
 
 
 @pytest.mark.parametrize("hint", [0, 1, 120, 199, 201, 1000])
-def test_flatten_is_exact_when_the_step_count_hint_is_wrong(store: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            hint: int) -> None:
+def test_flatten_is_exact_when_the_step_count_hint_is_wrong(
+    store: Path, monkeypatch: pytest.MonkeyPatch, hint: int
+) -> None:
     """The flat arrays are preallocated from the metadata's step count; a wrong count only costs a copy."""
     from cql_runner.data import minari_source
 
@@ -456,8 +460,7 @@ def test_flatten_is_exact_when_the_step_count_hint_is_wrong(store: Path, monkeyp
     expected = minari_source.flatten_dataset(minari.load_dataset(PENDULUM_ID))
     monkeypatch.setattr(minari_source, "_expected_steps", lambda _dataset: hint)
     data = minari_source.flatten_dataset(minari.load_dataset(PENDULUM_ID))
-    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts",
-                 "episode_starts"):
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_starts"):
         got, want = getattr(data, name), getattr(expected, name)
         assert got.dtype == want.dtype and got.flags.c_contiguous, name
         np.testing.assert_array_equal(got, want, err_msg=name)

@@ -41,9 +41,9 @@ def test_reward_transform(data: OfflineData) -> None:
     np.testing.assert_array_equal(data.rewards, before)  # input untouched
     assert out.meta.extra == {"k": 1, "reward_scale": 10.0, "reward_bias": -5.0}
     assert data.meta.extra == {"k": 1}
-    np.testing.assert_allclose(out.episode_returns(),
-                               10.0 * data.episode_returns() - 5.0 * np.array([200, 300]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        out.episode_returns(), 10.0 * data.episode_returns() - 5.0 * np.array([200, 300]), rtol=1e-5
+    )
 
 
 def test_identity_reward_transform(data: OfflineData) -> None:
@@ -57,8 +57,7 @@ def test_observation_stats(data: OfflineData) -> None:
     assert mean.dtype == np.float32 and std.dtype == np.float32
     assert mean.shape == std.shape == (4,)
     np.testing.assert_allclose(mean, data.observations.astype(np.float64).mean(0), rtol=1e-5)
-    np.testing.assert_allclose(std[:3], data.observations[:, :3].astype(np.float64).std(0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(std[:3], data.observations[:, :3].astype(np.float64).std(0), rtol=1e-5)
     assert std[3] == pytest.approx(MIN_STD)  # constant column clamped, not zero
 
 
@@ -71,8 +70,7 @@ def test_normalize_observations(data: OfflineData) -> None:
     np.testing.assert_allclose(out.observations[:, :3].std(0), 1.0, atol=1e-4)
     np.testing.assert_array_equal(out.observations[:, 3], 0.0)
     # Next observations use the same statistics, not their own.
-    np.testing.assert_allclose(out.next_observations, (data.next_observations - mean) / std,
-                               rtol=1e-5)
+    np.testing.assert_allclose(out.next_observations, (data.next_observations - mean) / std, rtol=1e-5)
     np.testing.assert_array_equal(data.observations, obs_before)
     assert out.meta.extra["obs_normalized"] is True and "obs_normalized" not in data.meta.extra
     np.testing.assert_array_equal(out.rewards, data.rewards)

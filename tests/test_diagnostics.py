@@ -23,8 +23,9 @@ def test_lagrange_runaway_weighted_form_compares_alpha_times_gap_with_tau():
     assert message is not None and "11.25" in message and "raise cql.tau above 11.2" in message
     # 5 x 1.5 = 7.5 <= 10: met, although the raw gap would be compared differently.
     assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, **weighted) is None
-    assert lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, tau=1.0, alpha=5.0,
-                            lagrange_form="raw") is not None
+    assert (
+        lagrange_runaway({"alpha_prime": 1800.0, "cql/gap": 1.5}, tau=1.0, alpha=5.0, lagrange_form="raw") is not None
+    )
 
 
 def test_the_agent_owns_its_diagnosis():

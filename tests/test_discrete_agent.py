@@ -25,15 +25,27 @@ from cql_runner.run import run
 from cql_runner.seeds import seed_state
 
 CARTPOLE = "test/cartpole/tiny-v0"
-DISCRETE = ["env=cartpole-random", f"dataset.id={CARTPOLE}", "logger=none", "network.hidden=[32,32]",
-            "train.steps=60", "train.log_every=20", "train.checkpoint_every=30", "eval.every=30",
-            "eval.episodes=2", "train.batch_size=16", "discrete.target_update_every=10", "train.progress=false"]
+DISCRETE = [
+    "env=cartpole-random",
+    f"dataset.id={CARTPOLE}",
+    "logger=none",
+    "network.hidden=[32,32]",
+    "train.steps=60",
+    "train.log_every=20",
+    "train.checkpoint_every=30",
+    "eval.every=30",
+    "eval.episodes=2",
+    "train.batch_size=16",
+    "discrete.target_update_every=10",
+    "train.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
 def cartpole(minari_root: Path) -> str:
-    make_minari_dataset(CARTPOLE, env_id="CartPole-v1", n_episodes=6, max_steps=40, ref_min_score=10.0,
-                        ref_max_score=500.0)
+    make_minari_dataset(
+        CARTPOLE, env_id="CartPole-v1", n_episodes=6, max_steps=40, ref_min_score=10.0, ref_max_score=500.0
+    )
     return CARTPOLE
 
 
@@ -42,15 +54,21 @@ def _data(n: int = 40, obs_dim: int = 3, n_actions: int = 3) -> OfflineData:
     obs = rng.normal(size=(n + 1, obs_dim)).astype(np.float32)
     terminals = np.zeros(n, np.float32)
     terminals[[9, 29]] = 1
-    return OfflineData(observations=obs[:-1], actions=rng.integers(n_actions, size=(n, 1)).astype(np.float32),
-                       rewards=rng.normal(size=n).astype(np.float32), next_observations=obs[1:],
-                       terminals=terminals, timeouts=np.zeros(n, np.float32),
-                       episode_starts=np.array([0, 10, 30]),
-                       meta=DatasetMeta("synthetic", extra={"n_actions": n_actions}))
+    return OfflineData(
+        observations=obs[:-1],
+        actions=rng.integers(n_actions, size=(n, 1)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=obs[1:],
+        terminals=terminals,
+        timeouts=np.zeros(n, np.float32),
+        episode_starts=np.array([0, 10, 30]),
+        meta=DatasetMeta("synthetic", extra={"n_actions": n_actions}),
+    )
 
 
-def _train(seeds: list[int], steps: int = 5, net: dict | None = None, cql: dict | None = None,
-           discrete: dict | None = None) -> tuple[DiscreteCQLAgent, list[dict[str, torch.Tensor]]]:
+def _train(
+    seeds: list[int], steps: int = 5, net: dict | None = None, cql: dict | None = None, discrete: dict | None = None
+) -> tuple[DiscreteCQLAgent, list[dict[str, torch.Tensor]]]:
     torch.manual_seed(0)
     c = CQLConfig(**{"alpha": 1.0, "lagrange": False, **(cql or {})})
     d = DiscreteConfig(**{"n_quantiles": 5, "target_update_every": 2, **(discrete or {})})
@@ -60,17 +78,20 @@ def _train(seeds: list[int], steps: int = 5, net: dict | None = None, cql: dict 
     return agent, [agent.update(sampler.sample(8)) for _ in range(steps)]
 
 
-@pytest.mark.parametrize(("section", "change"), [
-    ("discrete", {"backbone": "qr_dqn"}),
-    ("discrete", {"td_loss": "mse"}),
-    ("discrete", {"n_step": 3}),
-    ("discrete", {"target_update": "polyak"}),
-    ("discrete", {"target_update_every": 3}),
-    ("cql", {"alpha": 3.0}),
-    ("cql", {"temperature": 0.3}),
-    ("cql", {"lagrange": True, "tau": 0.5}),
-    ("cql", {"discount": 0.5}),
-])
+@pytest.mark.parametrize(
+    ("section", "change"),
+    [
+        ("discrete", {"backbone": "qr_dqn"}),
+        ("discrete", {"td_loss": "mse"}),
+        ("discrete", {"n_step": 3}),
+        ("discrete", {"target_update": "polyak"}),
+        ("discrete", {"target_update_every": 3}),
+        ("cql", {"alpha": 3.0}),
+        ("cql", {"temperature": 0.3}),
+        ("cql", {"lagrange": True, "tau": 0.5}),
+        ("cql", {"discount": 0.5}),
+    ],
+)
 def test_every_discrete_flag_changes_the_computation(section: str, change: dict) -> None:
     _, base = _train([1], steps=4)
     _, changed = _train([1], steps=4, **{section: change})
@@ -123,18 +144,21 @@ def test_conservative_training_lowers_unseen_actions_relative_to_dataset_actions
 
 
 def test_validation_names_the_fix(compose_cfg: Callable[..., DictConfig], minari_root: Path) -> None:
-    for override, words in [("discrete.backbone=qrdqn", "discrete.backbone"),
-                            ("discrete.n_step=0", "discrete.n_step"),
-                            ("network.n_critics=2", "network.n_critics=1"),
-                            ("train.compile=true", "train.compile"),
-                            ("discrete.eval_epsilon=2", "discrete.eval_epsilon"),
-                            ("cql.lagrange_form=mixed", "cql.lagrange_form")]:
+    for override, words in [
+        ("discrete.backbone=qrdqn", "discrete.backbone"),
+        ("discrete.n_step=0", "discrete.n_step"),
+        ("network.n_critics=2", "network.n_critics=1"),
+        ("train.compile=true", "train.compile"),
+        ("discrete.eval_epsilon=2", "discrete.eval_epsilon"),
+        ("cql.lagrange_form=mixed", "cql.lagrange_form"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             validate(compose_cfg(["env=cartpole-medium", override]))
 
 
-def test_seed_vectorised_run_and_exact_resume(cartpole: str, tmp_path: Path,
-                                              compose_cfg: Callable[..., DictConfig]) -> None:
+def test_seed_vectorised_run_and_exact_resume(
+    cartpole: str, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
     torch.set_num_threads(1)
     vec = tmp_path / "vec"
     run(compose_cfg([*DISCRETE, "seeds=[2,5]", f"run_dir={vec}"]))
@@ -171,12 +195,16 @@ def test_cql_train_end_to_end_on_a_tiny_discrete_minari_set(cartpole: str, tmp_p
     assert config.action_space == "discrete"
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["env=pendulum-medium-replay", f"dataset.id={CARTPOLE}", "dataset.path=null"], "pass action_space=discrete"),
-    (["env=cartpole-medium", f"dataset.id={TINY_DATASET}"], "drop action_space=discrete"),
-])
-def test_mismatched_action_space_is_one_line_naming_the_fix(cartpole: str, tmp_path: Path, args: list[str],
-                                                            words: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["env=pendulum-medium-replay", f"dataset.id={CARTPOLE}", "dataset.path=null"], "pass action_space=discrete"),
+        (["env=cartpole-medium", f"dataset.id={TINY_DATASET}"], "drop action_space=discrete"),
+    ],
+)
+def test_mismatched_action_space_is_one_line_naming_the_fix(
+    cartpole: str, tmp_path: Path, args: list[str], words: str
+) -> None:
     proc = run_cli([*args, "logger=none", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 2
     assert words in proc.stderr and "Traceback" not in proc.stderr
@@ -188,4 +216,5 @@ def test_missing_discrete_dataset_names_the_collect_command() -> None:
 
     assert collect_command("cql_runner/cartpole/medium-v0").startswith("cql-collect env=CartPole-v1 level=medium")
     assert "env=MinAtar/Breakout-v1 max_episode_steps=2000 level=expert" in collect_command(
-        "cql_runner/minatar-breakout/expert-v0")
+        "cql_runner/minatar-breakout/expert-v0"
+    )

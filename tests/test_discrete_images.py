@@ -12,9 +12,9 @@ from conftest import run_cli
 from data_helpers import write_dqn_replay
 
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
-from cql_runner.discrete.dqn_replay import DQNReplaySource
 from cql_runner.data.errors import DatasetError
 from cql_runner.discrete.agent import DiscreteCQLAgent
+from cql_runner.discrete.dqn_replay import DQNReplaySource
 from cql_runner.discrete.frames import FrameSampler
 from cql_runner.seeds import seed_state
 
@@ -39,9 +39,14 @@ def test_replay_loads_the_first_fraction_of_every_checkpoint(replay_root: Path) 
     assert set(full.episode_starts) == {0, 60} | set(ends.tolist())
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [({"fraction": 0.0}, "dataset.fraction must be in"),
-                                               ({"fraction": 1.5}, "dataset.fraction must be in"),
-                                               ({"game": "Breakout"}, "no DQN replay data")])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"fraction": 0.0}, "dataset.fraction must be in"),
+        ({"fraction": 1.5}, "dataset.fraction must be in"),
+        ({"game": "Breakout"}, "no DQN replay data"),
+    ],
+)
 def test_bad_replay_arguments_name_the_fix(replay_root: Path, kwargs: dict, words: str) -> None:
     with pytest.raises(DatasetError, match=words):
         DQNReplaySource(**{"path": replay_root, "game": "Pong", **kwargs}).load()
@@ -94,16 +99,33 @@ def test_cnn_agent_is_seed_vectorised(replay_root: Path) -> None:
 
 def test_cql_train_on_a_tiny_replay_directory(replay_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = ["env=atari-replay", f"dataset.path={replay_root}", "game=Pong", "dataset.fraction=1.0", "logger=none",
-            "eval.env_id=data_helpers:CqlRunnerFrames-v0", "eval.max_episode_steps=20", "eval.episodes=2",
-            "eval.every=10", "train.steps=20", "train.batch_size=4", "train.log_every=10", "discrete.n_quantiles=5",
-            "train.checkpoint_every=10", "train.progress=false", f"run_dir={run_dir}"]
+    args = [
+        "env=atari-replay",
+        f"dataset.path={replay_root}",
+        "game=Pong",
+        "dataset.fraction=1.0",
+        "logger=none",
+        "eval.env_id=data_helpers:CqlRunnerFrames-v0",
+        "eval.max_episode_steps=20",
+        "eval.episodes=2",
+        "eval.every=10",
+        "train.steps=20",
+        "train.batch_size=4",
+        "train.log_every=10",
+        "discrete.n_quantiles=5",
+        "train.checkpoint_every=10",
+        "train.progress=false",
+        f"run_dir={run_dir}",
+    ]
     proc = run_cli(args, cwd=tmp_path, env={"PYTHONPATH": str(TESTS)})
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["dataset_id"] == "dqn-replay/Pong/1"
     assert summary["final_return"] is not None
     # The MLP on image frames is refused in one line.
-    bad = run_cli([*args[:-1], f"run_dir={tmp_path / 'bad'}", "discrete.encoder=mlp"], cwd=tmp_path,
-                  env={"PYTHONPATH": str(TESTS)})
+    bad = run_cli(
+        [*args[:-1], f"run_dir={tmp_path / 'bad'}", "discrete.encoder=mlp"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(TESTS)},
+    )
     assert bad.returncode == 2 and "discrete.encoder=nature_cnn" in bad.stderr and "Traceback" not in bad.stderr

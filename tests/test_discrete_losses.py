@@ -22,8 +22,9 @@ def test_gap_is_the_exact_logsumexp_minus_the_data_q(temperature: float) -> None
     actions = torch.randint(3, (2, 5), generator=torch.Generator().manual_seed(1))
     out = losses.conservative_gap(q_values=q, actions=actions, temperature=temperature)
     for k in range(2):
-        lse = [temperature * math.log(sum(math.exp(float(q[k, b, a]) / temperature) for a in range(3)))
-               for b in range(5)]
+        lse = [
+            temperature * math.log(sum(math.exp(float(q[k, b, a]) / temperature) for a in range(3))) for b in range(5)
+        ]
         data = [float(q[k, b, actions[k, b]]) for b in range(5)]
         assert out.logsumexp[k].item() == pytest.approx(np.mean(lse), rel=1e-5)
         assert out.q_data[k].item() == pytest.approx(np.mean(data), rel=1e-5)
@@ -84,8 +85,9 @@ def test_qr_target_picks_the_action_with_the_best_mean() -> None:
     g = torch.Generator().manual_seed(5)
     online, target = torch.randn(1, 2, 3, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g)
     rewards, discounts = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.9, 0.0]])
-    y = losses.qr_double_dqn_target(rewards=rewards, discounts=discounts, next_quantiles_online=online,
-                                    next_quantiles_target=target)
+    y = losses.qr_double_dqn_target(
+        rewards=rewards, discounts=discounts, next_quantiles_online=online, next_quantiles_target=target
+    )
     for b in range(2):
         a = int(online[0, b].mean(-1).argmax())
         assert torch.allclose(y[0, b], rewards[0, b] + discounts[0, b] * target[0, b, a])

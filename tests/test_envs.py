@@ -20,11 +20,14 @@ def test_make_env_box_and_time_limit_override() -> None:
         env.close()
 
 
-@pytest.mark.parametrize(("bad_id", "expected"), [
-    ("Hoper-v5", "Hopper-v5"),
-    ("pendulum-v1", "Pendulum-v1"),
-    ("Hopper-v9", "Hopper-v5"),
-])
+@pytest.mark.parametrize(
+    ("bad_id", "expected"),
+    [
+        ("Hoper-v5", "Hopper-v5"),
+        ("pendulum-v1", "Pendulum-v1"),
+        ("Hopper-v9", "Hopper-v5"),
+    ],
+)
 def test_unknown_id_suggests_close_match(bad_id: str, expected: str) -> None:
     with pytest.raises(EnvError, match="unknown environment id") as info:
         make_env(bad_id)
@@ -51,11 +54,18 @@ def test_moved_mujoco_versions_give_one_line_error() -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gymnasium_robotics") is not None,
-                    reason="gymnasium-robotics is installed")
-@pytest.mark.parametrize("env_id", [
-    "AntMaze_UMaze-v5", "PointMaze_Medium-v3", "AdroitHandPen-v1", "FrankaKitchen-v1",
-])
+@pytest.mark.skipif(
+    importlib.util.find_spec("gymnasium_robotics") is not None, reason="gymnasium-robotics is installed"
+)
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "AntMaze_UMaze-v5",
+        "PointMaze_Medium-v3",
+        "AdroitHandPen-v1",
+        "FrankaKitchen-v1",
+    ],
+)
 def test_robotics_ids_without_the_package_give_install_hint(env_id: str) -> None:
     with pytest.raises(EnvError, match=r'pip install "cql-runner\[robotics\]"'):
         make_env(env_id)

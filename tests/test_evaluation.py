@@ -25,10 +25,14 @@ def pendulum_policy(obs: np.ndarray) -> np.ndarray:
 
 def make_evaluator(meta_refs=(None, None), env_refs=(None, None), **cfg) -> Evaluator:
     eval_cfg = EvalConfig(**{"episodes": 2, "max_episode_steps": 30, **cfg})
-    meta = DatasetMeta(dataset_id="test/pendulum-v0", eval_env_id="Pendulum-v1",
-                       ref_min_score=meta_refs[0], ref_max_score=meta_refs[1],
-                       action_low=np.array([-2.0], np.float32),
-                       action_high=np.array([2.0], np.float32))
+    meta = DatasetMeta(
+        dataset_id="test/pendulum-v0",
+        eval_env_id="Pendulum-v1",
+        ref_min_score=meta_refs[0],
+        ref_max_score=meta_refs[1],
+        action_low=np.array([-2.0], np.float32),
+        action_high=np.array([2.0], np.float32),
+    )
     env_cfg = EnvConfig(name="pendulum", ref_min_score=env_refs[0], ref_max_score=env_refs[1])
     return Evaluator(eval_cfg, meta, env_cfg)
 
@@ -42,8 +46,11 @@ def test_normalized_score_math() -> None:
 
 @pytest.mark.parametrize(("lo", "hi"), [(None, 1.0), (0.0, None), (None, None), (math.nan, 1.0)])
 def test_normalized_score_missing_refs(lo, hi) -> None:
-    with pytest.raises(ValueError, match=r"lack reference scores; set env\.ref_min_score and "
-                                         r"env\.ref_max_score$"):
+    with pytest.raises(
+        ValueError,
+        match=r"lack reference scores; set env\.ref_min_score and "
+        r"env\.ref_max_score$",
+    ):
         normalized_score(1.0, lo, hi)
 
 
@@ -64,9 +71,17 @@ def test_repeat_evaluation_is_identical_and_matches_rollout() -> None:
     assert first[1] == alone[0]
     assert first[0]["eval/episodes"] == 2.0 and first[0]["eval/length"] == 30.0
     # Seeds are seed * 10_000 + seed_offset + e, exactly as a direct rollout.
-    direct = run_episodes("Pendulum-v1", pendulum_policy, [0], 2, None,
-                          np.array([-2.0]), np.array([2.0]), max_episode_steps=30,
-                          seed_offset=100)
+    direct = run_episodes(
+        "Pendulum-v1",
+        pendulum_policy,
+        [0],
+        2,
+        None,
+        np.array([-2.0]),
+        np.array([2.0]),
+        max_episode_steps=30,
+        seed_offset=100,
+    )
     assert first[0]["eval/return"] == pytest.approx(float(direct.returns.mean()), rel=1e-12)
     assert first[0]["eval/return_std"] == pytest.approx(float(direct.returns.std()), rel=1e-12)
 
@@ -77,8 +92,7 @@ def test_seed_offset_changes_the_episodes() -> None:
 
 
 def test_meta_refs_win_over_env_config(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING), \
-            make_evaluator(meta_refs=(-1000.0, 0.0), env_refs=(-500.0, 10.0)) as ev:
+    with caplog.at_level(logging.WARNING), make_evaluator(meta_refs=(-1000.0, 0.0), env_refs=(-500.0, 10.0)) as ev:
         m = ev.evaluate(pendulum_policy, [3])[0]
     assert m["eval/normalized_score"] == pytest.approx(100.0 * (m["eval/return"] + 1000.0) / 1000.0)
     assert not caplog.records
@@ -106,8 +120,7 @@ def test_no_refs_gives_nan_and_one_warning(caplog: pytest.LogCaptureFixture) -> 
 
 def test_omegaconf_node_and_explicit_env_id() -> None:
     cfg = OmegaConf.structured(EvalConfig(env_id="Pendulum-v1", episodes=1, max_episode_steps=5))
-    meta = DatasetMeta(dataset_id="x", eval_env_id="NotAnEnv-v0", ref_min_score=-1.0,
-                       ref_max_score=1.0)
+    meta = DatasetMeta(dataset_id="x", eval_env_id="NotAnEnv-v0", ref_min_score=-1.0, ref_max_score=1.0)
     env_cfg = OmegaConf.structured(EnvConfig(name="pendulum"))
     with Evaluator(cfg, meta, env_cfg) as ev:
         assert ev.env_id == "Pendulum-v1"
@@ -126,15 +139,15 @@ def test_bad_env_fails_at_construction() -> None:
     meta = DatasetMeta(dataset_id="x", eval_env_id="Hoper-v5")
     with pytest.raises(EnvError, match="Hopper-v5"):
         Evaluator(EvalConfig(), meta, EnvConfig(name="x"))
-    meta = DatasetMeta(dataset_id="x", eval_env_id="Pendulum-v1",
-                       action_low=-np.ones(3), action_high=np.ones(3))
+    meta = DatasetMeta(dataset_id="x", eval_env_id="Pendulum-v1", action_low=-np.ones(3), action_high=np.ones(3))
     with pytest.raises(ValueError, match="action_low has shape"):
         Evaluator(EvalConfig(), meta, EnvConfig(name="x"))
 
 
 def test_hopper_evaluation_is_short_with_a_cap() -> None:
-    meta = DatasetMeta(dataset_id="mujoco/hopper/medium-v0", eval_env_id="Hopper-v5",
-                       ref_min_score=-20.272305, ref_max_score=3234.3)
+    meta = DatasetMeta(
+        dataset_id="mujoco/hopper/medium-v0", eval_env_id="Hopper-v5", ref_min_score=-20.272305, ref_max_score=3234.3
+    )
     cfg = EvalConfig(episodes=2, max_episode_steps=50)
     with Evaluator(cfg, meta, EnvConfig(name="hopper")) as ev:
         metrics = ev.evaluate(lambda obs: np.zeros((*obs.shape[:2], 3), np.float32), [0, 1])

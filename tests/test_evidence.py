@@ -82,8 +82,9 @@ def test_quarter_change_compares_the_last_two_quarters_of_the_seed_mean():
     from cql_runner.report.collect_runs import Run
 
     def run(values):
-        return Run(Path("."), {}, [{"step": 100 * (i + 1), "q/data": v} for i, v in enumerate(values)], None,
-                   "completed")
+        return Run(
+            Path("."), {}, [{"step": 100 * (i + 1), "q/data": v} for i, v in enumerate(values)], None, "completed"
+        )
 
     # Steps 100..800: the third quarter is steps 500-600, the last 700-800; two seeds averaged.
     runs = [run([0, 0, 0, 0, 4, 4, 8, 8]), run([0, 0, 0, 0, 6, 6, 10, 10])]
@@ -96,8 +97,12 @@ def test_quarter_change_compares_the_last_two_quarters_of_the_seed_mean():
 
 def test_default_plan_trains_every_method_on_four_datasets_with_three_seeds(tmp_path):
     plan = make_plan("default")
-    assert {d.key for d in plan.datasets} == {"hopper-medium", "hopper-medium-replay",
-                                             "inverteddoublependulum-medium", "inverteddoublependulum-medium-replay"}
+    assert {d.key for d in plan.datasets} == {
+        "hopper-medium",
+        "hopper-medium-replay",
+        "inverteddoublependulum-medium",
+        "inverteddoublependulum-medium-replay",
+    }
     assert [m.name for m in plan.methods] == ["cql-lagrange", "cql-fixed", "sac", "bc"]
     assert len(plan.seeds) >= 3
     hopper = plan.datasets[0]
@@ -112,8 +117,15 @@ def test_default_plan_trains_every_method_on_four_datasets_with_three_seeds(tmp_
 
 
 def test_plan_overrides_apply_and_unknown_names_fail():
-    plan = make_plan("default", sac_steps=10, collect_steps=20, train_steps=7, seeds=(4, 5, 6),
-                     methods=["bc"], datasets=["hopper-medium"])
+    plan = make_plan(
+        "default",
+        sac_steps=10,
+        collect_steps=20,
+        train_steps=7,
+        seeds=(4, 5, 6),
+        methods=["bc"],
+        datasets=["hopper-medium"],
+    )
     assert [(d.sac_steps, d.collect_steps) for d in plan.datasets] == [(10, 20)]
     assert plan.train_steps == 7 and plan.seeds == (4, 5, 6) and [m.name for m in plan.methods] == ["bc"]
     with pytest.raises(ValueError, match="unknown methods"):
@@ -135,8 +147,13 @@ def test_run_suite_rejects_a_malformed_train_override():
 # ----- the tiny suite end to end ----------------------------------------------------------------
 def _suite(out: Path, docs: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """The installed console script, as a user runs it, from a directory that is not the repository."""
-    return run_cli(["run", str(out), "--budget", "tiny", "--docs", str(docs), *extra], cwd=out.parent,
-                   timeout=300, script="cql-evidence", env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    return run_cli(
+        ["run", str(out), "--budget", "tiny", "--docs", str(docs), *extra],
+        cwd=out.parent,
+        timeout=300,
+        script="cql-evidence",
+        env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_cql_evidence_lists_its_commands_and_rejects_an_unknown_one(tmp_path):
@@ -152,8 +169,9 @@ def test_scores_above_the_expert_reference_are_explained_not_hidden():
     from cql_runner.report.collect_runs import SCORE_KEY, Run
 
     def cell(method, scores):
-        runs = [Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed")
-                for i, s in enumerate(scores)]
+        runs = [
+            Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed") for i, s in enumerate(scores)
+        ]
         return Cell("idp-medium-replay", method, runs)
 
     cells = {"idp-medium-replay": {"sac": cell("sac", [1575.0, 1576.0]), "bc": cell("bc", [25.0, 26.0])}}
@@ -169,14 +187,18 @@ def test_results_page_reports_iqm_with_intervals_beside_mean_and_std():
     from cql_runner.report.collect_runs import SCORE_KEY, Run
 
     def cell(dataset, method, scores):
-        runs = [Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed")
-                for i, s in enumerate(scores)]
+        runs = [
+            Run(Path("."), {"seed": i}, [{"step": 1000, SCORE_KEY: s}], None, "completed") for i, s in enumerate(scores)
+        ]
         return Cell(dataset, method, runs)
 
-    cells = [cell("hopper-medium", "cql-lagrange", [40.0, 50.0, 60.0, 90.0]),
-             cell("hopper-medium", "sac", [10.0, 20.0, 30.0, 40.0]),
-             cell("walker2d-medium", "cql-lagrange", [70.0, 71.0, 72.0, 73.0]),
-             cell("walker2d-medium", "sac", [5.0]), cell("walker2d-medium", "bc", [])]
+    cells = [
+        cell("hopper-medium", "cql-lagrange", [40.0, 50.0, 60.0, 90.0]),
+        cell("hopper-medium", "sac", [10.0, 20.0, 30.0, 40.0]),
+        cell("walker2d-medium", "cql-lagrange", [70.0, 71.0, 72.0, 73.0]),
+        cell("walker2d-medium", "sac", [5.0]),
+        cell("walker2d-medium", "bc", []),
+    ]
     md = "\n".join(score_lines(cells))
     # IQM of 40, 50, 60, 90 drops 40 and 90: 55; its interval follows it.
     assert "| hopper-medium | cql-lagrange | 4 | 60.0 ± 21.6 | 55.0 [" in md
@@ -206,8 +228,14 @@ def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
         for d in seed_dirs(plan, out / "runs" / ds.key / method.name):
             check = json.loads((d / "value_check.json").read_text())
             assert check["dataset_s0_rollouts"] == plan.value_episodes  # IDP states can be rebuilt
-            for key in ("q_hat_s0", "mc_return_s0", "q_hat_dataset_s0", "gamma", "mc_return_dataset_s0",
-                        "q_hat_dataset_s0_matched"):
+            for key in (
+                "q_hat_s0",
+                "mc_return_s0",
+                "q_hat_dataset_s0",
+                "gamma",
+                "mc_return_dataset_s0",
+                "q_hat_dataset_s0_matched",
+            ):
                 assert math.isfinite(check[key]), (method.name, key, check[key])
             assert check["n_episodes"] == plan.value_episodes and check["gamma"] == pytest.approx(0.99)
             assert check["step"] == plan.train_steps

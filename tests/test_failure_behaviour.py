@@ -26,8 +26,14 @@ FAST = [*TINY_OVERRIDES, "eval.every=0"]
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     exe = Path(sys.executable).parent / "cql-train"
-    return subprocess.Popen([str(exe), *args], cwd=cwd, env={**os.environ, **SUBPROCESS_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        env={**os.environ, **SUBPROCESS_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -51,8 +57,11 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name != "run.lock"}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != "run.lock"
+    }
 
 
 # ----- 1. two processes on one run dir --------------------------------------------------
@@ -75,14 +84,12 @@ def test_second_process_on_a_run_dir_is_refused_naming_the_holder(minari_root: P
     assert steps == sorted(set(steps)) and steps, "steps logged twice"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     # The lock died with its process: the same command now resumes.
-    again = run_cli([*FAST, f"train.steps={steps[-1] + 20}", "train.log_every=20", f"run_dir={run_dir}"],
-                    cwd=tmp_path)
+    again = run_cli([*FAST, f"train.steps={steps[-1] + 20}", "train.log_every=20", f"run_dir={run_dir}"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
 
 
 # ----- 2. resuming with a different config ----------------------------------------------
-def test_resume_with_changed_values_is_refused_before_anything_is_written(minari_root: Path,
-                                                                          tmp_path: Path) -> None:
+def test_resume_with_changed_values_is_refused_before_anything_is_written(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert run_cli([*FAST, "train.steps=100", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
     before = snapshot(run_dir)
@@ -94,8 +101,10 @@ def test_resume_with_changed_values_is_refused_before_anything_is_written(minari
     assert snapshot(run_dir) == before
 
     # A new network shape cannot continue from the checkpoint, opt-in or not.
-    proc = run_cli([*FAST, "train.steps=150", "network.hidden=[16,16]", "resume_allow_changes=true",
-                    f"run_dir={run_dir}"], cwd=tmp_path)
+    proc = run_cli(
+        [*FAST, "train.steps=150", "network.hidden=[16,16]", "resume_allow_changes=true", f"run_dir={run_dir}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "network.hidden [32, 32] -> [16, 16]" in error_line(proc)
     assert snapshot(run_dir) == before
@@ -104,17 +113,16 @@ def test_resume_with_changed_values_is_refused_before_anything_is_written(minari
 def test_resume_allow_changes_continues_and_records_the_changes(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     assert run_cli([*FAST, "train.steps=100", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
-    proc = run_cli([*FAST, "train.steps=150", "cql.n_actions=2", "resume_allow_changes=true",
-                    f"run_dir={run_dir}"], cwd=tmp_path)
+    proc = run_cli(
+        [*FAST, "train.steps=150", "cql.n_actions=2", "resume_allow_changes=true", f"run_dir={run_dir}"], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in (run_dir / "config_changes.jsonl").read_text().splitlines()]
-    assert records == [{"step": 100, "time": records[0]["time"],
-                        "changes": {"cql.n_actions": {"old": 4, "new": 2}}}]
+    assert records == [{"step": 100, "time": records[0]["time"], "changes": {"cql.n_actions": {"old": 4, "new": 2}}}]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 150
     assert "n_actions: 2" in (run_dir / "config.yaml").read_text()
     # Extending the now-recorded config needs no opt-in.
-    assert run_cli([*FAST, "train.steps=200", "cql.n_actions=2", f"run_dir={run_dir}"],
-                   cwd=tmp_path).returncode == 0
+    assert run_cli([*FAST, "train.steps=200", "cql.n_actions=2", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
 
 
 # ----- 8. resume=<a dir that does not exist> --------------------------------------------
@@ -136,8 +144,7 @@ def test_resume_from_a_missing_dir_is_an_error_and_creates_nothing(minari_root: 
 # ----- 5. Ctrl-C ---------------------------------------------------------------------------
 def test_ctrl_c_checkpoints_marks_the_run_interrupted_and_exits_130(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [*FAST, "train.steps=1000000", "train.log_every=20", "train.checkpoint_every=1000000",
-            f"run_dir={run_dir}"]
+    args = [*FAST, "train.steps=1000000", "train.log_every=20", "train.checkpoint_every=1000000", f"run_dir={run_dir}"]
     proc = start(args, tmp_path)
     wait_for(run_dir / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGINT)
@@ -149,15 +156,22 @@ def test_ctrl_c_checkpoints_marks_the_run_interrupted_and_exits_130(minari_root:
     assert summary["error"] is None
     step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"]
     assert step == summary["steps"] >= 20
-    assert stderr.strip().splitlines()[-1] == (f"cql-train: interrupted at step {step}; "
-                                               "rerun the same command to resume")
+    assert stderr.strip().splitlines()[-1] == (
+        f"cql-train: interrupted at step {step}; rerun the same command to resume"
+    )
 
 
 def test_a_second_ctrl_c_ends_the_run_at_once(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # An evaluation every step keeps the run busy for a while after the first Ctrl-C.
-    args = [*TINY_OVERRIDES, "eval.every=1", "eval.episodes=4", "train.steps=1000000",
-            "train.checkpoint_every=1000000", f"run_dir={run_dir}"]
+    args = [
+        *TINY_OVERRIDES,
+        "eval.every=1",
+        "eval.episodes=4",
+        "train.steps=1000000",
+        "train.checkpoint_every=1000000",
+        f"run_dir={run_dir}",
+    ]
     proc = start(args, tmp_path)
     wait_for(run_dir / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGINT)
@@ -184,8 +198,7 @@ def test_ctrl_c_handler_restores_the_default_action() -> None:
 
 
 # ----- 4. NaN or inf in the dataset; strict JSON -----------------------------------------
-def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari_root: Path,
-                                                                          tmp_path: Path) -> None:
+def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari_root: Path, tmp_path: Path) -> None:
     folder = make_minari_dataset("test/pendulum/nonfinite-v0", n_episodes=4, max_steps=20)
     with h5py.File(folder / "data" / "main_data.hdf5", "r+") as f:
         f["episode_1/observations"][3, 0] = np.nan
@@ -196,8 +209,10 @@ def test_nonfinite_data_is_refused_at_load_naming_field_episode_and_count(minari
     proc = run_cli([*FAST, "dataset.id=test/pendulum/nonfinite-v0", f"run_dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 2
     line = error_line(proc)
-    assert "dataset test/pendulum/nonfinite-v0: observations has 1 NaN/inf value in episode 1 " \
-           "(first at step 3 of episode 1)" in line
+    assert (
+        "dataset test/pendulum/nonfinite-v0: observations has 1 NaN/inf value in episode 1 "
+        "(first at step 3 of episode 1)" in line
+    )
     assert "rewards has 2 NaN/inf values in episode 2 (first at step 5 of episode 2)" in line
     assert "next_observations has 1 NaN/inf value in episode 1 (first at step 2 of episode 1)" in line
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
@@ -214,8 +229,13 @@ def small_fs(tmp_path: Path) -> Path | None:
     """A real 4 MiB tmpfs when this process may mount one (root), else None."""
     mount = tmp_path / "fs"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         yield None
         return
     yield mount
@@ -246,8 +266,9 @@ train_main()
 """
 
 
-def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_checkpoints(minari_root: Path, tmp_path: Path,
-                                                                              small_fs: Path | None) -> None:
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_checkpoints(
+    minari_root: Path, tmp_path: Path, small_fs: Path | None
+) -> None:
     run_dir = (small_fs or tmp_path) / "run"
     args = [*FAST, "train.checkpoint_every=50", "train.log_every=1000000", f"run_dir={run_dir}"]
     assert run_cli([*args, "train.steps=50"], cwd=tmp_path).returncode == 0
@@ -258,11 +279,14 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_checkpoints(min
         proc = run_cli([*args, "train.steps=200"], cwd=tmp_path)
     else:  # no way to fill a real filesystem here: the write itself reports ENOSPC
         exe = [sys.executable, "-c", DISK_FULL_PATCH.format(allowed=1), *args, "train.steps=200"]
-        proc = subprocess.run(exe, cwd=tmp_path, env={**os.environ, **SUBPROCESS_ENV}, capture_output=True,
-                              text=True, timeout=180)
+        proc = subprocess.run(
+            exe, cwd=tmp_path, env={**os.environ, **SUBPROCESS_ENV}, capture_output=True, text=True, timeout=180
+        )
     assert proc.returncode == 2
-    assert error_line(proc) == (f"cql-train: error: cannot write checkpoint {run_dir}/checkpoints/last.pt: "
-                                "no space left on device; free space and rerun to resume from step 100")
+    assert error_line(proc) == (
+        f"cql-train: error: cannot write checkpoint {run_dir}/checkpoints/last.pt: "
+        "no space left on device; free space and rerun to resume from step 100"
+    )
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 100
     assert load_checkpoint(run_dir / "checkpoints" / "prev.pt")["trainer"]["step"] == 50
     assert not list((run_dir / "checkpoints").glob(".ckpt-*"))
@@ -279,13 +303,13 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_checkpoints(min
 # ----- 9. a sweep with a bad value --------------------------------------------------------
 def test_a_sweep_records_every_job_tallies_them_and_fails(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *FAST, "train.steps=40", "train.log_every=20", "cql.tau=5,-1",
-                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    proc = run_cli(
+        ["-m", *FAST, "train.steps=40", "train.log_every=20", "cql.tau=5,-1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == f"cql-train: sweep {sweep}: 2 jobs: 1 completed, 1 failed"
-    good, bad = (json.loads((sweep / str(k) / "summary.json").read_text(), parse_constant=pytest.fail)
-                 for k in (0, 1))
+    good, bad = (json.loads((sweep / str(k) / "summary.json").read_text(), parse_constant=pytest.fail) for k in (0, 1))
     assert good["status"] == "completed"
     assert bad["status"] == "failed" and bad["error"].startswith("ConfigError: cql.tau must be >= 0 (got -1.0)")
     assert "tau: -1.0" in (sweep / "1" / "config.yaml").read_text()
@@ -303,14 +327,12 @@ def test_a_sweep_records_every_job_tallies_them_and_fails(minari_root: Path, tmp
 # ----- 10. cql-report on a run still being written ----------------------------------------
 def test_report_shows_a_run_being_written_as_running(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "a"
-    assert run_cli([*FAST, "train.steps=100", "train.log_every=25", f"run_dir={run_dir}"],
-                   cwd=tmp_path).returncode == 0
+    assert run_cli([*FAST, "train.steps=100", "train.log_every=25", f"run_dir={run_dir}"], cwd=tmp_path).returncode == 0
     metrics = run_dir / "metrics.jsonl"
     text = metrics.read_text()
     metrics.write_text(text[: len(text) - 20])  # the writer was cut mid-line
     (run_dir / "summary.json").write_text("")  # created, not yet written
-    proc = run_cli([str(tmp_path / "runs"), "--out", str(tmp_path / "report")], cwd=tmp_path,
-                   script="cql-report")
+    proc = run_cli([str(tmp_path / "runs"), "--out", str(tmp_path / "report")], cwd=tmp_path, script="cql-report")
     assert proc.returncode == 0, proc.stderr
     assert "1 runs (0 completed, 1 running, 0 failed, 0 skipped)" in proc.stdout
     assert "skipping" not in proc.stderr
@@ -319,13 +341,20 @@ def test_report_shows_a_run_being_written_as_running(minari_root: Path, tmp_path
 
 
 # ----- 7. sizes that cannot fit ------------------------------------------------------------
-@pytest.mark.parametrize(("override", "expected"), [
-    ("cql.n_actions=1000000", "one update step needs at least "),
-    ("train.batch_size=100000000", "train.batch_size=100000000 is larger than the dataset (400 transitions); "
-                                   "pass train.batch_size=256 or another value <= 400"),
-])
-def test_sizes_that_cannot_fit_are_refused_before_building(minari_root: Path, tmp_path: Path, override: str,
-                                                           expected: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("cql.n_actions=1000000", "one update step needs at least "),
+        (
+            "train.batch_size=100000000",
+            "train.batch_size=100000000 is larger than the dataset (400 transitions); "
+            "pass train.batch_size=256 or another value <= 400",
+        ),
+    ],
+)
+def test_sizes_that_cannot_fit_are_refused_before_building(
+    minari_root: Path, tmp_path: Path, override: str, expected: str
+) -> None:
     run_dir = tmp_path / "run"
     started = time.monotonic()
     proc = run_cli([*FAST, override, f"run_dir={run_dir}"], cwd=tmp_path)
@@ -339,8 +368,9 @@ def test_sizes_that_cannot_fit_are_refused_before_building(minari_root: Path, tm
 def test_the_memory_estimate_grows_with_the_critic_pass() -> None:
     from cql_runner.memory_estimate import update_step_bytes
 
-    kw = dict(obs_dim=3, act_dim=1, critic_hidden=[256, 256], n_critics=2, n_seeds=1, conservative=True,
-              max_backup=False)
+    kw = dict(
+        obs_dim=3, act_dim=1, critic_hidden=[256, 256], n_critics=2, n_seeds=1, conservative=True, max_backup=False
+    )
     # batch 256, N = 10: 7936 critic rows × (3 + 1 + 512 + 1) widths × 2 critics × (2 + ...) floats
     small = update_step_bytes(batch_size=256, n_actions=10, **kw)
     rows, widths = 256 * 31, 3 + 1 + 512 + 1
@@ -358,15 +388,33 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
         port = s.getsockname()[1]
     home = tmp_path / "home"
     home.mkdir()
-    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
-           "HOME": str(home), "NETRC": str(home / ".netrc"), "WANDB_DIR": str(tmp_path / "wandb_dir"),
-           "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-           "WANDB_DATA_DIR": str(tmp_path / "data"), "WANDB_CONSOLE": "off"}
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+        "HOME": str(home),
+        "NETRC": str(home / ".netrc"),
+        "WANDB_DIR": str(tmp_path / "wandb_dir"),
+        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+        "WANDB_DATA_DIR": str(tmp_path / "data"),
+        "WANDB_CONSOLE": "off",
+    }
     run_dir = tmp_path / "run"
     args = [a for a in FAST if not a.startswith("logger=")]
     # With init_timeout=300 an online init against the dead server would block for over 5 minutes.
-    proc = run_cli([*args, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout=300",
-                    "train.steps=50", f"run_dir={run_dir}"], cwd=tmp_path, env=env)
+    proc = run_cli(
+        [
+            *args,
+            "logger=wandb",
+            "logger.wandb.mode=online",
+            "logger.wandb.init_timeout=300",
+            "train.steps=50",
+            f"run_dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert f"wandb: server http://127.0.0.1:{port} unreachable" in out
@@ -379,54 +427,87 @@ def test_unreachable_wandb_costs_seconds_and_says_how_to_sync(minari_root: Path,
 
 
 # ----- 11. cql-collect: the expert needed only for the reference score ----------------------
-def test_collect_random_says_first_that_sac_is_only_for_the_reference(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collect_random_says_first_that_sac_is_only_for_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import minari
 
     store = tmp_path / "m"
     env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
-    proc = run_cli(["env=Pendulum-v1", "level=random", "collect.steps=200", "sac.steps=300", "sac.start_steps=100",
-                    "sac.eval_every=150", "sac.eval_episodes=1", "sac.hidden=[16,16]", "ref_episodes=1",
-                    "progress=false"], cwd=tmp_path, script="cql-collect", env=env)
+    proc = run_cli(
+        [
+            "env=Pendulum-v1",
+            "level=random",
+            "collect.steps=200",
+            "sac.steps=300",
+            "sac.start_steps=100",
+            "sac.eval_every=150",
+            "sac.eval_episodes=1",
+            "sac.hidden=[16,16]",
+            "ref_episodes=1",
+            "progress=false",
+        ],
+        cwd=tmp_path,
+        script="cql-collect",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     first = proc.stderr.splitlines()[0]
-    assert first.startswith("cql-collect: level=random needs an expert only for the reference score "
-                            "ref_max_score: training SAC for sac.steps=300 takes at least ")
+    assert first.startswith(
+        "cql-collect: level=random needs an expert only for the reference score "
+        "ref_max_score: training SAC for sac.steps=300 takes at least "
+    )
     assert first.endswith("here; pass ref_max_score=<expert return> to skip it")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
     meta = minari.load_dataset("cql_runner/pendulum/random-v0").storage.metadata
     assert meta["cql_runner"]["reference_sources"] == {
         "ref_min_score": "measured: mean return of uniform random actions (ref_episodes=1)",
-        "ref_max_score": "measured: mean return of the deterministic expert SAC snapshot (ref_episodes=1)"}
+        "ref_max_score": "measured: mean return of the deterministic expert SAC snapshot (ref_episodes=1)",
+    }
 
 
-def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collect_uses_d4rl_references_for_d4rl_tasks_and_trains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import minari
 
     from cql_runner.reference_scores import D4RL_REFERENCE
 
     store = tmp_path / "m"
     env = {"MINARI_DATASETS_PATH": str(store), "CQL_RUNNER_CACHE_DIR": str(tmp_path / "cache")}
-    proc = run_cli(["env=Hopper-v5", "level=random", "collect.steps=200", "ref_episodes=1", "progress=false"],
-                   cwd=tmp_path, script="cql-collect", env=env)
+    proc = run_cli(
+        ["env=Hopper-v5", "level=random", "collect.steps=200", "ref_episodes=1", "progress=false"],
+        cwd=tmp_path,
+        script="cql-collect",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "needs an expert" not in proc.stderr and not (tmp_path / "cache").exists()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
     meta = minari.load_dataset("mujoco/hopper/random-v0").storage.metadata
     assert (meta["ref_min_score"], meta["ref_max_score"]) == pytest.approx(D4RL_REFERENCE["hopper"])
-    assert meta["cql_runner"]["reference_sources"] == {"ref_min_score": "D4RL (hopper)",
-                                                       "ref_max_score": "D4RL (hopper)"}
+    assert meta["cql_runner"]["reference_sources"] == {
+        "ref_min_score": "D4RL (hopper)",
+        "ref_max_score": "D4RL (hopper)",
+    }
 
 
 # ----- also: Hydra's conversion errors and the corrupt-checkpoint warning ------------------
-@pytest.mark.parametrize(("override", "expected"), [
-    ("cql.tau=abc", "cql.tau=abc: Value 'abc' of type 'str' could not be converted to Float; e.g. cql.tau=10.0"),
-    ("cql.lagrange=maybe", "cql.lagrange=maybe: Value 'maybe' is not a valid bool (type str); "
-                           "e.g. cql.lagrange=true"),
-    ("network.hidden=[32,x]", "network.hidden=[32,x]: Value 'x' of type 'str' could not be converted to Integer; "
-                              "e.g. network.hidden=[256,256,256]"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("cql.tau=abc", "cql.tau=abc: Value 'abc' of type 'str' could not be converted to Float; e.g. cql.tau=10.0"),
+        (
+            "cql.lagrange=maybe",
+            "cql.lagrange=maybe: Value 'maybe' is not a valid bool (type str); e.g. cql.lagrange=true",
+        ),
+        (
+            "network.hidden=[32,x]",
+            "network.hidden=[32,x]: Value 'x' of type 'str' could not be converted to Integer; "
+            "e.g. network.hidden=[256,256,256]",
+        ),
+    ],
+)
 def test_a_value_of_the_wrong_type_is_one_line_and_exit_2(tmp_path: Path, override: str, expected: str) -> None:
     proc = run_cli([*FAST, override], cwd=tmp_path)
     assert proc.returncode == 2
@@ -450,6 +531,8 @@ def test_a_corrupt_checkpoint_is_reported_once_in_one_line(minari_root: Path, tm
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "is corrupt" in line]
     assert len(lines) == 1, lines
-    assert lines[0].endswith(f"checkpoint {last} is corrupt; falling back to prev.pt at step 50 "
-                             "(the corrupt file is set aside at the next checkpoint)")
+    assert lines[0].endswith(
+        f"checkpoint {last} is corrupt; falling back to prev.pt at step 50 "
+        "(the corrupt file is set aside at the next checkpoint)"
+    )
     assert len(list((run_dir / "checkpoints").glob("last.corrupt-*.pt"))) == 1

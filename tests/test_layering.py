@@ -14,9 +14,27 @@ ROOT = Path(cql_runner.__file__).parent
 # Lowest first. A module may import from its own layer and any layer listed before it. Every module
 # of the package must have a layer: a new one is placed here, where its imports allow.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("config", "reference_scores", "networks", "envs", "checkpoint", "preemption", "overrides",
-              "strict_json", "run_lock", "resume_check", "failed_start", "memory_estimate", "sweep_tally",
-              "data", "logging", "seeds")),
+    (
+        "base",
+        (
+            "config",
+            "reference_scores",
+            "networks",
+            "envs",
+            "checkpoint",
+            "preemption",
+            "overrides",
+            "strict_json",
+            "run_lock",
+            "resume_check",
+            "failed_start",
+            "memory_estimate",
+            "sweep_tally",
+            "data",
+            "logging",
+            "seeds",
+        ),
+    ),
     ("algorithm", ("cql", "discrete", "rollout", "video", "evaluation")),
     ("training", ("update_step", "trainer", "run", "collect", "report", "peers", "online")),
     ("entry points", ("cli", "evidence")),

@@ -256,9 +256,20 @@ def test_null_logger_accepts_anything() -> None:
 
 
 # ----- wandb -----------------------------------------------------------------------------
-_WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE",
-               "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_RESUME",
-               "WANDB_NAME", "WANDB_RUN_GROUP", "WANDB_TAGS", "WANDB_DISABLED")
+_WANDB_VARS = (
+    "WANDB_API_KEY",
+    "WANDB_MODE",
+    "WANDB_BASE_URL",
+    "WANDB_IDENTITY_TOKEN_FILE",
+    "WANDB_ENTITY",
+    "WANDB_PROJECT",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_NAME",
+    "WANDB_RUN_GROUP",
+    "WANDB_TAGS",
+    "WANDB_DISABLED",
+)
 
 
 def _teardown_wandb() -> None:
@@ -276,9 +287,13 @@ def wandb_env(tmp_path: Path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    for var, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")):
+    for var, sub in (
+        ("WANDB_DIR", "wandb_dir"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
@@ -288,8 +303,7 @@ def wandb_env(tmp_path: Path, monkeypatch):
 
 
 def _offline_files(run_dir: Path) -> list[Path]:
-    return [p for d in (run_dir / "wandb").glob("offline-run-*") for p in d.rglob("*")
-            if p.is_file()]
+    return [p for d in (run_dir / "wandb").glob("offline-run-*") for p in d.rglob("*") if p.is_file()]
 
 
 def test_resolve_mode(monkeypatch) -> None:
@@ -303,8 +317,9 @@ def test_resolve_mode(monkeypatch) -> None:
 def test_wandb_offline_run_and_stable_id(wandb_env: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = wandb_env / "run"
-    logger = WandbLogger(LoggerConfig(tags=["cfg"]), run_dir, config={"seed": 0},
-                         run_name="hopper-s0", group="sweep", tags=("extra",))
+    logger = WandbLogger(
+        LoggerConfig(tags=["cfg"]), run_dir, config={"seed": 0}, run_name="hopper-s0", group="sweep", tags=("extra",)
+    )
     assert logger.active and logger.mode == "offline"
     logger.log({"loss/critic": 1.0, "eval/normalized_score": 40.0}, step=100)
     logger.log_summary({"final/normalized_score": 40.0})
@@ -331,8 +346,7 @@ def test_wandb_cfg_mode_wins_over_env(wandb_env: Path, monkeypatch) -> None:
     assert not (run_dir / "wandb").exists() and not (run_dir / ID_FILE).exists()
 
 
-def test_wandb_online_without_key_falls_back_offline(wandb_env: Path, monkeypatch,
-                                                    caplog) -> None:
+def test_wandb_online_without_key_falls_back_offline(wandb_env: Path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("WANDB_MODE", "online")
     run_dir = wandb_env / "run"
     start = time.monotonic()
@@ -353,8 +367,7 @@ def test_wandb_init_failure_leaves_a_noop_logger(wandb_env: Path, monkeypatch, c
         raise wandb.errors.CommError("server unreachable")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    cfg = SimpleNamespace(mode="offline", project="p", entity=None, group=None, name=None,
-                          tags=[], init_timeout=1.0)
+    cfg = SimpleNamespace(mode="offline", project="p", entity=None, group=None, name=None, tags=[], init_timeout=1.0)
     with caplog.at_level(logging.WARNING, logger="cql_runner"):
         logger = WandbLogger(cfg, wandb_env / "run", config={})
     assert not logger.active
@@ -366,8 +379,7 @@ def test_wandb_init_failure_leaves_a_noop_logger(wandb_env: Path, monkeypatch, c
     assert (wandb_env / "run" / ID_FILE).exists()
 
 
-def test_wandb_log_failure_disables_after_one_warning(wandb_env: Path, monkeypatch,
-                                                      caplog) -> None:
+def test_wandb_log_failure_disables_after_one_warning(wandb_env: Path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = WandbLogger(LoggerConfig(), wandb_env / "run", config={})
     run = logger.run

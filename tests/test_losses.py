@@ -81,9 +81,9 @@ def test_squashed_log_prob_stable_at_extreme_pre_tanh():
     expected = A * (-0.5 * math.log(2 * math.pi) - (math.log(4.0) - 50.0))
     assert log_prob.item() == pytest.approx(expected, rel=1e-9)
     # Dataset actions exactly at ±1 give a finite BC log-prob (atanh clip).
-    lp = losses.squashed_gaussian_log_prob(torch.zeros(1, 1, A, dtype=DT),
-                                           torch.zeros(1, 1, A, dtype=DT),
-                                           torch.ones(1, 1, A, dtype=DT))
+    lp = losses.squashed_gaussian_log_prob(
+        torch.zeros(1, 1, A, dtype=DT), torch.zeros(1, 1, A, dtype=DT), torch.ones(1, 1, A, dtype=DT)
+    )
     assert torch.isfinite(lp).all()
 
 
@@ -107,8 +107,9 @@ def _gap(inputs, **kwargs) -> losses.ConservativeGap:
     return losses.conservative_gap(**dict(zip(_GAP_NAMES, inputs)), act_dim=A, **kwargs)
 
 
-def _gap_by_hand(q_u, q_c, q_n, q_d, lp_c, lp_n, temperature, importance_sampling,
-                 clip_min=-math.inf, clip_max=math.inf):
+def _gap_by_hand(
+    q_u, q_c, q_n, q_d, lp_c, lp_n, temperature, importance_sampling, clip_min=-math.inf, clip_max=math.inf
+):
     gaps = torch.zeros(K, NC, dtype=DT)
     oods = torch.zeros(K, NC, dtype=DT)
     for k in range(K):
@@ -199,8 +200,7 @@ def test_conservative_gap_clips_each_sample_before_the_mean():
 def test_conservative_gap_detaches_log_densities_but_not_q():
     q_u, q_c, q_n, q_d, lp_c, lp_n = (t.clone().requires_grad_(True) for t in _gap_inputs())
     out = _gap((q_u, q_c, q_n, q_d, lp_c, lp_n), temperature=1.0, importance_sampling=True)
-    grads = torch.autograd.grad(out.gap.sum(), [q_u, q_c, q_n, q_d, lp_c, lp_n],
-                                allow_unused=True)
+    grads = torch.autograd.grad(out.gap.sum(), [q_u, q_c, q_n, q_d, lp_c, lp_n], allow_unused=True)
     for g in grads[:4]:
         assert g is not None and g.abs().sum() > 0
     for g in grads[4:]:
@@ -227,8 +227,15 @@ def test_conservative_term_off_is_all_zeros_with_no_dual():
 def test_loss_functions_take_keywords_only():
     import inspect
 
-    for fn in (losses.td_target, losses.td_loss, losses.conservative_gap, losses.cql_penalty,
-               losses.conservative_term_off, losses.actor_loss, losses.entropy_alpha_loss):
+    for fn in (
+        losses.td_target,
+        losses.td_loss,
+        losses.conservative_gap,
+        losses.cql_penalty,
+        losses.conservative_term_off,
+        losses.actor_loss,
+        losses.entropy_alpha_loss,
+    ):
         kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
         assert kinds == {inspect.Parameter.KEYWORD_ONLY}, fn.__name__
 
@@ -237,8 +244,9 @@ def test_cql_penalty_fixed_alpha():
     gap = _randn(K, NC, seed=20).requires_grad_(True)
     log_ap = torch.zeros(K, dtype=DT, requires_grad=True)
     for form in ("weighted", "raw"):  # the form only matters with Lagrange
-        penalty, dual, ap = losses.cql_penalty(gap=gap, alpha=3.5, lagrange=False, lagrange_form=form, tau=1.0,
-                                               log_alpha_prime=log_ap)
+        penalty, dual, ap = losses.cql_penalty(
+            gap=gap, alpha=3.5, lagrange=False, lagrange_form=form, tau=1.0, log_alpha_prime=log_ap
+        )
         torch.testing.assert_close(penalty, 3.5 * gap.detach())
         assert penalty.shape == (K, NC) and dual.shape == (K,) and ap.shape == (K,)
         assert (dual == 0).all()
@@ -266,8 +274,9 @@ def test_cql_penalty_lagrange_values_and_detachment(form):
     gap = _randn(K, NC, seed=21, scale=3.0).requires_grad_(True)
     log_ap = torch.tensor([0.3, -1.2], dtype=DT, requires_grad=True)
     alpha, tau = 2.0, 0.5
-    penalty, dual, ap = losses.cql_penalty(gap=gap, alpha=alpha, lagrange=True, lagrange_form=form, tau=tau,
-                                           log_alpha_prime=log_ap)
+    penalty, dual, ap = losses.cql_penalty(
+        gap=gap, alpha=alpha, lagrange=True, lagrange_form=form, tau=tau, log_alpha_prime=log_ap
+    )
     ap_expected = log_ap.detach().exp()
     torch.testing.assert_close(ap, ap_expected)
     want_penalty, want_dual = _penalty_by_hand(gap.detach(), alpha, tau, log_ap.detach(), form)
@@ -287,8 +296,10 @@ def test_lagrange_forms_differ_unless_alpha_is_one():
     log_ap = torch.tensor([0.1, 0.4], dtype=DT)
 
     def both(alpha):
-        return [losses.cql_penalty(gap=gap, alpha=alpha, lagrange=True, lagrange_form=f, tau=2.0,
-                                   log_alpha_prime=log_ap) for f in ("weighted", "raw")]
+        return [
+            losses.cql_penalty(gap=gap, alpha=alpha, lagrange=True, lagrange_form=f, tau=2.0, log_alpha_prime=log_ap)
+            for f in ("weighted", "raw")
+        ]
 
     weighted, raw = both(1.0)
     torch.testing.assert_close(weighted.penalty, raw.penalty)
@@ -329,8 +340,7 @@ def test_alpha_prime_keeps_its_gradient_at_the_cap_and_projection_bounds_it():
     gap = torch.ones(K, NC, dtype=DT)
     log_ap = torch.tensor([losses.LOG_ALPHA_PRIME_MAX, 1000.0], dtype=DT, requires_grad=True)
     # gap (1) below τ (3): the dual's gradient pushes log α′ down, even at and beyond the cap.
-    out = losses.cql_penalty(gap=gap, alpha=1.0, lagrange=True, lagrange_form="raw", tau=3.0,
-                             log_alpha_prime=log_ap)
+    out = losses.cql_penalty(gap=gap, alpha=1.0, lagrange=True, lagrange_form="raw", tau=3.0, log_alpha_prime=log_ap)
     (grad,) = torch.autograd.grad(out.alpha_prime_loss.sum(), [log_ap])
     assert grad[0] > 0  # gradient descent lowers log α′
     with torch.no_grad():
@@ -346,9 +356,16 @@ def test_alpha_prime_keeps_its_gradient_at_the_cap_and_projection_bounds_it():
 # ----------------------------------------------------------------------------------------
 def _td(reward, terminal, next_q, next_log_prob, entropy_alpha, discount, deterministic_backup, max_backup):
     """td_target in the order the tests below list its inputs (the function takes keywords only)."""
-    return losses.td_target(reward=reward, terminal=terminal, next_q=next_q, next_log_prob=next_log_prob,
-                            entropy_alpha=entropy_alpha, discount=discount,
-                            deterministic_backup=deterministic_backup, max_backup=max_backup)
+    return losses.td_target(
+        reward=reward,
+        terminal=terminal,
+        next_q=next_q,
+        next_log_prob=next_log_prob,
+        entropy_alpha=entropy_alpha,
+        discount=discount,
+        deterministic_backup=deterministic_backup,
+        max_backup=max_backup,
+    )
 
 
 def _td_inputs(samples: int):
@@ -366,8 +383,7 @@ def _td_inputs(samples: int):
 def test_td_target_by_hand(deterministic_backup):
     gamma = 0.9
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=1)
-    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
-                         deterministic_backup, max_backup=False)
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, deterministic_backup, max_backup=False)
     assert y.shape == (K, B)
     for k in range(K):
         for b in range(B):
@@ -389,8 +405,7 @@ def test_td_target_deterministic_backup_needs_no_log_prob():
 def test_td_target_without_max_backup_uses_sample_zero_only():
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
     y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.9, False, False)
-    y0 = _td(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9,
-                          False, False)
+    y0 = _td(reward, terminal, next_q[:, :, :1], next_lp[:, :1], ent_alpha, 0.9, False, False)
     torch.testing.assert_close(y, y0)
 
 
@@ -398,23 +413,18 @@ def test_deterministic_backup_drops_exactly_the_entropy_term():
     gamma = 0.95
     for max_backup, samples in ((False, 1), (True, N)):
         reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples)
-        y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, True,
-                                 max_backup)
-        y_ent = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, False,
-                                 max_backup)
+        y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, True, max_backup)
+        y_ent = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, False, max_backup)
         idx = next_q.min(1).values.argmax(1) if max_backup else torch.zeros(K, B, dtype=torch.long)
         lp = next_lp.gather(1, idx[:, None]).squeeze(1)
-        torch.testing.assert_close(y_det - y_ent,
-                                   gamma * (1 - terminal) * ent_alpha[:, None] * lp)
+        torch.testing.assert_close(y_det - y_ent, gamma * (1 - terminal) * ent_alpha[:, None] * lp)
 
 
 def test_max_backup_by_hand():
     gamma = 0.8
     reward, terminal, next_q, next_lp, ent_alpha = _td_inputs(samples=N)
-    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
-                         deterministic_backup=False, max_backup=True)
-    y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma,
-                             deterministic_backup=True, max_backup=True)
+    y = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, deterministic_backup=False, max_backup=True)
+    y_det = _td(reward, terminal, next_q, next_lp, ent_alpha, gamma, deterministic_backup=True, max_backup=True)
     picked_nonzero = False
     for k in range(K):
         for b in range(B):
@@ -423,10 +433,10 @@ def test_max_backup_by_hand():
             picked_nonzero |= s_star != 0
             v = mins[s_star] - ent_alpha[k].item() * next_lp[k, s_star, b].item()
             not_done = 1 - terminal[k, b].item()
-            assert y[k, b].item() == pytest.approx(reward[k, b].item() + gamma * not_done * v,
-                                                   rel=1e-12, abs=1e-12)
+            assert y[k, b].item() == pytest.approx(reward[k, b].item() + gamma * not_done * v, rel=1e-12, abs=1e-12)
             assert y_det[k, b].item() == pytest.approx(
-                reward[k, b].item() + gamma * not_done * mins[s_star], rel=1e-12, abs=1e-12)
+                reward[k, b].item() + gamma * not_done * mins[s_star], rel=1e-12, abs=1e-12
+            )
     assert picked_nonzero, "test data must exercise a non-zero argmax"
 
 
@@ -439,8 +449,7 @@ def test_terminal_gives_reward_truncation_bootstraps(max_backup):
     y = _td(reward, terminal, next_q, next_lp, ent_alpha, 0.99, False, max_backup)
     assert torch.equal(y, reward)
     # A truncation (terminal flag 0 at an episode end) bootstraps.
-    y = _td(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99,
-                         False, max_backup)
+    y = _td(reward, torch.zeros(K, B, dtype=DT), next_q, next_lp, ent_alpha, 0.99, False, max_backup)
     assert ((y - reward).abs() > 1.0).all()
 
 
@@ -494,8 +503,7 @@ def test_entropy_alpha_step_direction(log_prob_value, direction):
     loss.sum().backward()
     opt.step()
     assert (log_alpha.detach() * direction > 0).all()
-    torch.testing.assert_close(log_alpha.detach(),
-                               torch.full((K,), 0.1 * (log_prob_value + target_entropy), dtype=DT))
+    torch.testing.assert_close(log_alpha.detach(), torch.full((K,), 0.1 * (log_prob_value + target_entropy), dtype=DT))
 
 
 def test_entropy_alpha_loss_by_hand_and_detached():

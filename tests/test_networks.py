@@ -72,11 +72,9 @@ def test_orthogonal_init_gives_orthogonal_weights():
             wm = w[m].double()
             fan_in, fan_out = wm.shape
             if fan_in >= fan_out:  # orthonormal columns: W^T W = gain²·I
-                torch.testing.assert_close(wm.T @ wm, gain**2 * torch.eye(fan_out, dtype=wm.dtype),
-                                           atol=1e-5, rtol=0)
+                torch.testing.assert_close(wm.T @ wm, gain**2 * torch.eye(fan_out, dtype=wm.dtype), atol=1e-5, rtol=0)
             if fan_in <= fan_out:  # orthonormal rows: W W^T = gain²·I
-                torch.testing.assert_close(wm @ wm.T, gain**2 * torch.eye(fan_in, dtype=wm.dtype),
-                                           atol=1e-5, rtol=0)
+                torch.testing.assert_close(wm @ wm.T, gain**2 * torch.eye(fan_in, dtype=wm.dtype), atol=1e-5, rtol=0)
     assert net.weights[1].shape[1:] == (8, 8)  # the square case was exercised
 
 

@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 def wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built without touching the network, and unpacked into a folder."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO),
-                    "-w", str(out)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = out.glob("cql_runner-*.whl")
     unpacked = out / "site"
     with zipfile.ZipFile(wheel) as zf:
@@ -45,7 +49,8 @@ def test_default_run_works_from_the_installed_wheel(wheel_dir: Path, tmp_path: P
         "'logger=none', 'hydra.run.dir=out']; train_main()"
     )
     env = {**os.environ, "PYTHONPATH": str(wheel_dir), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-c", code, str(wheel_dir)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(wheel_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "summary.json").is_file()

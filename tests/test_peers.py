@@ -63,11 +63,16 @@ def _flat_data() -> OfflineData:
     terminals = np.array([0, 1, 0, 0, 0, 0, 0], np.float32)
     timeouts = np.array([0, 0, 0, 0, 1, 0, 0], np.float32)  # rows 2-4 end truncated
     starts = np.array([0, 2, 5])
-    return OfflineData(observations=np.arange(n * 2, dtype=np.float32).reshape(n, 2),
-                       actions=np.linspace(-1, 1, n, dtype=np.float32)[:, None],
-                       rewards=np.arange(n, dtype=np.float32), next_observations=np.zeros((n, 2), np.float32),
-                       terminals=terminals, timeouts=timeouts, episode_starts=starts,
-                       meta=DatasetMeta(dataset_id="x"))
+    return OfflineData(
+        observations=np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+        actions=np.linspace(-1, 1, n, dtype=np.float32)[:, None],
+        rewards=np.arange(n, dtype=np.float32),
+        next_observations=np.zeros((n, 2), np.float32),
+        terminals=terminals,
+        timeouts=timeouts,
+        episode_starts=starts,
+        meta=DatasetMeta(dataset_id="x"),
+    )
 
 
 def test_episode_arrays_split_where_our_episodes_end() -> None:
@@ -118,8 +123,14 @@ def test_peer_evaluation_equals_our_evaluator(minari_root: Path, compose_cfg, tm
 
     cfg = compose_cfg([*TINY_OVERRIDES, "eval.episodes=2", "eval.max_episode_steps=30"])
     data = load_data(cfg)
-    job = make_job(cfg, data, "cql", PeerBudget(seeds=(1,), steps=1, eval_every=1, eval_episodes=2),
-                   tmp_path / "run", tmp_path / "d.npz")
+    job = make_job(
+        cfg,
+        data,
+        "cql",
+        PeerBudget(seeds=(1,), steps=1, eval_every=1, eval_episodes=2),
+        tmp_path / "run",
+        tmp_path / "d.npz",
+    )
     peer = _load_peer_script().evaluate(_ConstantPolicy(0.5), job, 1)
     with Evaluator(cfg.eval, data.meta, cfg.env) as ev:
         ours = ev.evaluate(lambda obs: np.full((*obs.shape[:2], 1), 0.5, np.float32), [1])[0]
@@ -129,8 +140,13 @@ def test_peer_evaluation_equals_our_evaluator(minari_root: Path, compose_cfg, tm
 
 def test_peer_run_dirs_are_read_by_our_reports(tmp_path: Path) -> None:
     """What the peer script writes (config.yaml as JSON, metrics.jsonl, summary.json) is a run dir."""
-    job = {"run_config": {"env": {"name": "hopper-medium"}, "method": "d3rlpy-cql"}, "peer": {},
-           "dataset_id": "d", "steps": 10, "eval_every": 10}
+    job = {
+        "run_config": {"env": {"name": "hopper-medium"}, "method": "d3rlpy-cql"},
+        "peer": {},
+        "dataset_id": "d",
+        "steps": 10,
+        "eval_every": 10,
+    }
     script = _load_peer_script()
     run = object.__new__(script.SeedRun)
     run.job, run.seed, run.steps, run.done_steps, run.elapsed = job, 0, 10, 10, 2.0
@@ -144,7 +160,11 @@ def test_peer_run_dirs_are_read_by_our_reports(tmp_path: Path) -> None:
     run.finish()
     [r] = collect([tmp_path]).runs
     assert (r.task, r.status, r.config["method"], r.summary["final_normalized_score"]) == (
-        "hopper-medium", "completed", "d3rlpy-cql", 12.5)
+        "hopper-medium",
+        "completed",
+        "d3rlpy-cql",
+        12.5,
+    )
 
 
 @pytest.mark.slow
@@ -155,10 +175,41 @@ def test_real_peer_trains_and_writes_a_run(minari_root: Path, tmp_path: Path) ->
         pytest.skip("set CQL_RUNNER_PEER_VENV to a peer venv built by `python -m cql_runner.peers build`")
     run_dir = tmp_path / "peer"
     done = subprocess.run(
-        [sys.executable, "-m", "cql_runner.peers", "run", "--algo", "cql", "--venv", venv, "--run-dir", str(run_dir),
-         "--seeds", "0", "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--hidden", "8", "8",
-         "--batch-size", "16", "--n-actions", "2", "--", *TINY_OVERRIDES],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        [
+            sys.executable,
+            "-m",
+            "cql_runner.peers",
+            "run",
+            "--algo",
+            "cql",
+            "--venv",
+            venv,
+            "--run-dir",
+            str(run_dir),
+            "--seeds",
+            "0",
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--eval-episodes",
+            "1",
+            "--hidden",
+            "8",
+            "8",
+            "--batch-size",
+            "16",
+            "--n-actions",
+            "2",
+            "--",
+            *TINY_OVERRIDES,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["peer"]["method"] == "d3rlpy-cql"
@@ -181,7 +232,7 @@ def test_suite_peer_methods_share_the_plans_budget(tmp_path: Path) -> None:
 
     def after(flag: str, n: int = 1) -> list[str]:
         i = args.index(flag)
-        return args[i + 1:i + 1 + n]
+        return args[i + 1 : i + 1 + n]
 
     assert after("--algo") == ["cql"] and after("--venv") == [str(tmp_path / "venv")]
     assert after("--seeds", 3) == [str(s) for s in plan.seeds] and f"seeds=[{','.join(after('--seeds', 3))}]" in train
@@ -190,7 +241,7 @@ def test_suite_peer_methods_share_the_plans_budget(tmp_path: Path) -> None:
     assert f"network.hidden=[{','.join(after('--hidden', 2))}]" in train
     assert f"train.batch_size={after('--batch-size')[0]}" in train
     assert f"cql.n_actions={after('--n-actions')[0]}" in train
-    assert args[args.index("--") + 1:] == env_args(ds)  # the dataset is read as cql-train reads it
+    assert args[args.index("--") + 1 :] == env_args(ds)  # the dataset is read as cql-train reads it
     with pytest.raises(ValueError, match="not a peer"):
         peer_args(plan, ds, ours, tmp_path, tmp_path)
     parsed = parse_args([str(tmp_path), "--methods", "d3rlpy-bc", "--peer-venv", str(tmp_path / "v")])
@@ -206,9 +257,13 @@ def test_tiny_suite_runs_a_peer_into_the_results_table(tmp_path: Path) -> None:
     if not venv or not (Path(venv) / "bin" / "python").is_file():
         pytest.skip("set CQL_RUNNER_PEER_VENV to a peer venv built by `python -m cql_runner.peers build`")
     out, docs = tmp_path / "suite", tmp_path / "docs"
-    done = run_cli(["run", str(out), "--budget", "tiny", "--docs", str(docs), "--methods", "bc,d3rlpy-bc",
-                    "--peer-venv", venv], cwd=tmp_path, timeout=900, script="cql-evidence",
-                   env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    done = run_cli(
+        ["run", str(out), "--budget", "tiny", "--docs", str(docs), "--methods", "bc,d3rlpy-bc", "--peer-venv", venv],
+        cwd=tmp_path,
+        timeout=900,
+        script="cql-evidence",
+        env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((docs / "evidence" / "results.json").read_text())
     assert {k.split("/")[1] for k in results} == {"bc", "d3rlpy-bc"}
@@ -218,17 +273,24 @@ def test_tiny_suite_runs_a_peer_into_the_results_table(tmp_path: Path) -> None:
 def test_parity_table_reads_cells_and_results_page_repeats_it(tmp_path: Path) -> None:
     from cql_runner.evidence.results_page import parity_lines
 
-    spec = importlib.util.spec_from_file_location("parity_table", Path(__file__).parents[1] / "scripts" / "parity"
-                                                  / "table.py")
+    spec = importlib.util.spec_from_file_location(
+        "parity_table", Path(__file__).parents[1] / "scripts" / "parity" / "table.py"
+    )
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
     root, docs = tmp_path / "parity", tmp_path / "docs"
     for k, score in enumerate((10.0, 20.0, 30.0)):
         d = root / "runs" / "idp-medium" / "ours-b" / f"seed{k}"
         d.mkdir(parents=True)
-        rows = [{"step": 500, "alpha_prime": 0.5 + k}, {"step": 1000, "eval/normalized_score": score},
-                {"step": 2000, "eval/normalized_score": score + 1}] if k < 2 else [
-            {"step": 1000, "eval/normalized_score": score}]
+        rows = (
+            [
+                {"step": 500, "alpha_prime": 0.5 + k},
+                {"step": 1000, "eval/normalized_score": score},
+                {"step": 2000, "eval/normalized_score": score + 1},
+            ]
+            if k < 2
+            else [{"step": 1000, "eval/normalized_score": score}]
+        )
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "logs").mkdir()
     (root / "logs" / "queue.log").write_text("2026-11-30T14:00:00Z start idp-medium/ours-b: cql.alpha=2.5\n")
@@ -246,10 +308,32 @@ def test_parity_table_reads_cells_and_results_page_repeats_it(tmp_path: Path) ->
 
 def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "cql_runner.peers", "run", "--algo", "bc", "--venv", str(tmp_path / "venv"),
-         "--run-dir", str(tmp_path / "run"), "--steps", "10", "--eval-every", "10", "--",
-         *TINY_OVERRIDES[:-2], "dataset.id=test/none/missing-v0", "logger=none"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        [
+            sys.executable,
+            "-m",
+            "cql_runner.peers",
+            "run",
+            "--algo",
+            "bc",
+            "--venv",
+            str(tmp_path / "venv"),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--steps",
+            "10",
+            "--eval-every",
+            "10",
+            "--",
+            *TINY_OVERRIDES[:-2],
+            "dataset.id=test/none/missing-v0",
+            "logger=none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("cql_runner.peers: error:") and "missing-v0" in line

@@ -9,10 +9,20 @@ from cql_runner.reference_scores import d4rl_reference, d4rl_task
 
 @pytest.mark.parametrize(
     ("name", "task"),
-    [("Hopper-v4", "hopper"), ("hopper-medium", "hopper"), ("HalfCheetah-v5", "halfcheetah"),
-     ("Walker2d-v4", "walker2d"), ("Ant-v5", "ant"), ("AntMaze_UMaze-v4", "antmaze"), ("antmaze-umaze", "antmaze"),
-     ("AdroitHandPen-v1", "pen"), ("relocate-expert", "relocate"), ("FrankaKitchen-v1", "kitchen"),
-     ("kitchen-mixed", "kitchen"), ("Pendulum-v1", None)],
+    [
+        ("Hopper-v4", "hopper"),
+        ("hopper-medium", "hopper"),
+        ("HalfCheetah-v5", "halfcheetah"),
+        ("Walker2d-v4", "walker2d"),
+        ("Ant-v5", "ant"),
+        ("AntMaze_UMaze-v4", "antmaze"),
+        ("antmaze-umaze", "antmaze"),
+        ("AdroitHandPen-v1", "pen"),
+        ("relocate-expert", "relocate"),
+        ("FrankaKitchen-v1", "kitchen"),
+        ("kitchen-mixed", "kitchen"),
+        ("Pendulum-v1", None),
+    ],
 )
 def test_task_family(name: str, task: str | None) -> None:
     assert d4rl_task(name) == task

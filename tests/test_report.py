@@ -21,15 +21,31 @@ from cql_runner.report.render import outlier_symlog_threshold
 OUTPUTS = ("report.md", "report.csv", "interval_estimates.png", "performance_profile.png", "curves.png", "q_values.png")
 
 
-def make_run(d: Path, *, env: str = "hopper-medium", seed: int = 0, tau: float = 5.0, alpha: float = 5.0,
-             scores: tuple[float, ...] = (10.0, 20.0), status: str | None = "completed",
-             summary_scores: tuple[float | None, float | None] | None = None) -> Path:
+def make_run(
+    d: Path,
+    *,
+    env: str = "hopper-medium",
+    seed: int = 0,
+    tau: float = 5.0,
+    alpha: float = 5.0,
+    scores: tuple[float, ...] = (10.0, 20.0),
+    status: str | None = "completed",
+    summary_scores: tuple[float | None, float | None] | None = None,
+) -> Path:
     """A run dir as cql-train writes it: evals every 100 steps, Q-values every 50, summary unless running."""
     d.mkdir(parents=True)
-    config = {"env": {"name": env}, "dataset": {"id": f"mujoco/{env}", "path": f"/data/{seed}", "cache_dir": None},
-              "cql": {"tau": tau, "alpha": alpha, "n_actions": 10}, "network": {"hidden": [256, 256]},
-              "train": {"steps": 300, "progress": True}, "logger": {"name": f"run-{seed}"},
-              "seed": seed, "run_dir": str(d), "resume": None, "device": "cpu"}
+    config = {
+        "env": {"name": env},
+        "dataset": {"id": f"mujoco/{env}", "path": f"/data/{seed}", "cache_dir": None},
+        "cql": {"tau": tau, "alpha": alpha, "n_actions": 10},
+        "network": {"hidden": [256, 256]},
+        "train": {"steps": 300, "progress": True},
+        "logger": {"name": f"run-{seed}"},
+        "seed": seed,
+        "run_dir": str(d),
+        "resume": None,
+        "device": "cpu",
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(config))
     lines = []
     for i, score in enumerate(scores):
@@ -39,9 +55,15 @@ def make_run(d: Path, *, env: str = "hopper-medium", seed: int = 0, tau: float =
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if status is not None:
         final, best = summary_scores or (scores[-1], max(scores))
-        summary = {"status": status, "error": "FloatingPointError: NaN loss" if status == "failed" else None,
-                   "env": env, "seed": seed, "steps": 100 * len(scores), "final_normalized_score": final,
-                   "best_normalized_score": best}
+        summary = {
+            "status": status,
+            "error": "FloatingPointError: NaN loss" if status == "failed" else None,
+            "env": env,
+            "seed": seed,
+            "steps": 100 * len(scores),
+            "final_normalized_score": final,
+            "best_normalized_score": best,
+        }
         (d / "summary.json").write_text(json.dumps(summary))
     return d
 
@@ -67,8 +89,7 @@ def test_discovers_run_dirs_recursively_in_natural_order(tmp_path: Path) -> None
     (sweep / "0" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     found = find_run_dirs([sweep, tmp_path / "other", sweep / "2"])  # overlapping paths: no duplicates
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
-        "other/nested/run", "sweep/0", "sweep/2", "sweep/10"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["other/nested/run", "sweep/0", "sweep/2", "sweep/10"]
 
 
 def test_varied_keys_ignore_seeds_paths_logger_and_per_task_settings(tmp_path: Path) -> None:
@@ -80,8 +101,11 @@ def test_varied_keys_ignore_seeds_paths_logger_and_per_task_settings(tmp_path: P
     assert varied_keys(runs) == ["cql.tau"]
     groups = group_runs(runs, ["cql.tau"])
     assert [(g.task, g.values, len(g.runs)) for g in groups] == [
-        ("hopper-medium", (1.0,), 2), ("hopper-medium", (10.0,), 2),
-        ("walker2d-medium", (1.0,), 2), ("walker2d-medium", (10.0,), 2)]
+        ("hopper-medium", (1.0,), 2),
+        ("hopper-medium", (10.0,), 2),
+        ("walker2d-medium", (1.0,), 2),
+        ("walker2d-medium", (10.0,), 2),
+    ]
 
 
 def test_table_is_mean_and_sample_std_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,8 +146,10 @@ def test_running_and_failed_runs_are_marked_not_fatal(tmp_path: Path) -> None:
     assert float(row["final_mean"]) == pytest.approx((20 + 40 + 60) / 3)
     assert float(row["best_mean"]) == pytest.approx((20 + 50 + 60) / 3)
     md = (out / "report.md").read_text()
-    assert "| hopper-medium | 3 | 40.0 ± 20.0 (2 running) | 43.3 ± 20.8 (2 running) | " \
-           "1 completed, 2 running, 1 failed |" in md
+    assert (
+        "| hopper-medium | 3 | 40.0 ± 20.0 (2 running) | 43.3 ± 20.8 (2 running) | "
+        "1 completed, 2 running, 1 failed |" in md
+    )
     assert "## Runs not completed" in md
     assert f"| {tmp_path / 'going'} | running | 300/300 |  |" in md
     assert f"| {tmp_path / 'crashed'} | failed | 100/300 | FloatingPointError: NaN loss |" in md
@@ -157,14 +183,12 @@ def test_group_by_sets_the_keys_explicitly(tmp_path: Path) -> None:
     assert report([tmp_path / "sweep"], out, "--group-by", "cql.alpha") == 0
     assert [(r["cql.alpha"], r["n_runs"]) for r in read_csv(out)] == [("5.0", "3"), ("10.0", "1")]
     assert report([tmp_path / "sweep"], out, "--group-by", "cql.tau,cql.alpha") == 0
-    assert [(r["cql.tau"], r["cql.alpha"]) for r in read_csv(out)] == [("1.0", "5.0"), ("1.0", "10.0"),
-                                                                       ("5.0", "5.0")]
+    assert [(r["cql.tau"], r["cql.alpha"]) for r in read_csv(out)] == [("1.0", "5.0"), ("1.0", "10.0"), ("5.0", "5.0")]
     assert "--group-by" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("case", ["missing_path", "no_runs", "all_corrupt", "unknown_group_key"])
-def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             case: str) -> None:
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
     (tmp_path / "empty").mkdir()
     args: dict[str, Any] = {
         "missing_path": ([tmp_path / "nope"], "path does not exist"),
@@ -186,8 +210,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "out").exists()
 
 
-def test_curves_average_seeds_per_step_and_metric_is_selectable(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_curves_average_seeds_per_step_and_metric_is_selectable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for env in ("hopper-medium", "walker2d-medium"):
         make_run(tmp_path / env / "0", env=env, seed=0, scores=(10.0, 30.0))
         make_run(tmp_path / env / "1", env=env, seed=1, scores=(20.0,), status=None)  # lagging behind
@@ -206,13 +231,16 @@ def test_curves_average_seeds_per_step_and_metric_is_selectable(tmp_path: Path,
     assert (out / "curves.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize(("peaks", "expected"), [
-    ([38.6, 33.5, 25.6, 1.0], None),  # ordinary spread: linear axis
-    ([59.9, 76.8, 1575.6, 25.5], 59.9),  # one setting far past the others: linear up to the typical peak
-    ([5.0, 2000.0], 5.0),
-    ([0.0, 0.0, 300.0], None),  # nothing typical to keep readable
-    ([1575.6], None),
-])
+@pytest.mark.parametrize(
+    ("peaks", "expected"),
+    [
+        ([38.6, 33.5, 25.6, 1.0], None),  # ordinary spread: linear axis
+        ([59.9, 76.8, 1575.6, 25.5], 59.9),  # one setting far past the others: linear up to the typical peak
+        ([5.0, 2000.0], 5.0),
+        ([0.0, 0.0, 300.0], None),  # nothing typical to keep readable
+        ([1575.6], None),
+    ],
+)
 def test_learning_curves_go_symlog_only_around_an_outlier(peaks: list[float], expected: float | None) -> None:
     assert outlier_symlog_threshold(peaks) == expected
 
@@ -278,8 +306,9 @@ def test_compare_gives_probability_of_improvement(tmp_path: Path, capsys: pytest
     assert report([tmp_path], out, "--compare", "1", "1", "--reps", "300") == 0  # a bare value of the one key
     (row,) = list(csv.DictReader((out / "compare.csv").open()))
     assert float(row["p_improvement"]) == 0.5 and float(row["ci_low"]) <= 0.5 <= float(row["ci_high"])
-    assert report([tmp_path], out, "--compare", str(tmp_path / "low"), str(tmp_path / "high"),
-                  "--reps", "300") == 0  # two run sets
+    assert (
+        report([tmp_path], out, "--compare", str(tmp_path / "low"), str(tmp_path / "high"), "--reps", "300") == 0
+    )  # two run sets
     (row,) = list(csv.DictReader((out / "compare.csv").open()))
     assert float(row["p_improvement"]) == 0.0
     assert "## Probability of improvement: P(" in (out / "report.md").read_text()
@@ -311,8 +340,11 @@ def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
     proc = run_cli(["-m", "seed=0,1,2", "cql.tau=1,5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "report"
-    proc = run_cli([str(sweep), "--out", str(out), "--compare", "cql.tau=5", "cql.tau=5", "--reps", "500"],
-                   cwd=tmp_path, script="cql-report")
+    proc = run_cli(
+        [str(sweep), "--out", str(out), "--compare", "cql.tau=5", "cql.tau=5", "--reps", "500"],
+        cwd=tmp_path,
+        script="cql-report",
+    )
     assert proc.returncode == 0, proc.stderr
     outputs = ["report.md", "report.csv", "compare.csv", *OUTPUTS[2:]]
     assert proc.stdout.strip().splitlines()[-1] == "wrote " + ", ".join(str(out / n) for n in outputs)
@@ -320,8 +352,10 @@ def test_report_on_a_real_tiny_sweep(minari_root: Path, tmp_path: Path) -> None:
     assert float(self_compare["p_improvement"]) == 0.5
     assert float(self_compare["ci_low"]) <= 0.5 <= float(self_compare["ci_high"])
 
-    summaries = [json.loads(p.read_text()) | {"tau": yaml.safe_load((p.parent / "config.yaml").read_text())["cql"]
-                                                ["tau"]} for p in sorted(sweep.glob("*/summary.json"))]
+    summaries = [
+        json.loads(p.read_text()) | {"tau": yaml.safe_load((p.parent / "config.yaml").read_text())["cql"]["tau"]}
+        for p in sorted(sweep.glob("*/summary.json"))
+    ]
     assert len(summaries) == 6 and all(s["status"] == "completed" for s in summaries)
     rows = read_csv(out)
     assert [r["cql.tau"] for r in rows] == ["1.0", "5.0"]

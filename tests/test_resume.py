@@ -20,8 +20,14 @@ from cql_runner.logging import read_jsonl
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     exe = Path(sys.executable).parent / "cql-train"
-    return subprocess.Popen([str(exe), *args], cwd=cwd, env={**os.environ, **SUBPROCESS_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        env={**os.environ, **SUBPROCESS_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_first_log(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -36,8 +42,9 @@ def _wait_for_first_log(path: Path, proc: subprocess.Popen[str], timeout: float 
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_signal_checkpoints_and_resume_matches_an_uninterrupted_run(minari_root: Path, tmp_path: Path,
-                                                                    signum: int) -> None:
+def test_signal_checkpoints_and_resume_matches_an_uninterrupted_run(
+    minari_root: Path, tmp_path: Path, signum: int
+) -> None:
     common = [*TINY_OVERRIDES, "eval.every=0", "train.log_every=20", "train.checkpoint_every=100000"]
     split, full = tmp_path / "split", tmp_path / "full"
 

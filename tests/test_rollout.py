@@ -18,16 +18,19 @@ PENDULUM_HIGH = np.array([2.0], dtype=np.float32)
 
 # ---------------------------------------------------------------- test-only envs
 
+
 class DictGoalEnv(gym.Env):
     """Dict observations whose keys are declared out of the documented flattening order."""
 
     def __init__(self) -> None:
-        self.observation_space = gym.spaces.Dict({
-            "zeta": gym.spaces.Box(-np.inf, np.inf, (1,), np.float64),
-            "desired_goal": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
-            "observation": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
-            "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
-        })
+        self.observation_space = gym.spaces.Dict(
+            {
+                "zeta": gym.spaces.Box(-np.inf, np.inf, (1,), np.float64),
+                "desired_goal": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+                "observation": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+                "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (2,), np.float64),
+            }
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.t = 0
         self.offset = 0.0
@@ -89,9 +92,11 @@ for _id, _entry, _limit in [
 
 # ---------------------------------------------------------------- policies
 
+
 def constant_policy(value: float, act_dim: int = 1):
     def policy(obs: np.ndarray) -> np.ndarray:
         return np.full((*obs.shape[:2], act_dim), value, dtype=np.float32)
+
     return policy
 
 
@@ -105,6 +110,7 @@ def linear_policy(act_dim: int, seed: int = 0):
         if weights is None:
             weights = rng.normal(size=(obs.shape[-1], act_dim))
         return np.tanh(obs.astype(np.float64) @ weights * 3.0).astype(np.float32)
+
     return policy
 
 
@@ -123,6 +129,7 @@ def pendulum_reference(seed: int, action: float, steps: int) -> float:
 
 # ---------------------------------------------------------------- tests
 
+
 def test_env_seeds_formula() -> None:
     assert env_seeds([3, 7], 2) == [30_000, 30_001, 70_000, 70_001]
     assert env_seeds([3], 2, seed_offset=100) == [30_100, 30_101]
@@ -132,8 +139,9 @@ def test_env_seeds_formula() -> None:
 
 def test_constant_policy_matches_single_env_by_hand() -> None:
     seeds, e, steps = [4, 9], 3, 40
-    result = run_episodes("Pendulum-v1", constant_policy(0.25), seeds, e, None,
-                          PENDULUM_LOW, PENDULUM_HIGH, max_episode_steps=steps)
+    result = run_episodes(
+        "Pendulum-v1", constant_policy(0.25), seeds, e, None, PENDULUM_LOW, PENDULUM_HIGH, max_episode_steps=steps
+    )
     assert result.returns.shape == (2, 3) and result.lengths.shape == (2, 3)
     for k, base in enumerate(seeds):
         for ep in range(e):
@@ -144,11 +152,9 @@ def test_constant_policy_matches_single_env_by_hand() -> None:
 
 def test_agents_together_equal_agents_alone() -> None:
     policy = linear_policy(act_dim=1)
-    together = run_episodes("Pendulum-v1", policy, [1, 2], 2, None, PENDULUM_LOW,
-                            PENDULUM_HIGH, max_episode_steps=30)
+    together = run_episodes("Pendulum-v1", policy, [1, 2], 2, None, PENDULUM_LOW, PENDULUM_HIGH, max_episode_steps=30)
     for k, seed in enumerate([1, 2]):
-        alone = run_episodes("Pendulum-v1", policy, [seed], 2, None, PENDULUM_LOW,
-                             PENDULUM_HIGH, max_episode_steps=30)
+        alone = run_episodes("Pendulum-v1", policy, [seed], 2, None, PENDULUM_LOW, PENDULUM_HIGH, max_episode_steps=30)
         np.testing.assert_array_equal(alone.returns[0], together.returns[k])
         np.testing.assert_array_equal(alone.lengths[0], together.lengths[k])
     # Different base seeds really are different episodes.
@@ -156,8 +162,9 @@ def test_agents_together_equal_agents_alone() -> None:
 
 
 def test_time_limit_lengths_and_truncation_flags() -> None:
-    result = run_episodes("Pendulum-v1", linear_policy(1), [0], 3, None, PENDULUM_LOW,
-                          PENDULUM_HIGH, max_episode_steps=25, record=True)
+    result = run_episodes(
+        "Pendulum-v1", linear_policy(1), [0], 3, None, PENDULUM_LOW, PENDULUM_HIGH, max_episode_steps=25, record=True
+    )
     np.testing.assert_array_equal(result.lengths, np.full((1, 3), 25))
     for ep in result.episodes:
         assert ep.length == 25
@@ -171,8 +178,9 @@ def test_default_time_limit_is_the_envs_own() -> None:
 
 
 def test_finished_envs_are_not_stepped_again() -> None:
-    result = run_episodes("CqlTest/StrictTerminating-v0", constant_policy(0.0), [0, 1, 2], 4,
-                          None, None, None, record=True)
+    result = run_episodes(
+        "CqlTest/StrictTerminating-v0", constant_policy(0.0), [0, 1, 2], 4, None, None, None, record=True
+    )
     assert result.lengths.min() < result.lengths.max()  # the horizons really differ
     np.testing.assert_array_equal(result.returns, result.lengths.astype(float))
     for ep in result.episodes:
@@ -196,16 +204,24 @@ def test_hopper_terminates_early_and_stops_stepping() -> None:
 
 
 def test_recorded_trajectories_replay_exactly() -> None:
-    result = run_episodes("Pendulum-v1", linear_policy(1, seed=3), [5], 2, None, PENDULUM_LOW,
-                          PENDULUM_HIGH, max_episode_steps=20, record=True)
+    result = run_episodes(
+        "Pendulum-v1",
+        linear_policy(1, seed=3),
+        [5],
+        2,
+        None,
+        PENDULUM_LOW,
+        PENDULUM_HIGH,
+        max_episode_steps=20,
+        record=True,
+    )
     assert len(result.episodes) == 2
     for ep in result.episodes:
         assert ep.obs.shape == (ep.length + 1, 3)
         assert ep.actions.shape == ep.unit_actions.shape == (ep.length, 1)
         assert (ep.actions >= -2.0).all() and (ep.actions <= 2.0).all()
         assert (np.abs(ep.unit_actions) <= 1.0).all()
-        np.testing.assert_allclose(to_unit_actions(ep.actions, PENDULUM_LOW, PENDULUM_HIGH),
-                                   ep.unit_actions, atol=1e-6)
+        np.testing.assert_allclose(to_unit_actions(ep.actions, PENDULUM_LOW, PENDULUM_HIGH), ep.unit_actions, atol=1e-6)
         assert ep.episode_return == pytest.approx(result.returns[ep.agent, ep.index])
         np.testing.assert_array_equal(ep.next_observations, ep.obs[1:])
         # Replaying the recorded actions from the recorded seed reproduces obs and rewards.
@@ -219,19 +235,28 @@ def test_recorded_trajectories_replay_exactly() -> None:
         env.close()
 
 
-@pytest.mark.parametrize(("unit", "env_value"), [(1.0, 2.0), (-1.0, -2.0), (0.0, 0.0),
-                                                 (3.0, 2.0)])
+@pytest.mark.parametrize(("unit", "env_value"), [(1.0, 2.0), (-1.0, -2.0), (0.0, 0.0), (3.0, 2.0)])
 def test_unit_actions_map_to_env_bounds(unit: float, env_value: float) -> None:
-    result = run_episodes("Pendulum-v1", constant_policy(unit), [0], 1, None, PENDULUM_LOW,
-                          PENDULUM_HIGH, max_episode_steps=3, record=True)
+    result = run_episodes(
+        "Pendulum-v1",
+        constant_policy(unit),
+        [0],
+        1,
+        None,
+        PENDULUM_LOW,
+        PENDULUM_HIGH,
+        max_episode_steps=3,
+        record=True,
+    )
     ep = result.episodes[0]
     np.testing.assert_array_equal(ep.actions, np.full((3, 1), env_value, np.float32))
     np.testing.assert_array_equal(ep.unit_actions, np.full((3, 1), min(unit, 1.0), np.float32))
 
 
 def test_env_bounds_are_used_when_none_given() -> None:
-    result = run_episodes("Pendulum-v1", constant_policy(1.0), [0], 1, None, None, None,
-                          max_episode_steps=2, record=True)
+    result = run_episodes(
+        "Pendulum-v1", constant_policy(1.0), [0], 1, None, None, None, max_episode_steps=2, record=True
+    )
     assert (result.episodes[0].actions == 2.0).all()
 
 
@@ -242,8 +267,7 @@ def test_dict_observations_reach_the_policy_in_flatten_order() -> None:
         seen.append(obs.copy())
         return np.zeros((*obs.shape[:2], 2), np.float32)
 
-    result = run_episodes("CqlTest/DictGoal-v0", policy, [0, 1], 2, None, None, None,
-                          record=True)
+    result = run_episodes("CqlTest/DictGoal-v0", policy, [0, 1], 2, None, None, None, record=True)
     assert len(seen) == 6  # one policy call per vector step
     first = seen[0]
     assert first.shape == (2, 2, 8) and first.dtype == np.float32
@@ -278,7 +302,6 @@ def test_bad_policy_output_is_a_clear_error() -> None:
 
 def test_mismatched_action_bounds_and_missing_time_limit() -> None:
     with pytest.raises(ValueError, match="action bounds have shapes"):
-        run_episodes("Pendulum-v1", constant_policy(0.0), [0], 1, None,
-                     np.zeros(3), np.ones(3))
+        run_episodes("Pendulum-v1", constant_policy(0.0), [0], 1, None, np.zeros(3), np.ones(3))
     with pytest.raises(EnvError, match="no time limit"):
         run_episodes("CqlTest/Endless-v0", constant_policy(0.0), [0], 1, None, None, None)

@@ -37,19 +37,19 @@ def test_k_seed_agent_equals_single_seed_agents():
         ms = [s.update(bt) for s, bt in zip(singles, per_seed)]
         for name in mm:
             for k in range(2):
-                assert mm[name][k].item() == pytest.approx(ms[k][name][0].item(), rel=1e-4, abs=1e-5), \
-                    (step, name, k)
+                assert mm[name][k].item() == pytest.approx(ms[k][name][0].item(), rel=1e-4, abs=1e-5), (step, name, k)
     n = multi.critic.n_critics
     for k, single in enumerate(singles):
         for pm, ps in zip(multi.actor.net.param_list(), single.actor.net.param_list()):
             torch.testing.assert_close(pm[k], ps[0], rtol=1e-5, atol=1e-5)
-        for net_m, net_s in ((multi.critic.net, single.critic.net),
-                             (multi.target_critic.net, single.target_critic.net)):
+        for net_m, net_s in (
+            (multi.critic.net, single.critic.net),
+            (multi.target_critic.net, single.target_critic.net),
+        ):
             for pm, ps in zip(net_m.param_list(), net_s.param_list()):
-                torch.testing.assert_close(pm[k * n:(k + 1) * n], ps, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(multi.log_alpha[k:k + 1], single.log_alpha, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(multi.log_alpha_prime[k:k + 1], single.log_alpha_prime,
-                                   rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(pm[k * n : (k + 1) * n], ps, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(multi.log_alpha[k : k + 1], single.log_alpha, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(multi.log_alpha_prime[k : k + 1], single.log_alpha_prime, rtol=1e-5, atol=1e-6)
     # and the two seeds really are different runs
     assert max_diff([multi.actor.net.weights[0][0]], [multi.actor.net.weights[0][1]]) > 1e-3
 
@@ -84,8 +84,7 @@ def test_seed_state_round_trip_continues_exactly():
         load_seed_states(make_agent(seeds=[1, 0], **cfg), states)
 
 
-@pytest.mark.parametrize("cfg", [dict(lagrange=True, tau=1.0),
-                                 dict(lagrange=False, auto_entropy=False)])
+@pytest.mark.parametrize("cfg", [dict(lagrange=True, tau=1.0), dict(lagrange=False, auto_entropy=False)])
 def test_seed_state_is_a_single_seed_checkpoint(cfg):
     """seed_state(k) of a K-seed run equals the checkpoint of a single run with seed k, and
     single-seed checkpoints stack into a K-seed agent that continues like the single runs."""
@@ -97,8 +96,7 @@ def test_seed_state_is_a_single_seed_checkpoint(cfg):
         for s, bt in zip(singles, per_seed):
             s.update(bt)
     for k, single in enumerate(singles):
-        assert_same_state(roundtrip(seed_state(multi, k)), single.checkpoint_state(), exact=False,
-                           where=f"seed {k}")
+        assert_same_state(roundtrip(seed_state(multi, k)), single.checkpoint_state(), exact=False, where=f"seed {k}")
 
     # Stack the single runs' checkpoints into a fresh K-seed agent and continue both ways.
     stacked = make_agent(seeds=[3, 5], **cfg)
@@ -109,5 +107,4 @@ def test_seed_state_is_a_single_seed_checkpoint(cfg):
         for s, bt in zip(singles, per_seed):
             s.update(bt)
     for k, single in enumerate(singles):
-        assert_same_state(seed_state(stacked, k), single.checkpoint_state(), exact=False,
-                           where=f"continued seed {k}")
+        assert_same_state(seed_state(stacked, k), single.checkpoint_state(), exact=False, where=f"continued seed {k}")

@@ -43,8 +43,14 @@ def test_estimates_equal_rliable_called_directly_with_the_same_seed() -> None:
     ours = aggregate_estimates(scores, reps=500, seed=7)
 
     def funcs(s: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_mean(s), metrics.aggregate_median(s), metrics.aggregate_iqm(s),
-                         metrics.aggregate_optimality_gap(s, gamma=100.0)])
+        return np.array(
+            [
+                metrics.aggregate_mean(s),
+                metrics.aggregate_median(s),
+                metrics.aggregate_iqm(s),
+                metrics.aggregate_optimality_gap(s, gamma=100.0),
+            ]
+        )
 
     np.random.seed(7)
     points, cis = library.get_interval_estimates({"x": scores}, funcs, reps=500)
@@ -58,8 +64,13 @@ def test_one_task_interval_agrees_with_scipy_percentile_bootstrap() -> None:
     # percentile bootstrap of the same statistic gives the same interval up to Monte-Carlo error.
     scores = np.random.default_rng(0).normal(60, 15, size=10)
     est = aggregate_estimates(scores, reps=4000)["iqm"]
-    ref = scipy.stats.bootstrap((scores,), lambda x, axis: scipy.stats.trim_mean(x, 0.25, axis=axis),
-                                n_resamples=4000, method="percentile", random_state=1).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (scores,),
+        lambda x, axis: scipy.stats.trim_mean(x, 0.25, axis=axis),
+        n_resamples=4000,
+        method="percentile",
+        random_state=1,
+    ).confidence_interval
     assert est.low == pytest.approx(ref.low, abs=2.0)
     assert est.high == pytest.approx(ref.high, abs=2.0)
 
@@ -91,9 +102,9 @@ def test_probability_of_improvement() -> None:
     assert probability_of_improvement([1.0, 4.0], [2.0, 3.0], reps=100).value == pytest.approx(0.5)
     assert probability_of_improvement([5.0, 4.0], [2.0, 4.0], reps=100).value == pytest.approx(3.5 / 4)
     np.random.seed(0)
-    _, cis = library.get_interval_estimates({"p": [a + 1, a]},
-                                            lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
-                                            reps=300)
+    _, cis = library.get_interval_estimates(
+        {"p": [a + 1, a]}, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=300
+    )
     ours = probability_of_improvement(a + 1, a, reps=300, seed=0)
     assert (ours.low, ours.high) == pytest.approx(tuple(cis["p"][:, 0]))
 

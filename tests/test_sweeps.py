@@ -27,13 +27,18 @@ def test_joblib_sweep_runs_every_job(minari_root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_two_jobs(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", *FAST, "cql.tau=1,5", "launcher=submitit_local", f"hydra.sweep.dir={sweep}"],
-                   cwd=tmp_path, timeout=600)
+    proc = run_cli(
+        ["-m", *FAST, "cql.tau=1,5", "launcher=submitit_local", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     summaries = _summaries(sweep)
     assert len(summaries) == 2 and all(s["status"] == "completed" for s in summaries)
-    taus = sorted(float(line.split(":")[1]) for p in sorted(sweep.glob("*/config.yaml"))
-                  for line in p.read_text().splitlines() if line.strip().startswith("tau:"))
+    taus = sorted(
+        float(line.split(":")[1])
+        for p in sorted(sweep.glob("*/config.yaml"))
+        for line in p.read_text().splitlines()
+        if line.strip().startswith("tau:")
+    )
     assert taus == [1.0, 5.0]
 
 
@@ -52,8 +57,11 @@ def test_a_failing_job_does_not_kill_the_sweep(minari_root: Path, tmp_path: Path
 def test_optuna_search_maximises_the_returned_score(minari_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    proc = run_cli([*FAST, "hparams_search=cql_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
-                   cwd=tmp_path, timeout=600)
+    proc = run_cli(
+        [*FAST, "hparams_search=cql_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     results = (sweep / "optimization_results.yaml").read_text()
     best = max(s["final_normalized_score"] for s in _summaries(sweep))

@@ -37,11 +37,19 @@ def assert_same_series(tb: dict[str, list[tuple[int, float]]], jsonl: dict[str, 
             assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-6, abs=1e-6), key
 
 
-def test_tensorboard_matches_metrics_jsonl_with_config_video_hparams_and_resume(minari_root: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_tensorboard_matches_metrics_jsonl_with_config_video_hparams_and_resume(
+    minari_root: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
-    args = [*NO_LOGGER, "logger=tensorboard", "eval.every=50", "eval.video_every=2", "eval.video_max_frames=5",
-            "train.checkpoint_every=100", f"run_dir={run_dir}"]
+    args = [
+        *NO_LOGGER,
+        "logger=tensorboard",
+        "eval.every=50",
+        "eval.video_every=2",
+        "eval.video_max_frames=5",
+        "train.checkpoint_every=100",
+        f"run_dir={run_dir}",
+    ]
     proc = run_cli([*args, "train.steps=200"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "eval video failed" not in proc.stderr  # Pendulum renders headless
@@ -75,11 +83,20 @@ def test_tensorboard_matches_metrics_jsonl_with_config_video_hparams_and_resume(
 @pytest.mark.slow  # a two-job sweep: about 60 s on a busy 2-core machine
 def test_several_loggers_and_wandb_metric_declarations(minari_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "wandb"),
-           "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
-           "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"), "WANDB_API_KEY": ""}
-    proc = run_cli(["-m", "cql.tau=1,5", *NO_LOGGER, "logger=[wandb,tensorboard]", "train.steps=100",
-                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env)
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path / "wandb"),
+        "HOME": str(tmp_path),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
+        "WANDB_API_KEY": "",
+    }
+    proc = run_cli(
+        ["-m", "cql.tau=1,5", *NO_LOGGER, "logger=[wandb,tensorboard]", "train.steps=100", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     for job, tau in (("0", 1.0), ("1", 5.0)):
         run_dir = sweep / job
@@ -99,6 +116,7 @@ def test_several_loggers_and_wandb_metric_declarations(minari_root: Path, tmp_pa
         assert config["sweep"] == {"cql.tau": tau}
         assert config["cql"]["tau"] == tau
         history = [r.history for r in records if r.HasField("history")]
-        logged = {item.key or ".".join(item.nested_key): json.loads(item.value_json)
-                  for h in history for item in h.item}
+        logged = {
+            item.key or ".".join(item.nested_key): json.loads(item.value_json) for h in history for item in h.item
+        }
         assert "gradient_step" in logged

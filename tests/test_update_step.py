@@ -28,17 +28,32 @@ Metrics = dict[str, Tensor]
 def _data(size: int = 200, seed: int = 0) -> OfflineData:
     rng = np.random.default_rng(seed)
     obs = rng.normal(size=(size, OBS)).astype(np.float32)
-    return OfflineData(obs, rng.uniform(-0.9, 0.9, (size, ACT)).astype(np.float32),
-                       rng.normal(size=size).astype(np.float32), obs + 0.1,
-                       (rng.uniform(size=size) < 0.05).astype(np.float32), np.zeros(size, np.float32),
-                       np.arange(0, size, 50), DatasetMeta("synthetic"))
+    return OfflineData(
+        obs,
+        rng.uniform(-0.9, 0.9, (size, ACT)).astype(np.float32),
+        rng.normal(size=size).astype(np.float32),
+        obs + 0.1,
+        (rng.uniform(size=size) < 0.05).astype(np.float32),
+        np.zeros(size, np.float32),
+        np.arange(0, size, 50),
+        DatasetMeta("synthetic"),
+    )
 
 
-def _setup(device: str = "cpu", capturable: bool = False, seeds: tuple[int, ...] = (0, 1),
-           compile: bool = False, **cql: object) -> tuple[CQLAgent, DeviceSampler]:
+def _setup(
+    device: str = "cpu", capturable: bool = False, seeds: tuple[int, ...] = (0, 1), compile: bool = False, **cql: object
+) -> tuple[CQLAgent, DeviceSampler]:
     cfg = CQLConfig(n_actions=3, **cql)  # type: ignore[arg-type]
-    agent = CQLAgent(OBS, ACT, list(seeds), NetworkConfig(hidden=[16, 16]), cfg, device=device,
-                     capturable=capturable, compile=compile)
+    agent = CQLAgent(
+        OBS,
+        ACT,
+        list(seeds),
+        NetworkConfig(hidden=[16, 16]),
+        cfg,
+        device=device,
+        capturable=capturable,
+        compile=compile,
+    )
     return agent, DeviceSampler(_data(), list(seeds), device, discount=cfg.discount)
 
 

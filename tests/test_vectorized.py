@@ -22,8 +22,9 @@ def _params(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["agent"]["modules"]
 
 
-def test_vectorized_seeds_match_single_runs(minari_root: Path, tmp_path: Path,
-                                            compose_cfg: Callable[..., DictConfig]) -> None:
+def test_vectorized_seeds_match_single_runs(
+    minari_root: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
     torch.set_num_threads(1)
     vec = tmp_path / "vec"
     out = run(compose_cfg([*TINY_OVERRIDES, *STEPS, "seeds=[3,8]", f"run_dir={vec}"]))

@@ -40,6 +40,7 @@ def test_a_render_failure_warns_once_and_turns_videos_off(tmp_path: Path, caplog
 
 def test_classic_control_renders_headless_and_is_shrunk() -> None:
     # Pendulum (the default task) renders through pygame at a fixed 500×500; clips are shrunk to fit size.
-    clips = record_episodes("Pendulum-v1", lambda obs: np.zeros((*obs.shape[:2], 1), np.float32), [0], None,
-                            max_frames=3, size=(240, 180))
+    clips = record_episodes(
+        "Pendulum-v1", lambda obs: np.zeros((*obs.shape[:2], 1), np.float32), [0], None, max_frames=3, size=(240, 180)
+    )
     assert clips[0].shape == (3, 167, 167, 3) and clips[0].std() > 0

@@ -24,11 +24,11 @@ def read_records(path: Path) -> list[Any]:
     pos, pending, records = 7, b"", []
     while pos + HEADER <= len(data):
         left = BLOCK - pos % BLOCK
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         if left < HEADER or (kind == 0 and length == 0):  # block padding
             pos += left
             continue
-        pending += data[pos + HEADER:pos + HEADER + length]
+        pending += data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind in (FULL, LAST):
             record = wandb_internal_pb2.Record()

@@ -112,8 +112,9 @@ def _read(path: Path, map_location: Any) -> tuple[dict[str, Any], int]:
     except Exception as exc:
         # The bytes are intact, so this is an environment problem (a library version
         # that cannot read the pickled objects, a map_location device that is absent).
-        raise CheckpointError(f"checkpoint {path} passed its checksum but cannot be loaded "
-                              f"here ({_first_line(exc)})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} passed its checksum but cannot be loaded here ({_first_line(exc)})"
+        ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state, step
@@ -129,9 +130,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return _read(Path(path), map_location)[0]
 
 
-def load_latest(
-    ckpt_dir: str | os.PathLike[str], map_location: Any = "cpu"
-) -> tuple[dict[str, Any], Path] | None:
+def load_latest(ckpt_dir: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
     """The newest valid checkpoint in ``ckpt_dir`` and its path.
 
     Tries last.pt, then prev.pt. None if neither exists (a fresh run); CheckpointError
@@ -150,18 +149,21 @@ def load_latest(
             continue
         if failures:
             # One short line: the details (the reader's own error) help nobody decide anything.
-            log.warning("checkpoint %s is corrupt; falling back to %s at step %d (the corrupt file is set "
-                        "aside at the next checkpoint)", ckpt_dir / LAST, path.name, step)
+            log.warning(
+                "checkpoint %s is corrupt; falling back to %s at step %d (the corrupt file is set "
+                "aside at the next checkpoint)",
+                ckpt_dir / LAST,
+                path.name,
+                step,
+            )
             _reported_corrupt.add(ckpt_dir / LAST)
         if path.name != LAST and not failures:
             # A crash between the two renames of save_checkpoint: prev.pt is the newest.
-            log.warning("checkpoint %s is missing; using %s at step %d",
-                        ckpt_dir / LAST, path, step)
+            log.warning("checkpoint %s is missing; using %s at step %d", ckpt_dir / LAST, path, step)
         return state, path
     reasons = "; ".join(str(exc) for exc in failures)
     raise CheckpointError(
-        f"no valid checkpoint in {ckpt_dir} ({reasons}); delete {ckpt_dir} or start a new "
-        "run dir to train from scratch"
+        f"no valid checkpoint in {ckpt_dir} ({reasons}); delete {ckpt_dir} or start a new run dir to train from scratch"
     )
 
 
@@ -200,8 +202,7 @@ def save_checkpoint(ckpt_dir: str | os.PathLike[str], state: dict[str, Any], ste
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    envelope = {"format": FORMAT, "step": int(step), "sha256": _digest(int(step), payload),
-                "payload": payload}
+    envelope = {"format": FORMAT, "step": int(step), "sha256": _digest(int(step), payload), "payload": payload}
 
     # Serialised in memory first: torch.save straight to a file turns a failed write (a full
     # disk) into an unrelated "unexpected pos" RuntimeError; a plain write keeps the OSError.
@@ -237,8 +238,11 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (full disk, quota, permissions); the ones before it are intact."""
 
     def __init__(self, path: Path, exc: OSError) -> None:
-        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-            exc.strerror or str(exc)).lower()
+        reason = (
+            "no space left on device"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else (exc.strerror or str(exc)).lower()
+        )
         super().__init__(f"cannot write checkpoint {path}: {reason}; {_resume_hint(path.parent, exc)}")
 
 

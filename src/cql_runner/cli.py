@@ -48,8 +48,18 @@ def stopped_by_ctrl_c(summary: dict) -> bool:
     return any(s.get("interrupted_by") == "SIGINT" for s in summary.get("runs", [summary]))
 
 
-CONFIG_GROUPS = ("env", "network", "cql", "train", "eval", "logger", "launcher", "experiment", "debug",
-                 "hparams_search")
+CONFIG_GROUPS = (
+    "env",
+    "network",
+    "cql",
+    "train",
+    "eval",
+    "logger",
+    "launcher",
+    "experiment",
+    "debug",
+    "hparams_search",
+)
 
 
 def group_options(group: str) -> list[str]:
@@ -67,8 +77,9 @@ def unknown_group_choice(argv: list[str]) -> str | None:
         # "a,b" sweeps over options; "[a,b]" selects several at once (logger=[wandb,tensorboard]).
         for option in value.removeprefix("[").removesuffix("]").split(","):
             if option not in choices:
-                return (f"unknown {name} '{option}'; {did_you_mean(option, choices)}available: {', '.join(choices)}"
-                        + (" (to add a dataset, see `cql-collect`)" if name == "env" else ""))
+                return f"unknown {name} '{option}'; {did_you_mean(option, choices)}available: {', '.join(choices)}" + (
+                    " (to add a dataset, see `cql-collect`)" if name == "env" else ""
+                )
     return None
 
 
@@ -102,8 +113,12 @@ def unselected_logger(argv: list[str]) -> str | None:
 def train_main() -> None:
     """``cql-train`` console script."""
     argv = sys.argv[1:]
-    message = (unknown_group_choice(argv) or unknown_key(argv, RunConfig, CONFIG_GROUPS)
-               or bad_value(argv, RunConfig) or unselected_logger(argv))
+    message = (
+        unknown_group_choice(argv)
+        or unknown_key(argv, RunConfig, CONFIG_GROUPS)
+        or bad_value(argv, RunConfig)
+        or unselected_logger(argv)
+    )
     if message:
         print(f"cql-train: error: {message}", file=sys.stderr)
         sys.exit(2)
@@ -143,8 +158,7 @@ def _train(cfg: DictConfig) -> float:
         print(message, file=sys.stderr)
         sys.exit(2)
     if stopped_by_ctrl_c(summary):
-        print(f"cql-train: interrupted at step {summary['steps']}; rerun the same command to resume",
-              file=sys.stderr)
+        print(f"cql-train: interrupted at step {summary['steps']}; rerun the same command to resume", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
     score = summary.get("final_normalized_score")
     return math.nan if score is None else float(score)

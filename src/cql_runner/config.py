@@ -338,24 +338,35 @@ def validate(cfg: RunConfig | DictConfig) -> None:
     _check(0 < c.target_update_rate <= 1, f"cql.target_update_rate must be in (0, 1] (got {c.target_update_rate})")
     _check(c.bc_steps >= 0, f"cql.bc_steps must be >= 0 (got {c.bc_steps})")
     _check(c.clip_diff_min < c.clip_diff_max, "cql.clip_diff_min must be < cql.clip_diff_max")
-    _check(0 < c.alpha_prime_init <= ALPHA_PRIME_MAX,
-           f"cql.alpha_prime_init must be in (0, {ALPHA_PRIME_MAX:g}] (got {c.alpha_prime_init})")
-    _check(c.lagrange_form in LAGRANGE_FORMS,
-           f"cql.lagrange_form must be weighted or raw (got {c.lagrange_form!r})")
+    _check(
+        0 < c.alpha_prime_init <= ALPHA_PRIME_MAX,
+        f"cql.alpha_prime_init must be in (0, {ALPHA_PRIME_MAX:g}] (got {c.alpha_prime_init})",
+    )
+    _check(c.lagrange_form in LAGRANGE_FORMS, f"cql.lagrange_form must be weighted or raw (got {c.lagrange_form!r})")
     _check(c.target_action in TARGET_ACTIONS, f"cql.target_action must be sample or mean (got {c.target_action!r})")
     if c.target_action == "mean":
-        _check(c.deterministic_backup, "cql.target_action=mean has no log π for the entropy backup; "
-               "add cql.deterministic_backup=true or use cql.target_action=sample")
-        _check(not c.max_backup, "cql.target_action=mean gives one next action, so max_backup has nothing to "
-               "maximise over; drop cql.max_backup or use cql.target_action=sample")
+        _check(
+            c.deterministic_backup,
+            "cql.target_action=mean has no log π for the entropy backup; "
+            "add cql.deterministic_backup=true or use cql.target_action=sample",
+        )
+        _check(
+            not c.max_backup,
+            "cql.target_action=mean gives one next action, so max_backup has nothing to "
+            "maximise over; drop cql.max_backup or use cql.target_action=sample",
+        )
     _check(c.entropy_alpha_init > 0, f"cql.entropy_alpha_init must be > 0 (got {c.entropy_alpha_init})")
-    _check(cfg.train.threads is None or cfg.train.threads >= 1,
-           f"train.threads must be >= 1 or null for torch's default (got {cfg.train.threads})")
+    _check(
+        cfg.train.threads is None or cfg.train.threads >= 1,
+        f"train.threads must be >= 1 or null for torch's default (got {cfg.train.threads})",
+    )
     for name in ("policy_lr", "critic_lr", "alpha_lr", "alpha_prime_lr"):
         _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
 
-    _check(cfg.action_space in ("continuous", "discrete"),
-           f"action_space must be continuous or discrete (got {cfg.action_space!r})")
+    _check(
+        cfg.action_space in ("continuous", "discrete"),
+        f"action_space must be continuous or discrete (got {cfg.action_space!r})",
+    )
     if cfg.action_space == "discrete":
         validate_discrete(cfg)
 
@@ -363,8 +374,10 @@ def validate(cfg: RunConfig | DictConfig) -> None:
     for name in ("hidden", "actor_hidden", "critic_hidden"):
         sizes = getattr(n, name)
         if sizes is not None:
-            _check(len(sizes) >= 1 and all(h >= 1 for h in sizes),
-                   f"network.{name} must be a non-empty list of positive sizes (got {list(sizes)})")
+            _check(
+                len(sizes) >= 1 and all(h >= 1 for h in sizes),
+                f"network.{name} must be a non-empty list of positive sizes (got {list(sizes)})",
+            )
     _check(n.n_critics >= 1, f"network.n_critics must be >= 1 (got {n.n_critics})")
     _check(n.log_std_min < n.log_std_max, "network.log_std_min must be < network.log_std_max")
 
@@ -376,8 +389,10 @@ def validate(cfg: RunConfig | DictConfig) -> None:
         _check(t.steps >= 1, f"train.steps must be >= 1 (got {t.steps}), or pass online.steps=N for online RL")
     _check(online.steps >= 0, f"online.steps must be >= 0 (got {online.steps}); 0 turns fine-tuning off")
     ratio = online.offline_ratio
-    _check(ratio is None or 0.0 <= ratio <= 1.0,
-           f"online.offline_ratio must be in [0, 1] (got {ratio}); e.g. online.offline_ratio=0.5")
+    _check(
+        ratio is None or 0.0 <= ratio <= 1.0,
+        f"online.offline_ratio must be in [0, 1] (got {ratio}); e.g. online.offline_ratio=0.5",
+    )
     _check(online.utd >= 1, f"online.utd must be >= 1 (got {online.utd}); it is updates per env step")
     _check(online.envs >= 1, f"online.envs must be >= 1 (got {online.envs})")
     _check(online.random_steps >= 0, f"online.random_steps must be >= 0 (got {online.random_steps})")
@@ -385,8 +400,10 @@ def validate(cfg: RunConfig | DictConfig) -> None:
     _check(t.log_every >= 1, f"train.log_every must be >= 1 (got {t.log_every})")
     _check(t.num_seeds >= 1, f"train.num_seeds must be >= 1 (got {t.num_seeds})")
     if cfg.seeds is not None:
-        _check(len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds),
-               f"seeds must be a non-empty list of distinct integers (got {list(cfg.seeds)})")
+        _check(
+            len(cfg.seeds) >= 1 and len(set(cfg.seeds)) == len(cfg.seeds),
+            f"seeds must be a non-empty list of distinct integers (got {list(cfg.seeds)})",
+        )
     _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})")
 
     e = cfg.eval
@@ -396,35 +413,41 @@ def validate(cfg: RunConfig | DictConfig) -> None:
 
     wandb = cfg.logger.wandb
     mode = None if wandb is None else wandb.mode
-    _check(mode in (None, "offline", "online", "disabled"),
-           f"logger.wandb.mode must be offline, online or disabled (got {mode!r})")
+    _check(
+        mode in (None, "offline", "online", "disabled"),
+        f"logger.wandb.mode must be offline, online or disabled (got {mode!r})",
+    )
     device = str(cfg.device)
-    _check(device in ("auto", "cpu") or device.startswith("cuda"),
-           f"device must be auto, cpu or cuda (got {device!r})")
-    _check(cfg.dataset.id is not None or cfg.dataset.path is not None,
-           f"env={cfg.env.name} names no data: pass dataset.path=<file or dir> (e.g. for env=d4rl-file) "
-           "or dataset.id=<Minari id>, or pick a task with env=<name>")
+    _check(device in ("auto", "cpu") or device.startswith("cuda"), f"device must be auto, cpu or cuda (got {device!r})")
+    _check(
+        cfg.dataset.id is not None or cfg.dataset.path is not None,
+        f"env={cfg.env.name} names no data: pass dataset.path=<file or dir> (e.g. for env=d4rl-file) "
+        "or dataset.id=<Minari id>, or pick a task with env=<name>",
+    )
 
 
 def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     """Checks of a discrete run: its own fields, and the shared plumbing it does not support."""
     d = cfg.discrete
-    _check(d.backbone in ("double_dqn", "qr_dqn"),
-           f"discrete.backbone must be double_dqn or qr_dqn (got {d.backbone!r})")
+    _check(
+        d.backbone in ("double_dqn", "qr_dqn"), f"discrete.backbone must be double_dqn or qr_dqn (got {d.backbone!r})"
+    )
     _check(d.td_loss in ("mse", "huber"), f"discrete.td_loss must be mse or huber (got {d.td_loss!r})")
     _check(d.n_quantiles >= 1, f"discrete.n_quantiles must be >= 1 (got {d.n_quantiles})")
     _check(d.n_step >= 1, f"discrete.n_step must be >= 1 (got {d.n_step})")
-    _check(d.target_update in ("hard", "polyak"),
-           f"discrete.target_update must be hard or polyak (got {d.target_update!r})")
+    _check(
+        d.target_update in ("hard", "polyak"),
+        f"discrete.target_update must be hard or polyak (got {d.target_update!r})",
+    )
     _check(d.target_update_every >= 1, f"discrete.target_update_every must be >= 1 (got {d.target_update_every})")
     _check(d.encoder in ("mlp", "nature_cnn"), f"discrete.encoder must be mlp or nature_cnn (got {d.encoder!r})")
     _check(0 <= d.eval_epsilon <= 1, f"discrete.eval_epsilon must be in [0, 1] (got {d.eval_epsilon})")
-    _check(cfg.network.n_critics == 1,
-           "action_space=discrete trains one Q-network per seed; pass network.n_critics=1 "
-           f"(got {cfg.network.n_critics})")
+    _check(
+        cfg.network.n_critics == 1,
+        f"action_space=discrete trains one Q-network per seed; pass network.n_critics=1 (got {cfg.network.n_critics})",
+    )
     for flag in ("cuda_graph", "compile", "bf16"):
-        _check(not getattr(cfg.train, flag),
-               f"train.{flag}=true is not supported with action_space=discrete; drop it")
+        _check(not getattr(cfg.train, flag), f"train.{flag}=true is not supported with action_space=discrete; drop it")
     _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
 
 
@@ -437,8 +460,9 @@ def unused_settings(cfg: RunConfig | DictConfig) -> list[str]:
         # Not lagrange_form: presets pin it (the recipe's form) whether or not a user turns Lagrange off.
         for key in ("tau", "alpha_prime_lr", "alpha_prime_init"):
             if getattr(c, key) != getattr(default, key):
-                messages.append(f"cql.{key} is set but cql.lagrange=false, so {key} has no effect; "
-                                "add cql.lagrange=true")
+                messages.append(
+                    f"cql.{key} is set but cql.lagrange=false, so {key} has no effect; add cql.lagrange=true"
+                )
     return messages
 
 

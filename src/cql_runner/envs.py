@@ -64,8 +64,10 @@ def _ensure_minatar_registered(env_id: str) -> None:
     try:
         import minatar.gym
     except ImportError as exc:
-        raise EnvError(f"environment {env_id!r} comes from MinAtar, which is not installed; "
-                       f"install it with `{MINATAR_INSTALL_HINT}`") from exc
+        raise EnvError(
+            f"environment {env_id!r} comes from MinAtar, which is not installed; "
+            f"install it with `{MINATAR_INSTALL_HINT}`"
+        ) from exc
     finally:
         root.setLevel(level)
     minatar.gym.register_envs()
@@ -110,8 +112,10 @@ def _check_action_space(env: gym.Env, env_id: str, discrete: bool = False) -> No
     space = env.action_space
     if discrete:
         if not isinstance(space, gym.spaces.Discrete):
-            raise EnvError(f"environment {env_id!r} has a {type(space).__name__} action space, not Discrete; "
-                           "drop action_space=discrete to train continuous CQL on it")
+            raise EnvError(
+                f"environment {env_id!r} has a {type(space).__name__} action space, not Discrete; "
+                "drop action_space=discrete to train continuous CQL on it"
+            )
         return
     if not isinstance(space, gym.spaces.Box):
         raise EnvError(
@@ -133,8 +137,9 @@ def _ensure_ale_registered(env_id: str) -> None:
     try:
         import ale_py
     except ImportError as exc:
-        raise EnvError(f"environment {env_id!r} comes from ale-py, which is not installed; "
-                       f"install it with `{ATARI_INSTALL_HINT}`") from exc
+        raise EnvError(
+            f"environment {env_id!r} comes from ale-py, which is not installed; install it with `{ATARI_INSTALL_HINT}`"
+        ) from exc
     gym.register_envs(ale_py)
 
 
@@ -165,8 +170,9 @@ def has_discrete_actions(env_id: str, max_episode_steps: int | None = None) -> b
         env.close()
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False,
-             **make_kwargs: object) -> gym.Env:
+def make_env(
+    env_id: str, max_episode_steps: int | None = None, *, discrete: bool = False, **make_kwargs: object
+) -> gym.Env:
     """``gym.make`` with checks: a known id, installed extras, and bounded Box actions
     (a Discrete action space instead with ``discrete=True``).
 

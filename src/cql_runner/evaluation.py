@@ -22,10 +22,7 @@ from cql_runner.rollout import Policy, env_seeds, rollout
 
 log = logging.getLogger(__name__)
 
-MISSING_REFS = (
-    "the dataset metadata and env config lack reference scores; "
-    "set env.ref_min_score and env.ref_max_score"
-)
+MISSING_REFS = "the dataset metadata and env config lack reference scores; set env.ref_min_score and env.ref_max_score"
 
 
 def normalized_score(ret: float, ref_min: float | None, ref_max: float | None) -> float:
@@ -35,8 +32,7 @@ def normalized_score(ret: float, ref_min: float | None, ref_max: float | None) -
         raise ValueError(MISSING_REFS)
     if ref_max == ref_min:
         raise ValueError(
-            f"the reference scores are equal (min = max = {ref_min}); "
-            "set env.ref_min_score below env.ref_max_score"
+            f"the reference scores are equal (min = max = {ref_min}); set env.ref_min_score below env.ref_max_score"
         )
     return 100.0 * (float(ret) - ref_min) / (ref_max - ref_min)
 
@@ -83,9 +79,7 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig | DictConfig, meta: DatasetMeta, env_cfg: EnvConfig | DictConfig) -> None:
         self.env_id = resolve_env_id(cfg, meta)
         self.episodes = int(cfg.episodes)
-        self.max_episode_steps = (
-            None if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
-        )
+        self.max_episode_steps = None if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
         self.seed_offset = int(cfg.seed_offset)
         self.obs_keys = list(meta.obs_keys) if meta.obs_keys is not None else None
         self.action_low = meta.action_low
@@ -131,18 +125,28 @@ class Evaluator:
         (K, E, act_dim) actions in [-1, 1], where K = len(seeds) and E = cfg.episodes."""
         seeds = [int(s) for s in seeds]
         vec = self._vector_env(len(seeds) * self.episodes)
-        result = rollout(vec, policy, seeds, self.episodes, self.obs_keys,
-                         self.action_low, self.action_high, seed_offset=self.seed_offset)
+        result = rollout(
+            vec,
+            policy,
+            seeds,
+            self.episodes,
+            self.obs_keys,
+            self.action_low,
+            self.action_high,
+            seed_offset=self.seed_offset,
+        )
         metrics = []
         for returns, lengths in zip(result.returns, result.lengths):
             mean = float(returns.mean())
-            metrics.append({
-                "eval/return": mean,
-                "eval/return_std": float(returns.std()),
-                "eval/length": float(lengths.mean()),
-                "eval/normalized_score": self._score(mean),
-                "eval/episodes": float(self.episodes),
-            })
+            metrics.append(
+                {
+                    "eval/return": mean,
+                    "eval/return_std": float(returns.std()),
+                    "eval/length": float(lengths.mean()),
+                    "eval/normalized_score": self._score(mean),
+                    "eval/episodes": float(self.episodes),
+                }
+            )
         return metrics
 
     def close(self) -> None:

@@ -34,8 +34,11 @@ def record_failed_start(cfg: DictConfig, run_dir: Path, exc: BaseException) -> N
         if not (run_dir / "config.yaml").is_file():
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         summary: dict[str, Any] = {
-            "status": "failed", "error": f"{type(exc).__name__}: {exc}", "env": cfg.env.name,
-            "seed": cfg.seed, "seeds": OmegaConf.to_container(cfg.seeds) if cfg.seeds is not None else None,
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "env": cfg.env.name,
+            "seed": cfg.seed,
+            "seeds": OmegaConf.to_container(cfg.seeds) if cfg.seeds is not None else None,
             "steps": 0,
         }
         tmp = run_dir / "summary.json.tmp"

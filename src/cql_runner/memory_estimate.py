@@ -26,9 +26,18 @@ FLOAT_BYTES = 4
 GIB = 1024**3
 
 
-def update_step_bytes(*, batch_size: int, n_actions: int, obs_dim: int, act_dim: int,
-                      critic_hidden: Sequence[int], n_critics: int, n_seeds: int, conservative: bool,
-                      max_backup: bool) -> int:
+def update_step_bytes(
+    *,
+    batch_size: int,
+    n_actions: int,
+    obs_dim: int,
+    act_dim: int,
+    critic_hidden: Sequence[int],
+    n_critics: int,
+    n_seeds: int,
+    conservative: bool,
+    max_backup: bool,
+) -> int:
     """A lower bound on the bytes one update step needs at its peak (see the module doc)."""
     widths = obs_dim + act_dim + sum(critic_hidden) + 1
     rows = batch_size * (1 + 3 * n_actions) if conservative else batch_size
@@ -57,25 +66,51 @@ def available_bytes(device: torch.device) -> int | None:
 def check_batch(batch_size: int, dataset_size: int) -> None:
     """ConfigError naming both sizes when a batch would hold more rows than the dataset has."""
     if batch_size > dataset_size:
-        raise ConfigError(f"train.batch_size={batch_size} is larger than the dataset ({dataset_size} "
-                          f"transitions); pass train.batch_size={min(256, dataset_size)} or another value "
-                          f"<= {dataset_size}")
+        raise ConfigError(
+            f"train.batch_size={batch_size} is larger than the dataset ({dataset_size} "
+            f"transitions); pass train.batch_size={min(256, dataset_size)} or another value "
+            f"<= {dataset_size}"
+        )
 
 
-def check_sizes(*, batch_size: int, dataset_size: int, n_actions: int, obs_dim: int, act_dim: int,
-                critic_hidden: Sequence[int], n_critics: int, n_seeds: int, conservative: bool,
-                max_backup: bool, device: torch.device) -> None:
+def check_sizes(
+    *,
+    batch_size: int,
+    dataset_size: int,
+    n_actions: int,
+    obs_dim: int,
+    act_dim: int,
+    critic_hidden: Sequence[int],
+    n_critics: int,
+    n_seeds: int,
+    conservative: bool,
+    max_backup: bool,
+    device: torch.device,
+) -> None:
     """ConfigError naming the sizes when the batch exceeds the data or the step exceeds the memory."""
     check_batch(batch_size, dataset_size)
-    need = update_step_bytes(batch_size=batch_size, n_actions=n_actions, obs_dim=obs_dim, act_dim=act_dim,
-                             critic_hidden=critic_hidden, n_critics=n_critics, n_seeds=n_seeds,
-                             conservative=conservative, max_backup=max_backup)
+    need = update_step_bytes(
+        batch_size=batch_size,
+        n_actions=n_actions,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        critic_hidden=critic_hidden,
+        n_critics=n_critics,
+        n_seeds=n_seeds,
+        conservative=conservative,
+        max_backup=max_backup,
+    )
     have = available_bytes(device)
     if have is None or need <= have:
         return
-    rows = f"train.batch_size={batch_size} × (1 + 3 × cql.n_actions={n_actions})" if conservative else \
-        f"train.batch_size={batch_size}"
+    rows = (
+        f"train.batch_size={batch_size} × (1 + 3 × cql.n_actions={n_actions})"
+        if conservative
+        else f"train.batch_size={batch_size}"
+    )
     seeds = f" × {n_seeds} seeds" if n_seeds > 1 else ""
-    raise ConfigError(f"one update step needs at least {need / GIB:.1f} GiB ({rows} rows through {n_critics} "
-                      f"critics of {list(critic_hidden)}{seeds}), but {device.type} has {have / GIB:.1f} GiB "
-                      "free; lower cql.n_actions or train.batch_size")
+    raise ConfigError(
+        f"one update step needs at least {need / GIB:.1f} GiB ({rows} rows through {n_critics} "
+        f"critics of {list(critic_hidden)}{seeds}), but {device.type} has {have / GIB:.1f} GiB "
+        "free; lower cql.n_actions or train.batch_size"
+    )

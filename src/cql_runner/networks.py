@@ -146,8 +146,9 @@ def _orthogonal(fan_in: int, fan_out: int, gain: float, generator: torch.Generat
 class Critic(nn.Module):
     """``n`` Q-functions per agent for K agents: Q(s, a) → (K, n, M)."""
 
-    def __init__(self, n_agents: int, n_critics: int, obs_dim: int, act_dim: int,
-                 hidden: Sequence[int], layer_norm: bool = False) -> None:
+    def __init__(
+        self, n_agents: int, n_critics: int, obs_dim: int, act_dim: int, hidden: Sequence[int], layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.n_agents = n_agents
         self.n_critics = n_critics
@@ -164,9 +165,16 @@ class Critic(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy head: obs → (mean, log_std), each (K, M, act_dim)."""
 
-    def __init__(self, n_agents: int, obs_dim: int, act_dim: int, hidden: Sequence[int],
-                 layer_norm: bool = False, log_std_min: float = -20.0,
-                 log_std_max: float = 2.0) -> None:
+    def __init__(
+        self,
+        n_agents: int,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        layer_norm: bool = False,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
         super().__init__()
         self.act_dim = act_dim
         self.log_std_min = log_std_min

@@ -42,8 +42,7 @@ def unknown_key(argv: Sequence[str], schema: Any, groups: Sequence[str] = ()) ->
         fields = sorted(f.name for f in dataclasses.fields(child))
         name = rest.partition(".")[0]
         if name not in fields:
-            return (f"unknown key '{key}'; {did_you_mean(name, fields, head + '.')}"
-                    f"keys of {head}: {', '.join(fields)}")
+            return f"unknown key '{key}'; {did_you_mean(name, fields, head + '.')}keys of {head}: {', '.join(fields)}"
     return None
 
 

@@ -44,8 +44,9 @@ class PreemptionFlag:
             self.requested = True
             self.signum = signum
         again = " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else ""
-        log.warning("received %s: writing a checkpoint and stopping after this step%s",
-                    signal.Signals(signum).name, again)
+        log.warning(
+            "received %s: writing a checkpoint and stopping after this step%s", signal.Signals(signum).name, again
+        )
 
     def __enter__(self) -> PreemptionFlag:
         if threading.current_thread() is threading.main_thread():

@@ -26,10 +26,25 @@ CHANGES_FILE = "config_changes.jsonl"
 
 # Keys a resume may change freely: how long and how often, where, and how it is mirrored.
 # Everything else shapes the run's numbers and must match (or be accepted explicitly).
-FREE_KEYS = ("train.steps", "online.steps", "train.log_every", "train.checkpoint_every", "train.progress",
-             "train.threads", "train.compile", "train.cuda_graph", "device", "run_dir", "resume",
-             "resume_allow_changes", "eval.every", "eval.video_every", "eval.video_max_frames", "dataset.cache_dir",
-             "dataset.download")
+FREE_KEYS = (
+    "train.steps",
+    "online.steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.progress",
+    "train.threads",
+    "train.compile",
+    "train.cuda_graph",
+    "device",
+    "run_dir",
+    "resume",
+    "resume_allow_changes",
+    "eval.every",
+    "eval.video_every",
+    "eval.video_max_frames",
+    "dataset.cache_dir",
+    "dataset.download",
+)
 FREE_PREFIXES = ("logger.",)
 # Keys that fix the shapes of the saved networks: no opt-in can continue with other values.
 SHAPE_PREFIXES = ("network.",)
@@ -47,11 +62,13 @@ def check_resume_target(resume: str | None) -> None:
         return
     path = Path(resume)
     if not path.is_dir():
-        raise ConfigError(f"resume={resume}: no such run dir; check the path, or pass run_dir={resume} "
-                          "to start a new run there")
+        raise ConfigError(
+            f"resume={resume}: no such run dir; check the path, or pass run_dir={resume} to start a new run there"
+        )
     if not has_checkpoint(path):
-        raise ConfigError(f"resume={resume} holds no checkpoint to resume from; pass run_dir={resume} "
-                          "to train it from scratch")
+        raise ConfigError(
+            f"resume={resume} holds no checkpoint to resume from; pass run_dir={resume} to train it from scratch"
+        )
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -90,8 +107,9 @@ def _describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{k} {json.dumps(o)} -> {json.dumps(n)}" for k, (o, n) in changes.items())
 
 
-def check_resume_config(run_dirs: list[Path], configs: list[DictConfig], allow_changes: bool
-                        ) -> dict[str, tuple[Any, Any]]:
+def check_resume_config(
+    run_dirs: list[Path], configs: list[DictConfig], allow_changes: bool
+) -> dict[str, tuple[Any, Any]]:
     """Compare each run dir's recorded config with the new one before anything is written.
 
     Returns the accepted changes (empty unless ``allow_changes``); raises ConfigError listing
@@ -112,12 +130,16 @@ def check_resume_config(run_dirs: list[Path], configs: list[DictConfig], allow_c
     where = run_dirs[0].parent if len(run_dirs) > 1 else run_dirs[0]
     shape = {k: v for k, v in changes.items() if k.startswith(SHAPE_PREFIXES)}
     if shape:
-        raise ConfigError(f"cannot resume {where}: its checkpoint was trained with other networks "
-                          f"({_describe(shape)}); resume with the old values or pass a new run_dir")
+        raise ConfigError(
+            f"cannot resume {where}: its checkpoint was trained with other networks "
+            f"({_describe(shape)}); resume with the old values or pass a new run_dir"
+        )
     if not allow_changes:
-        raise ConfigError(f"cannot resume {where} with a different config ({_describe(changes)}); resume "
-                          "with the old values, pass a new run_dir, or add resume_allow_changes=true to "
-                          f"continue with the new values (recorded in {CHANGES_FILE})")
+        raise ConfigError(
+            f"cannot resume {where} with a different config ({_describe(changes)}); resume "
+            "with the old values, pass a new run_dir, or add resume_allow_changes=true to "
+            f"continue with the new values (recorded in {CHANGES_FILE})"
+        )
     return changes
 
 
@@ -125,8 +147,13 @@ def record_config_changes(run_dirs: list[Path], changes: Mapping[str, tuple[Any,
     """Append the accepted changes, and the step they apply from, to each run dir's changes file."""
     if not changes:
         return
-    line = json.dumps({"step": int(step), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}})
+    line = json.dumps(
+        {
+            "step": int(step),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()},
+        }
+    )
     for run_dir in run_dirs:
         with open(run_dir / CHANGES_FILE, "a", encoding="utf-8") as f:
             f.write(line + "\n")

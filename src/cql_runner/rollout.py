@@ -127,8 +127,7 @@ def env_seeds(seeds: Sequence[int], episodes_per_seed: int, seed_offset: int = 0
     if seed_offset < 0 or seed_offset + episodes_per_seed > SEED_STRIDE:
         # Past the stride, agent k's last envs would reuse agent k+1's seeds.
         raise ValueError(
-            f"seed_offset + episodes_per_seed must lie in [0, {SEED_STRIDE}] "
-            f"(got {seed_offset} + {episodes_per_seed})"
+            f"seed_offset + episodes_per_seed must lie in [0, {SEED_STRIDE}] (got {seed_offset} + {episodes_per_seed})"
         )
     out = [int(s) * SEED_STRIDE + seed_offset + e for s in seeds for e in range(episodes_per_seed)]
     if any(s < 0 for s in out):
@@ -157,17 +156,14 @@ def _check_time_limit(vec: SyncVectorEnv) -> None:
     spec = vec.envs[0].spec
     if spec is not None and spec.max_episode_steps is None:
         raise EnvError(
-            f"environment {spec.id!r} has no time limit; pass max_episode_steps "
-            "(eval.max_episode_steps=<steps>)"
+            f"environment {spec.id!r} has no time limit; pass max_episode_steps (eval.max_episode_steps=<steps>)"
         )
 
 
 def _call_policy(policy: Policy, flat: np.ndarray, k: int, e: int, act_dim: int) -> np.ndarray:
     unit = np.asarray(policy(flat.reshape(k, e, -1)), dtype=np.float32)
     if unit.shape != (k, e, act_dim):
-        raise ValueError(
-            f"the policy returned actions of shape {unit.shape}; expected {(k, e, act_dim)}"
-        )
+        raise ValueError(f"the policy returned actions of shape {unit.shape}; expected {(k, e, act_dim)}")
     if not np.isfinite(unit).all():
         raise ValueError("the policy returned non-finite actions (NaN or inf)")
     return unit.reshape(k * e, act_dim)
@@ -184,8 +180,9 @@ class _Recorder:
         self.terms: list[list[bool]] = [[] for _ in range(n)]
         self.truncs: list[list[bool]] = [[] for _ in range(n)]
 
-    def add(self, i: int, obs: Any, action: np.ndarray, unit: np.ndarray,
-            reward: float, term: bool, trunc: bool) -> None:
+    def add(
+        self, i: int, obs: Any, action: np.ndarray, unit: np.ndarray, reward: float, term: bool, trunc: bool
+    ) -> None:
         self.obs[i].append(_copy_obs(obs))
         self.actions[i].append(action)
         self.units[i].append(unit)
@@ -196,15 +193,19 @@ class _Recorder:
     def episodes(self, seeds: list[int], e: int, act_dim: int) -> list[Episode]:
         out = []
         for i, seed in enumerate(seeds):
-            out.append(Episode(
-                agent=i // e, index=i % e, seed=seed,
-                obs=_stack_obs(self.obs[i]),
-                actions=_stack_actions(self.actions[i], act_dim),
-                unit_actions=_stack_actions(self.units[i], act_dim),
-                rewards=np.asarray(self.rewards[i], dtype=np.float64),
-                terminations=np.asarray(self.terms[i], dtype=bool),
-                truncations=np.asarray(self.truncs[i], dtype=bool),
-            ))
+            out.append(
+                Episode(
+                    agent=i // e,
+                    index=i % e,
+                    seed=seed,
+                    obs=_stack_obs(self.obs[i]),
+                    actions=_stack_actions(self.actions[i], act_dim),
+                    unit_actions=_stack_actions(self.units[i], act_dim),
+                    rewards=np.asarray(self.rewards[i], dtype=np.float64),
+                    terminations=np.asarray(self.terms[i], dtype=bool),
+                    truncations=np.asarray(self.truncs[i], dtype=bool),
+                )
+            )
         return out
 
 
@@ -255,8 +256,9 @@ def rollout(
             lengths[i] += 1
             flat[i] = flatten_obs(obs, obs_keys).reshape(-1) if is_dict else np.ravel(obs)
             if recorder is not None:
-                recorder.add(int(i), obs, actions[i], np.clip(unit[i], -1.0, 1.0),
-                             float(reward), bool(term), bool(trunc))
+                recorder.add(
+                    int(i), obs, actions[i], np.clip(unit[i], -1.0, 1.0), float(reward), bool(term), bool(trunc)
+                )
             if term or trunc:
                 alive[i] = False
 
@@ -282,7 +284,16 @@ def run_episodes(
     env_seeds(seeds, episodes_per_seed, seed_offset)  # validate before building any env
     vec = make_vector_env(env_id, len(seeds) * episodes_per_seed, max_episode_steps)
     try:
-        return rollout(vec, policy, seeds, episodes_per_seed, obs_keys, action_low,
-                       action_high, record=record, seed_offset=seed_offset)
+        return rollout(
+            vec,
+            policy,
+            seeds,
+            episodes_per_seed,
+            obs_keys,
+            action_low,
+            action_high,
+            record=record,
+            seed_offset=seed_offset,
+        )
     finally:
         vec.close()

@@ -70,8 +70,9 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     seeds = resolve_seeds(cfg)
     # One seed writes into the run dir itself; K seeds each get <run_dir>/seed<k>, an ordinary run dir.
     seed_dirs = [run_dir] if len(seeds) == 1 else [run_dir / f"seed{s}" for s in seeds]
-    config_changes = check_resume_config(seed_dirs, [seed_cfg(cfg, s, len(seeds)) for s in seeds],
-                                         cfg.resume_allow_changes)
+    config_changes = check_resume_config(
+        seed_dirs, [seed_cfg(cfg, s, len(seeds)) for s in seeds], cfg.resume_allow_changes
+    )
     for d in seed_dirs:
         d.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
@@ -79,8 +80,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     seed_everything(seeds[0])
     device = resolve_device(cfg.device)
     if cfg.train.cuda_graph and device.type != "cuda":
-        raise ConfigError(f"train.cuda_graph=true needs a CUDA device, but this run is on {device}; "
-                          "drop train.cuda_graph (train.compile=true also works on CPU)")
+        raise ConfigError(
+            f"train.cuda_graph=true needs a CUDA device, but this run is on {device}; "
+            "drop train.cuda_graph (train.compile=true also works on CPU)"
+        )
     warn_about_config(cfg, device)
 
     data = load_data(cfg)
@@ -91,29 +94,63 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         evaluator, agent, sampler = build_discrete(cfg, data, seeds, device)
     else:
         # The memory estimate models the continuous step (N proposals per state); discrete steps are small.
-        check_sizes(batch_size=cfg.train.batch_size, dataset_size=data.size, n_actions=cfg.cql.n_actions,
-                    obs_dim=data.obs_dim, act_dim=data.act_dim,
-                    critic_hidden=list(cfg.network.critic_hidden or cfg.network.hidden),
-                    n_critics=cfg.network.n_critics, n_seeds=len(seeds), conservative=cfg.cql.alpha > 0,
-                    max_backup=cfg.cql.max_backup, device=device)
+        check_sizes(
+            batch_size=cfg.train.batch_size,
+            dataset_size=data.size,
+            n_actions=cfg.cql.n_actions,
+            obs_dim=data.obs_dim,
+            act_dim=data.act_dim,
+            critic_hidden=list(cfg.network.critic_hidden or cfg.network.hidden),
+            n_critics=cfg.network.n_critics,
+            n_seeds=len(seeds),
+            conservative=cfg.cql.alpha > 0,
+            max_backup=cfg.cql.max_backup,
+            device=device,
+        )
         evaluator = get_class(cfg.eval._target_)(cfg.eval, data.meta, cfg.env)
-        agent = CQLAgent(data.obs_dim, data.act_dim, seeds, cfg.network, cfg.cql, device,
-                         obs_mean=data.meta.extra.get("obs_mean"), obs_std=data.meta.extra.get("obs_std"),
-                         bf16=cfg.train.bf16, compile=cfg.train.compile, capturable=cfg.train.cuda_graph)
-        sampler = DeviceSampler(data, seeds, device, discount=cfg.cql.discount,
-                                sparse_reward_neg=sparse_reward_neg(cfg.env))
+        agent = CQLAgent(
+            data.obs_dim,
+            data.act_dim,
+            seeds,
+            cfg.network,
+            cfg.cql,
+            device,
+            obs_mean=data.meta.extra.get("obs_mean"),
+            obs_std=data.meta.extra.get("obs_std"),
+            bf16=cfg.train.bf16,
+            compile=cfg.train.compile,
+            capturable=cfg.train.cuda_graph,
+        )
+        sampler = DeviceSampler(
+            data, seeds, device, discount=cfg.cql.discount, sparse_reward_neg=sparse_reward_neg(cfg.env)
+        )
 
     resumed = latest_common_checkpoint([d / "checkpoints" for d in seed_dirs])
     start_step = int(resumed[0]["trainer"]["step"]) if resumed else 0
     if resumed:
         log.info("resuming %s at step %d", ", ".join(str(d) for d in seed_dirs), start_step)
         record_config_changes(seed_dirs, config_changes, start_step)
-    loggers = [make_loggers(cfg, seed_cfg(cfg, s, len(seeds)), d, resume_step=start_step if resumed else None,
-                            console=k == 0, concurrent=len(seeds) > 1)
-               for k, (s, d) in enumerate(zip(seeds, seed_dirs))]
-    trainer = get_class(cfg.train._target_)(cfg.train, agent=agent, sampler=sampler, evaluator=evaluator,
-                                            loggers=loggers, checkpoint_dirs=[d / "checkpoints" for d in seed_dirs],
-                                            eval_every=cfg.eval.every, video=make_video_recorder(cfg, evaluator, data))
+    loggers = [
+        make_loggers(
+            cfg,
+            seed_cfg(cfg, s, len(seeds)),
+            d,
+            resume_step=start_step if resumed else None,
+            console=k == 0,
+            concurrent=len(seeds) > 1,
+        )
+        for k, (s, d) in enumerate(zip(seeds, seed_dirs))
+    ]
+    trainer = get_class(cfg.train._target_)(
+        cfg.train,
+        agent=agent,
+        sampler=sampler,
+        evaluator=evaluator,
+        loggers=loggers,
+        checkpoint_dirs=[d / "checkpoints" for d in seed_dirs],
+        eval_every=cfg.eval.every,
+        video=make_video_recorder(cfg, evaluator, data),
+    )
     if resumed:
         trainer.restore(resumed)
     trainer.wall_origin = started - trainer.state.wall_s
@@ -158,15 +195,17 @@ def seed_cfg(cfg: DictConfig, seed: int, n_seeds: int) -> DictConfig:
     return one
 
 
-def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: int | None, console: bool,
-                 concurrent: bool) -> MultiLogger:
+def make_loggers(
+    cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: int | None, console: bool, concurrent: bool
+) -> MultiLogger:
     """jsonl (critical: the local record), console, and every configured mirror (logger.<name>) for one
     seed's run. The mirrors' config carries ``sweep``: the values of the keys a multirun varies."""
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(one, resolve=True))
     loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", resume_step=resume_step)]
     if console:
-        loggers.append(ConsoleLogger(cfg.train.steps + cfg.online.steps, start_step=resume_step or 0,
-                                     enabled=cfg.train.progress))
+        loggers.append(
+            ConsoleLogger(cfg.train.steps + cfg.online.steps, start_step=resume_step or 0, enabled=cfg.train.progress)
+        )
     config = OmegaConf.to_container(one, resolve=True)
     swept = swept_keys()
     if swept:
@@ -174,10 +213,18 @@ def make_loggers(cfg: DictConfig, one: DictConfig, run_dir: Path, resume_step: i
     for node in cfg.logger.values():
         if node is None:
             continue
-        loggers.append(get_class(node._target_)(
-            node, run_dir=run_dir, config=config, run_name=f"{cfg.env.name}-seed{one.seed}",
-            group=default_group(cfg, run_dir), tags=default_tags(cfg), resume_step=resume_step,
-            **({"concurrent": True} if concurrent else {})))
+        loggers.append(
+            get_class(node._target_)(
+                node,
+                run_dir=run_dir,
+                config=config,
+                run_name=f"{cfg.env.name}-seed{one.seed}",
+                group=default_group(cfg, run_dir),
+                tags=default_tags(cfg),
+                resume_step=resume_step,
+                **({"concurrent": True} if concurrent else {}),
+            )
+        )
     return MultiLogger(loggers)
 
 
@@ -213,8 +260,10 @@ def latest_common_checkpoint(ckpt_dirs: list[Path]) -> list[dict[str, Any]] | No
         return None
     common = set.intersection(*(set(c) for c in candidates))
     if not common:
-        raise CheckpointError(f"the seed checkpoints under {ckpt_dirs[0].parent.parent} share no step; "
-                              "delete their checkpoints/ dirs or start a new run dir")
+        raise CheckpointError(
+            f"the seed checkpoints under {ckpt_dirs[0].parent.parent} share no step; "
+            "delete their checkpoints/ dirs or start a new run dir"
+        )
     step = max(common)
     return [c[step] for c in candidates]
 
@@ -272,8 +321,10 @@ def warn_about_config(cfg: DictConfig, device: torch.device) -> None:
     """Flag device settings that run but are almost certainly not what the user meant (config-only
     checks are :func:`cql_runner.config.unused_settings`, run by the CLI)."""
     if cfg.train.bf16 and device.type == "cpu" and not cpu_has_bf16():
-        log.warning("train.bf16=true on a CPU without AMX/AVX512-BF16: bf16 matmuls run far slower "
-                    "than fp32 here; use train.bf16=false")
+        log.warning(
+            "train.bf16=true on a CPU without AMX/AVX512-BF16: bf16 matmuls run far slower "
+            "than fp32 here; use train.bf16=false"
+        )
 
 
 def cpu_has_bf16() -> bool:
@@ -300,8 +351,16 @@ def default_tags(cfg: DictConfig) -> list[str]:
     return tags
 
 
-def make_summary(cfg: DictConfig, seed: int, data: OfflineData, state: TrainerState, k: int, status: str,
-                 error: str | None, wall_time_s: float) -> dict[str, Any]:
+def make_summary(
+    cfg: DictConfig,
+    seed: int,
+    data: OfflineData,
+    state: TrainerState,
+    k: int,
+    status: str,
+    error: str | None,
+    wall_time_s: float,
+) -> dict[str, Any]:
     return {
         "status": status,
         "error": error,
@@ -321,15 +380,20 @@ def make_summary(cfg: DictConfig, seed: int, data: OfflineData, state: TrainerSt
 
 def aggregate_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """What a K-seed run returns: mean scores (the sweep objective) plus every seed's summary."""
+
     def mean(key: str) -> float | None:
         values = [s[key] for s in summaries if s[key] is not None]
         return float(np.mean(values)) if values else None
 
     first = summaries[0]
     return {
-        "status": first["status"], "env": first["env"], "seeds": [s["seed"] for s in summaries],
-        "steps": first["steps"], "final_normalized_score": mean("final_normalized_score"),
-        "best_normalized_score": mean("best_normalized_score"), "wall_time_s": first["wall_time_s"],
+        "status": first["status"],
+        "env": first["env"],
+        "seeds": [s["seed"] for s in summaries],
+        "steps": first["steps"],
+        "final_normalized_score": mean("final_normalized_score"),
+        "best_normalized_score": mean("best_normalized_score"),
+        "wall_time_s": first["wall_time_s"],
         "runs": summaries,
     }
 

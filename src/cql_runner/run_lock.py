@@ -41,14 +41,16 @@ class RunLock:
             who = f"PID {holder}" if holder else "another process"
             raise RunDirInUseError(
                 f"run dir {self.run_dir} is in use by {who}; wait for it to finish (or stop it), "
-                "or pass another run_dir") from None
+                "or pass another run_dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

@@ -74,13 +74,19 @@ def load_seed_states(agent: StackedAgent, states: Sequence[dict[str, Any]]) -> N
     if seeds != list(agent.seeds):
         raise ValueError(f"checkpoints are for seeds {seeds}, not {agent.seeds}")
     layout = agent.stacked_layout()
-    modules = {name: _stack([st["modules"][name] for st in states], layout.modules[name])
-               for name in states[0]["modules"]}
+    modules = {
+        name: _stack([st["modules"][name] for st in states], layout.modules[name]) for name in states[0]["modules"]
+    }
     first = states[0]["optimizer"]
     opt_state = {
-        idx: {key: (v if key == "step" else _stack([st["optimizer"]["state"][idx][key] for st in states],
-                                                    layout.optimizer[idx]))
-              for key, v in first["state"][idx].items()}
+        idx: {
+            key: (
+                v
+                if key == "step"
+                else _stack([st["optimizer"]["state"][idx][key] for st in states], layout.optimizer[idx])
+            )
+            for key, v in first["state"][idx].items()
+        }
         for idx in first["state"]
     }
     stacked = {

@@ -23,8 +23,11 @@ last_tally: Counter[str] = Counter()
 
 def job_statuses(job_dir: Path) -> list[str]:
     """The status of each run in one job dir (one per seed); "failed" when none wrote a summary."""
-    paths = [job_dir / "summary.json"] if (job_dir / "summary.json").is_file() else \
-        sorted(job_dir.glob("seed*/summary.json"))
+    paths = (
+        [job_dir / "summary.json"]
+        if (job_dir / "summary.json").is_file()
+        else sorted(job_dir.glob("seed*/summary.json"))
+    )
     statuses = []
     for path in paths:
         try:

@@ -164,12 +164,16 @@ class Trainer:
         if not bad:
             return
         last = self.state.last_checkpoint_step
-        where = (f"the last good checkpoint (step {last}) is in {self.checkpoint_dirs[0]}"
-                 if last is not None else "no checkpoint was written before it")
+        where = (
+            f"the last good checkpoint (step {last}) is in {self.checkpoint_dirs[0]}"
+            if last is not None
+            else "no checkpoint was written before it"
+        )
         raise NonFiniteLossError(
             f"{', '.join(bad)} became NaN/inf before step {self.state.step}; {where}. "
             "Try a lower cql.critic_lr or cql.policy_lr, a finite cql.clip_diff_max, "
-            "network.layer_norm=true, or env.reward_scale to shrink the rewards")
+            "network.layer_norm=true, or env.reward_scale to shrink the rewards"
+        )
 
     @staticmethod
     def _merge(a: list[dict[str, float]] | None, b: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -222,8 +226,12 @@ class Trainer:
         return {
             "agent": seed_state(self.agent, k),
             "sampler": {"generators": [self.sampler.generators[k].get_state()]},
-            "trainer": {**vars(st), "last_scores": [st.last_scores[k]], "best_scores": [st.best_scores[k]],
-                        "last_returns": [st.last_returns[k]]},
+            "trainer": {
+                **vars(st),
+                "last_scores": [st.last_scores[k]],
+                "best_scores": [st.best_scores[k]],
+                "last_returns": [st.last_returns[k]],
+            },
             "metric_sums": {n: v[k : k + 1].cpu() for n, v in self._sums.items()},
             "metric_count": self._count,
         }

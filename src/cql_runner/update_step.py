@@ -93,8 +93,14 @@ class GraphedStep:
     one update.
     """
 
-    def __init__(self, agent: CQLAgent, sampler: DeviceSampler, batch_size: int,
-                 backend: GraphBackend | None = None, warmup_steps: int = WARMUP_STEPS) -> None:
+    def __init__(
+        self,
+        agent: CQLAgent,
+        sampler: DeviceSampler,
+        batch_size: int,
+        backend: GraphBackend | None = None,
+        warmup_steps: int = WARMUP_STEPS,
+    ) -> None:
         self.eager = EagerStep(agent, sampler, batch_size)
         self.agent = agent
         self.backend = backend or CudaGraphBackend([*agent.generators, *sampler.generators])

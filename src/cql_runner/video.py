@@ -23,8 +23,14 @@ log = logging.getLogger("cql_runner")
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def record_episodes(env_id: str, policy: Policy, seeds: Sequence[int], obs_keys: Sequence[str] | None,
-                    max_frames: int = 500, size: tuple[int, int] = (240, 180)) -> list[np.ndarray]:
+def record_episodes(
+    env_id: str,
+    policy: Policy,
+    seeds: Sequence[int],
+    obs_keys: Sequence[str] | None,
+    max_frames: int = 500,
+    size: tuple[int, int] = (240, 180),
+) -> list[np.ndarray]:
     """Frames (T, H, W, 3) of one episode per agent k, env k reset with seeds[k]."""
     # Headless: MuJoCo through EGL, pygame (classic control) through SDL's dummy video driver,
     # unless the user chose another backend.
@@ -80,8 +86,9 @@ class VideoRecorder:
         self.evaluations = 0
         self.enabled = every > 0
 
-    def maybe_record(self, policy: Policy, seeds: Sequence[int], run_dirs: Sequence[Path],
-                     step: int) -> list[Path | None]:
+    def maybe_record(
+        self, policy: Policy, seeds: Sequence[int], run_dirs: Sequence[Path], step: int
+    ) -> list[Path | None]:
         self.evaluations += 1
         if not self.enabled or self.evaluations % self.every:
             return [None] * len(run_dirs)
@@ -90,7 +97,11 @@ class VideoRecorder:
             return [save_gif(c, d / "videos" / f"eval_step{step:08d}.gif") for c, d in zip(clips, run_dirs)]
         except Exception as exc:  # rendering depends on the machine; never let it end a run
             self.enabled = False
-            log.warning("eval video failed (%s: %s); videos are off for this run. "
-                        "Headless MuJoCo needs MUJOCO_GL=egl or osmesa; classic-control tasks need pygame "
-                    "(pip install 'gymnasium[classic-control]')", type(exc).__name__, str(exc).splitlines()[0])
+            log.warning(
+                "eval video failed (%s: %s); videos are off for this run. "
+                "Headless MuJoCo needs MUJOCO_GL=egl or osmesa; classic-control tasks need pygame "
+                "(pip install 'gymnasium[classic-control]')",
+                type(exc).__name__,
+                str(exc).splitlines()[0],
+            )
             return [None] * len(run_dirs)

@@ -70,9 +70,16 @@ class Behaviour:
 def cache_key(cfg: Any) -> dict[str, Any]:
     sac = cast(dict[str, Any], OmegaConf.to_container(cfg.sac, resolve=True))
     sac.pop("checkpoint_every")  # resuming is exact: the cadence cannot change the result
-    return {"format": CACHE_FORMAT, "env": cfg.env, "max_episode_steps": cfg.max_episode_steps,
-            "seed": int(cfg.seed), "sac": sac, "medium_fraction": float(cfg.medium_fraction),
-            "ref_episodes": int(cfg.ref_episodes), "threads": int(cfg.threads)}
+    return {
+        "format": CACHE_FORMAT,
+        "env": cfg.env,
+        "max_episode_steps": cfg.max_episode_steps,
+        "seed": int(cfg.seed),
+        "sac": sac,
+        "medium_fraction": float(cfg.medium_fraction),
+        "ref_episodes": int(cfg.ref_episodes),
+        "threads": int(cfg.threads),
+    }
 
 
 def behaviour_dir(cfg: Any) -> Path:
@@ -107,8 +114,7 @@ def load(directory: Path) -> Behaviour | None:
     if not (directory / "summary.json").is_file():
         return None
     summary = json.loads((directory / "summary.json").read_text())
-    policies = {name: torch.load(directory / f"{name}.pt", weights_only=True)
-                for name in ("expert", "medium")}
+    policies = {name: torch.load(directory / f"{name}.pt", weights_only=True) for name in ("expert", "medium")}
     return Behaviour(directory, summary, policies["expert"], policies["medium"])
 
 
@@ -122,8 +128,14 @@ def load_or_train(cfg: Any) -> Behaviour:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(cache_key(cfg), indent=2, sort_keys=True))
     log.info("training SAC on %s for %d steps (cache: %s)", cfg.env, cfg.sac.steps, directory)
-    run = train_sac(cfg.env, cfg.sac, int(cfg.seed), cfg.max_episode_steps,
-                    ckpt_dir=directory / "train", progress=bool(cfg.progress))
+    run = train_sac(
+        cfg.env,
+        cfg.sac,
+        int(cfg.seed),
+        cfg.max_episode_steps,
+        ckpt_dir=directory / "train",
+        progress=bool(cfg.progress),
+    )
     return _finish(cfg, directory, run)
 
 
@@ -148,24 +160,33 @@ def _finish(cfg: Any, directory: Path, run: Any) -> Behaviour:
     finally:
         vec.close()
     if r_expert <= r_random:
-        log.warning("the SAC expert (%.1f) is no better than random (%.1f); raise sac.steps",
-                    r_expert, r_random)
+        log.warning("the SAC expert (%.1f) is no better than random (%.1f); raise sac.steps", r_expert, r_random)
     for name, s, r in (("expert", expert, r_expert), ("medium", medium, r_medium)):
-        _atomic(directory / f"{name}.pt", lambda f, s=s, r=r: torch.save(
-            {"actor": s.actor, "step": s.step, "eval_return": s.eval_return, "ref_return": r}, f))
-    _atomic(directory / "medium_replay.npz",
-            lambda f: np.savez(f, **run.replay.state(end=medium.step)))
+        _atomic(
+            directory / f"{name}.pt",
+            lambda f, s=s, r=r: torch.save(
+                {"actor": s.actor, "step": s.step, "eval_return": s.eval_return, "ref_return": r}, f
+            ),
+        )
+    _atomic(directory / "medium_replay.npz", lambda f: np.savez(f, **run.replay.state(end=medium.step)))
     summary = {
-        **cache_key(cfg), "obs_dim": obs_dim, "act_dim": act_dim, "hidden": hidden,
-        "random_return": r_random, "expert_return": r_expert, "medium_return": r_medium,
+        **cache_key(cfg),
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "hidden": hidden,
+        "random_return": r_random,
+        "expert_return": r_expert,
+        "medium_return": r_medium,
         "threshold": r_random + float(cfg.medium_fraction) * (r_expert - r_random),
-        "expert_step": expert.step, "medium_step": medium.step,
+        "expert_step": expert.step,
+        "medium_step": medium.step,
         "evals": [[s.step, s.eval_return] for s in snaps],
-        "train_episodes": len(run.episode_returns), "updates": run.updates,
-        "sac_seconds": run.seconds, "updates_per_second": run.updates_per_second,
+        "train_episodes": len(run.episode_returns),
+        "updates": run.updates,
+        "sac_seconds": run.seconds,
+        "updates_per_second": run.updates_per_second,
     }
-    _atomic(directory / "summary.json",
-            lambda f: f.write(strict_json.dumps(summary, indent=2).encode()))
+    _atomic(directory / "summary.json", lambda f: f.write(strict_json.dumps(summary, indent=2).encode()))
     shutil.rmtree(directory / "train", ignore_errors=True)
     loaded = load(directory)
     assert loaded is not None

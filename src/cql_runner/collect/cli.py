@@ -42,8 +42,10 @@ def _config_path() -> str:
         spec = importlib.util.find_spec("cql_runner.conf")
     except ModuleNotFoundError:
         spec = None
-    roots: list[str | Path] = [*(spec.submodule_search_locations or [] if spec else []),
-                               Path(__file__).resolve().parents[3] / "conf"]
+    roots: list[str | Path] = [
+        *(spec.submodule_search_locations or [] if spec else []),
+        Path(__file__).resolve().parents[3] / "conf",
+    ]
     for root in roots:
         if (Path(root) / CONFIG_DIR / f"{CONFIG_NAME}.yaml").is_file():
             return str(Path(root) / CONFIG_DIR)
@@ -76,8 +78,10 @@ def _collect(cfg: DictConfig) -> None:
         print(f"cql-collect: error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("cql-collect: interrupted; rerun the same command to resume SAC training from its "
-              "last checkpoint", file=sys.stderr)
+        print(
+            "cql-collect: interrupted; rerun the same command to resume SAC training from its last checkpoint",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

@@ -18,8 +18,7 @@ from cql_runner.config import ConfigError
 
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 # Envs whose datasets follow Minari's own naming: mujoco/<name>/<level>-v0.
-MINARI_MUJOCO = {"Hopper-v5": "hopper", "HalfCheetah-v5": "halfcheetah",
-                 "Walker2d-v5": "walker2d", "Ant-v5": "ant"}
+MINARI_MUJOCO = {"Hopper-v5": "hopper", "HalfCheetah-v5": "halfcheetah", "Walker2d-v5": "walker2d", "Ant-v5": "ant"}
 
 
 @dataclass
@@ -126,16 +125,20 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Any) -> None:
     """Range checks the types cannot express; raises ConfigError with a one-line fix."""
-    _check(not (OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg, "env")),
-           "env is required: pass env=<Gymnasium id>, e.g. env=Hopper-v5")
+    _check(
+        not (OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg, "env")),
+        "env is required: pass env=<Gymnasium id>, e.g. env=Hopper-v5",
+    )
     _check(cfg.level in LEVELS, f"level must be one of {', '.join(LEVELS)} (got {cfg.level!r})")
     _check(cfg.seed >= 0, f"seed must be >= 0 (got {cfg.seed})")
     c, s = cfg.collect, cfg.sac
     _check(c.steps >= 1, f"collect.steps must be >= 1 (got {c.steps}); pass e.g. collect.steps=100000")
     _check(c.envs >= 1, f"collect.envs must be >= 1 (got {c.envs})")
     _check(s.steps >= 1, f"sac.steps must be >= 1 (got {s.steps}); pass e.g. sac.steps=100000")
-    _check(len(s.hidden) >= 1 and all(h >= 1 for h in s.hidden),
-           f"sac.hidden must be a non-empty list of positive sizes (got {list(s.hidden)})")
+    _check(
+        len(s.hidden) >= 1 and all(h >= 1 for h in s.hidden),
+        f"sac.hidden must be a non-empty list of positive sizes (got {list(s.hidden)})",
+    )
     _check(s.n_critics >= 1, f"sac.n_critics must be >= 1 (got {s.n_critics})")
     _check(s.batch_size >= 1, f"sac.batch_size must be >= 1 (got {s.batch_size})")
     _check(s.start_steps >= 0, f"sac.start_steps must be >= 0 (got {s.start_steps})")
@@ -150,8 +153,10 @@ def validate(cfg: Any) -> None:
     _check(0 <= c.epsilon <= 1, f"collect.epsilon must be in [0, 1] (got {c.epsilon})")
     q = cfg.dqn
     _check(q.steps >= 1, f"dqn.steps must be >= 1 (got {q.steps}); pass e.g. dqn.steps=50000")
-    _check(len(q.hidden) >= 1 and all(h >= 1 for h in q.hidden),
-           f"dqn.hidden must be a non-empty list of positive sizes (got {list(q.hidden)})")
+    _check(
+        len(q.hidden) >= 1 and all(h >= 1 for h in q.hidden),
+        f"dqn.hidden must be a non-empty list of positive sizes (got {list(q.hidden)})",
+    )
     for name in ("batch_size", "target_update_every", "eval_every", "eval_episodes"):
         _check(getattr(q, name) >= 1, f"dqn.{name} must be >= 1 (got {getattr(q, name)})")
     _check(q.start_steps >= 0, f"dqn.start_steps must be >= 0 (got {q.start_steps})")
@@ -161,12 +166,13 @@ def validate(cfg: Any) -> None:
     _check(0 < q.epsilon_fraction <= 1, f"dqn.epsilon_fraction must be in (0, 1] (got {q.epsilon_fraction})")
     _check(0 < cfg.medium_fraction < 1, f"medium_fraction must be in (0, 1) (got {cfg.medium_fraction})")
     _check(1 <= cfg.ref_episodes <= 1000, f"ref_episodes must be in [1, 1000] (got {cfg.ref_episodes})")
-    _check(cfg.max_episode_steps is None or cfg.max_episode_steps >= 1,
-           f"max_episode_steps must be >= 1 or null (got {cfg.max_episode_steps})")
+    _check(
+        cfg.max_episode_steps is None or cfg.max_episode_steps >= 1,
+        f"max_episode_steps must be >= 1 or null (got {cfg.max_episode_steps})",
+    )
     _check(cfg.threads >= 1, f"threads must be >= 1 (got {cfg.threads})")
     lo, hi = cfg.ref_min_score, cfg.ref_max_score
-    _check(lo is None or hi is None or lo < hi,
-           f"ref_min_score must be < ref_max_score (got {lo} and {hi})")
+    _check(lo is None or hi is None or lo < hi, f"ref_min_score must be < ref_max_score (got {lo} and {hi})")
 
 
 def default_dataset_id(env_id: str, level: str) -> str:

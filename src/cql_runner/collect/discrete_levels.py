@@ -63,11 +63,17 @@ class DQNBehaviour:
 
 
 def cache_key(cfg: Any) -> dict[str, Any]:
-    return {"format": CACHE_FORMAT, "learner": "dqn", "env": cfg.env, "max_episode_steps": cfg.max_episode_steps,
-            "seed": int(cfg.seed), "dqn": OmegaConf.to_container(cfg.dqn, resolve=True)
-            if OmegaConf.is_config(cfg.dqn) else dict(vars(cfg.dqn)),
-            "medium_fraction": float(cfg.medium_fraction), "ref_episodes": int(cfg.ref_episodes),
-            "threads": int(cfg.threads)}
+    return {
+        "format": CACHE_FORMAT,
+        "learner": "dqn",
+        "env": cfg.env,
+        "max_episode_steps": cfg.max_episode_steps,
+        "seed": int(cfg.seed),
+        "dqn": OmegaConf.to_container(cfg.dqn, resolve=True) if OmegaConf.is_config(cfg.dqn) else dict(vars(cfg.dqn)),
+        "medium_fraction": float(cfg.medium_fraction),
+        "ref_episodes": int(cfg.ref_episodes),
+        "threads": int(cfg.threads),
+    }
 
 
 def behaviour_dir(cfg: Any) -> Path:
@@ -111,12 +117,20 @@ def load_or_train(cfg: Any, n_actions: int) -> DQNBehaviour:
         _atomic(directory / f"{name}.pt", lambda f, snap=snap: torch.save(snap.q, f))
     _atomic(directory / "medium_replay.npz", lambda f: np.savez(f, **run.replay.state(end=medium.step)))
     summary = {
-        **cache_key(cfg), "obs_dim": run.obs_dim, "n_actions": n_actions, "hidden": hidden,
-        "random_return": r_random, "expert_return": r_expert, "medium_return": r_medium,
+        **cache_key(cfg),
+        "obs_dim": run.obs_dim,
+        "n_actions": n_actions,
+        "hidden": hidden,
+        "random_return": r_random,
+        "expert_return": r_expert,
+        "medium_return": r_medium,
         "threshold": r_random + float(cfg.medium_fraction) * (r_expert - r_random),
-        "expert_step": expert.step, "medium_step": medium.step,
+        "expert_step": expert.step,
+        "medium_step": medium.step,
         "evals": [[s.step, s.eval_return] for s in run.snapshots],
-        "train_episodes": len(run.episode_returns), "updates": run.updates, "dqn_seconds": run.seconds,
+        "train_episodes": len(run.episode_returns),
+        "updates": run.updates,
+        "dqn_seconds": run.seconds,
         "updates_per_second": run.updates / run.update_seconds if run.update_seconds > 0 else None,
     }
     _atomic(directory / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
@@ -129,8 +143,9 @@ def _load(directory: Path) -> DQNBehaviour:
     return DQNBehaviour(directory, summary, weights)
 
 
-def level_episodes(cfg: Any, behaviour: DQNBehaviour | None, n_actions: int,
-                   obs_shape: tuple[int, ...]) -> list[Episode]:
+def level_episodes(
+    cfg: Any, behaviour: DQNBehaviour | None, n_actions: int, obs_shape: tuple[int, ...]
+) -> list[Episode]:
     level, seed, steps = cfg.level, int(cfg.seed), int(cfg.collect.steps)
     if level == "medium-replay":
         assert behaviour is not None
@@ -144,6 +159,7 @@ def level_episodes(cfg: Any, behaviour: DQNBehaviour | None, n_actions: int,
         for part in parts:
             rng = numpy_generator(seed, part)
             if part == "random":
+
                 def policy(obs: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
                     return rng.integers(n_actions, size=obs.shape[:-1])
             else:
@@ -188,10 +204,20 @@ def collect_discrete(cfg: Any) -> str:
         torch.set_num_threads(threads)
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
-    keep = ("random_return", "medium_return", "expert_return", "medium_step", "expert_step", "threshold",
-            "updates_per_second", "dqn_seconds")
+    keep = (
+        "random_return",
+        "medium_return",
+        "expert_return",
+        "medium_step",
+        "expert_step",
+        "threshold",
+        "updates_per_second",
+        "dqn_seconds",
+    )
     extra = {
-        "level": cfg.level, "version": code_version(), "dataset_mean_return": float(ep_returns.mean()),
+        "level": cfg.level,
+        "version": code_version(),
+        "dataset_mean_return": float(ep_returns.mean()),
         "behaviour": {k: returns[k] for k in keep if k in returns},
         "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
         "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
@@ -203,25 +229,43 @@ def collect_discrete(cfg: Any) -> str:
         f"conservative term), {cfg.dqn.steps} env steps, hidden {list(cfg.dqn.hidden)}; expert = best greedy eval "
         f"snapshot; medium = first snapshot reaching random + {cfg.medium_fraction:.3g}*(expert - random); "
         f"frozen-policy actions are {how}. ref_min_score = mean return of uniform random actions, ref_max_score = "
-        f"mean return of the greedy expert ({cfg.ref_episodes} episodes each) unless overridden.")
-    algorithm = {"random": "cql-runner uniform random policy",
-                 "medium-replay": "cql-runner DQN replay buffer (up to medium)",
-                 "medium-expert": "cql-runner DQN (medium + expert)"}.get(cfg.level, f"cql-runner DQN ({cfg.level})")
-    info = DatasetInfo(dataset_id, spec, algorithm, description, float(ref_min), float(ref_max),
-                       int(cfg.ref_episodes), int(cfg.seed), extra)
+        f"mean return of the greedy expert ({cfg.ref_episodes} episodes each) unless overridden."
+    )
+    algorithm = {
+        "random": "cql-runner uniform random policy",
+        "medium-replay": "cql-runner DQN replay buffer (up to medium)",
+        "medium-expert": "cql-runner DQN (medium + expert)",
+    }.get(cfg.level, f"cql-runner DQN ({cfg.level})")
+    info = DatasetInfo(
+        dataset_id,
+        spec,
+        algorithm,
+        description,
+        float(ref_min),
+        float(ref_max),
+        int(cfg.ref_episodes),
+        int(cfg.seed),
+        extra,
+    )
     path = write_dataset(episodes, info, overwrite=bool(cfg.overwrite))
     n_steps = int(sum(ep.length for ep in episodes))
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     print(f"env: {cfg.env}  level: {cfg.level}  seed: {cfg.seed}")
     if behaviour is not None:
         s = behaviour.summary
-        print(f"behaviour: {behaviour.dir} (DQN {s['dqn']['steps']} steps; medium at step {s['medium_step']}, "
-              f"expert at step {s['expert_step']})")
-        print(f"returns: random {s['random_return']:.1f}  medium {s['medium_return']:.1f}  "
-              f"expert {s['expert_return']:.1f}")
+        print(
+            f"behaviour: {behaviour.dir} (DQN {s['dqn']['steps']} steps; medium at step {s['medium_step']}, "
+            f"expert at step {s['expert_step']})"
+        )
+        print(
+            f"returns: random {s['random_return']:.1f}  medium {s['medium_return']:.1f}  "
+            f"expert {s['expert_return']:.1f}"
+        )
     print(f"reference scores: min {ref_min:.1f}  max {ref_max:.1f}")
-    print(f"data: {len(episodes)} episodes, {n_steps} transitions, mean episode return {ep_returns.mean():.1f} "
-          f"(normalized {_score(ep_returns.mean(), ref_min, ref_max):.1f})")
+    print(
+        f"data: {len(episodes)} episodes, {n_steps} transitions, mean episode return {ep_returns.mean():.1f} "
+        f"(normalized {_score(ep_returns.mean(), ref_min, ref_max):.1f})"
+    )
     print(f"written: {path} ({size / 2**20:.1f} MiB)")
     print(f"dataset: {dataset_id}")
     return dataset_id

@@ -46,13 +46,20 @@ def truncate(ep: Episode, steps: int) -> Episode:
         return ep
     trunc = ep.truncations[:steps].copy()
     trunc[-1] = True
-    return replace(ep, obs=cast(np.ndarray, ep.obs)[: steps + 1], actions=ep.actions[:steps],
-                   unit_actions=ep.unit_actions[:steps], rewards=ep.rewards[:steps],
-                   terminations=ep.terminations[:steps], truncations=trunc)
+    return replace(
+        ep,
+        obs=cast(np.ndarray, ep.obs)[: steps + 1],
+        actions=ep.actions[:steps],
+        unit_actions=ep.unit_actions[:steps],
+        rewards=ep.rewards[:steps],
+        terminations=ep.terminations[:steps],
+        truncations=trunc,
+    )
 
 
-def collect_episodes(vec: SyncVectorEnv, policy: Policy, seed: int, stream: str, steps: int,
-                     console: Any = None, run: Any = rollout) -> list[Episode]:
+def collect_episodes(
+    vec: SyncVectorEnv, policy: Policy, seed: int, stream: str, steps: int, console: Any = None, run: Any = rollout
+) -> list[Episode]:
     """Batches of seeded episodes from ``policy`` until ``steps`` transitions are recorded.
 
     ``console`` (optional) has ``advance(step)`` and ``total_steps``; ``run`` is the rollout
@@ -129,9 +136,11 @@ class _Offset:
 
 
 def _algorithm(level: str) -> str:
-    return {"random": "cql-runner uniform random policy",
-            "medium-replay": "cql-runner SAC replay buffer (up to medium)",
-            "medium-expert": "cql-runner SAC (medium + expert)"}.get(level, f"cql-runner SAC ({level})")
+    return {
+        "random": "cql-runner uniform random policy",
+        "medium-replay": "cql-runner SAC replay buffer (up to medium)",
+        "medium-expert": "cql-runner SAC (medium + expert)",
+    }.get(level, f"cql-runner SAC ({level})")
 
 
 def collect(cfg: Any) -> str:
@@ -172,30 +181,55 @@ def collect(cfg: Any) -> str:
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
     n_steps = int(sum(ep.length for ep in episodes))
-    keep = ("random_return", "medium_return", "expert_return", "medium_step", "expert_step",
-            "threshold", "updates_per_second", "sac_seconds")
+    keep = (
+        "random_return",
+        "medium_return",
+        "expert_return",
+        "medium_step",
+        "expert_step",
+        "threshold",
+        "updates_per_second",
+        "sac_seconds",
+    )
     extra = {
-        "level": cfg.level, "version": code_version(), "dataset_mean_return": float(ep_returns.mean()),
+        "level": cfg.level,
+        "version": code_version(),
+        "dataset_mean_return": float(ep_returns.mean()),
         "behaviour": {k: returns[k] for k in keep if k in returns},
         "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
         "reference_sources": {"ref_min_score": ref_min_choice.source, "ref_max_score": ref_max_choice.source},
         "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
     }
-    info = DatasetInfo(dataset_id, spec, _algorithm(cfg.level), _description(cfg, dataset_id),
-                       float(ref_min), float(ref_max), int(cfg.ref_episodes), int(cfg.seed), extra)
+    info = DatasetInfo(
+        dataset_id,
+        spec,
+        _algorithm(cfg.level),
+        _description(cfg, dataset_id),
+        float(ref_min),
+        float(ref_max),
+        int(cfg.ref_episodes),
+        int(cfg.seed),
+        extra,
+    )
     path = write_dataset(episodes, info, overwrite=bool(cfg.overwrite))
 
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     print(f"env: {cfg.env}  level: {cfg.level}  seed: {cfg.seed}")
     if behaviour is not None:
         s = behaviour.summary
-        print(f"behaviour: {behaviour.dir} (SAC {s['sac']['steps']} steps; medium at step "
-              f"{s['medium_step']}, expert at step {s['expert_step']})")
-        print(f"returns: random {s['random_return']:.1f}  medium {s['medium_return']:.1f}  "
-              f"expert {s['expert_return']:.1f}")
+        print(
+            f"behaviour: {behaviour.dir} (SAC {s['sac']['steps']} steps; medium at step "
+            f"{s['medium_step']}, expert at step {s['expert_step']})"
+        )
+        print(
+            f"returns: random {s['random_return']:.1f}  medium {s['medium_return']:.1f}  "
+            f"expert {s['expert_return']:.1f}"
+        )
     print(f"reference scores: min {ref_min:.1f}  max {ref_max:.1f}")
-    print(f"data: {len(episodes)} episodes, {n_steps} transitions, mean episode return "
-          f"{ep_returns.mean():.1f} (normalized {_score(ep_returns.mean(), ref_min, ref_max):.1f})")
+    print(
+        f"data: {len(episodes)} episodes, {n_steps} transitions, mean episode return "
+        f"{ep_returns.mean():.1f} (normalized {_score(ep_returns.mean(), ref_min, ref_max):.1f})"
+    )
     print(f"written: {path} ({size / 2**20:.1f} MiB)")
     print(f"dataset: {dataset_id}")
     return dataset_id
@@ -204,9 +238,13 @@ def collect(cfg: Any) -> str:
 def announce_expert_for_reference(cfg: Any, obs_dim: int, act_dim: int) -> None:
     """First line of a random dataset that trains SAC only for ref_max_score: what, how long, how to skip."""
     estimate = sac_seconds(obs_dim, act_dim, cfg.sac)
-    print(f"cql-collect: level=random needs an expert only for the reference score ref_max_score: training "
-          f"SAC for sac.steps={cfg.sac.steps} takes at least {format_duration(estimate)} here; pass "
-          "ref_max_score=<expert return> to skip it", file=sys.stderr, flush=True)
+    print(
+        f"cql-collect: level=random needs an expert only for the reference score ref_max_score: training "
+        f"SAC for sac.steps={cfg.sac.steps} takes at least {format_duration(estimate)} here; pass "
+        "ref_max_score=<expert return> to skip it",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _score(ret: float, lo: float, hi: float) -> float:

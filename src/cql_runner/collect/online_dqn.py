@@ -59,10 +59,19 @@ class DQNRun:
 def make_dqn_agent(obs_dim: int, n_actions: int, seed: int, dqn: Any) -> DiscreteCQLAgent:
     """DiscreteCQLAgent configured as plain online Double DQN."""
     return DiscreteCQLAgent(
-        obs_dim, n_actions, [seed], NetworkConfig(hidden=list(dqn.hidden), n_critics=1),
+        obs_dim,
+        n_actions,
+        [seed],
+        NetworkConfig(hidden=list(dqn.hidden), n_critics=1),
         CQLConfig(alpha=0.0, lagrange=False, critic_lr=dqn.lr, discount=dqn.discount),
-        DiscreteConfig(backbone="double_dqn", td_loss="huber", n_step=1, target_update="hard",
-                       target_update_every=int(dqn.target_update_every)))
+        DiscreteConfig(
+            backbone="double_dqn",
+            td_loss="huber",
+            n_step=1,
+            target_update="hard",
+            target_update_every=int(dqn.target_update_every),
+        ),
+    )
 
 
 def q_network(obs_dim: int, n_actions: int, hidden: Sequence[int], state: dict[str, Tensor]) -> EnsembleMLP:
@@ -83,8 +92,9 @@ def greedy_policy(net: EnsembleMLP) -> DiscretePolicy:
     return act
 
 
-def greedy_return(env_id: str, policy: DiscretePolicy, seed: int, episodes: int, offset: int,
-                  max_episode_steps: int | None) -> float:
+def greedy_return(
+    env_id: str, policy: DiscretePolicy, seed: int, episodes: int, offset: int, max_episode_steps: int | None
+) -> float:
     vec = make_vector_env(env_id, episodes, max_episode_steps, discrete=True)
     try:
         return float(discrete_rollout(vec, policy, [seed], episodes, seed_offset=offset).returns.mean())
@@ -92,8 +102,7 @@ def greedy_return(env_id: str, policy: DiscretePolicy, seed: int, episodes: int,
         vec.close()
 
 
-def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = None,
-              progress: bool = True) -> DQNRun:
+def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = None, progress: bool = True) -> DQNRun:
     """Train for ``dqn.steps`` env steps in one env; evaluate greedily every ``dqn.eval_every``."""
     t0 = time.perf_counter()
     env = make_env(env_id, max_episode_steps, discrete=True)
@@ -134,8 +143,7 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
                 action = int(agent.act(obs[None, None].astype(np.float32))[0, 0])
             next_obs, reward, term, trunc, _ = env.step(action)
             next_obs = np.asarray(next_obs, np.float64).reshape(-1)
-            replay.add(obs, np.array([action], np.float32), float(reward), next_obs, bool(term), bool(trunc),
-                       episode)
+            replay.add(obs, np.array([action], np.float32), float(reward), next_obs, bool(term), bool(trunc), episode)
             ret += float(reward)
             obs = next_obs
             if term or trunc:
@@ -149,8 +157,9 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
                 update_seconds += time.perf_counter() - u0
             row: dict[str, float] = {}
             if step % int(dqn.eval_every) == 0 or step == total:
-                value = greedy_return(env_id, greedy_policy(agent.q), seed, int(dqn.eval_episodes), EVAL_OFFSET,
-                                      max_episode_steps)
+                value = greedy_return(
+                    env_id, greedy_policy(agent.q), seed, int(dqn.eval_episodes), EVAL_OFFSET, max_episode_steps
+                )
                 weights = {k: v.detach().clone() for k, v in agent.q.state_dict().items()}
                 snapshots.append(QSnapshot(step, value, weights))
                 row["eval/return"] = value
@@ -166,8 +175,9 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
     finally:
         console.close()
         env.close()
-    return DQNRun(snapshots, replay, returns, obs_dim, n_actions, total, updates,
-                  time.perf_counter() - t0, update_seconds)
+    return DQNRun(
+        snapshots, replay, returns, obs_dim, n_actions, total, updates, time.perf_counter() - t0, update_seconds
+    )
 
 
 def sample(replay: ReplayBuffer, rng: np.random.Generator, batch_size: int, discount: float) -> DiscreteBatch:
@@ -178,9 +188,13 @@ def sample(replay: ReplayBuffer, rng: np.random.Generator, batch_size: int, disc
         return torch.from_numpy(np.ascontiguousarray(a[idx])).to(dtype).unsqueeze(0)
 
     discounts = discount * (1.0 - replay.terminated[idx].astype(np.float32))
-    return DiscreteBatch(obs=take(replay.obs), actions=take(replay.actions[:, 0], torch.int64),
-                         rewards=take(replay.rewards), next_obs=take(replay.next_obs),
-                         discounts=torch.from_numpy(discounts).unsqueeze(0))
+    return DiscreteBatch(
+        obs=take(replay.obs),
+        actions=take(replay.actions[:, 0], torch.int64),
+        rewards=take(replay.rewards),
+        next_obs=take(replay.next_obs),
+        discounts=torch.from_numpy(discounts).unsqueeze(0),
+    )
 
 
 def replay_episodes(replay: ReplayBuffer, end: int, obs_shape: Sequence[int]) -> list[Episode]:
@@ -198,9 +212,18 @@ def replay_episodes(replay: ReplayBuffer, end: int, obs_shape: Sequence[int]) ->
         if not (term[-1] or trunc[-1]):
             trunc[-1] = True
         actions = replay.actions[rows, 0].astype(np.int64)
-        out.append(Episode(agent=0, index=len(out), seed=replay.episode_seeds[int(replay.episode[start])],
-                           obs=np.concatenate([replay.obs[rows], replay.next_obs[t:t + 1]]).reshape(-1, *obs_shape),
-                           actions=actions, unit_actions=actions.copy(), rewards=replay.rewards[rows].copy(),
-                           terminations=term, truncations=trunc))
+        out.append(
+            Episode(
+                agent=0,
+                index=len(out),
+                seed=replay.episode_seeds[int(replay.episode[start])],
+                obs=np.concatenate([replay.obs[rows], replay.next_obs[t : t + 1]]).reshape(-1, *obs_shape),
+                actions=actions,
+                unit_actions=actions.copy(),
+                rewards=replay.rewards[rows].copy(),
+                terminations=term,
+                truncations=trunc,
+            )
+        )
         start = t + 1
     return out

@@ -69,9 +69,17 @@ class SACRun:
 def make_sac_agent(obs_dim: int, act_dim: int, seed: int, sac: Any) -> CQLAgent:
     """CQLAgent configured as plain SAC (no conservative term, entropy in the backup)."""
     network = NetworkConfig(hidden=list(sac.hidden), n_critics=int(sac.n_critics))
-    cql = CQLConfig(alpha=0.0, lagrange=False, n_actions=1, deterministic_backup=False,
-                    policy_lr=sac.lr, critic_lr=sac.lr, alpha_lr=sac.lr, discount=sac.discount,
-                    target_update_rate=sac.target_update_rate)
+    cql = CQLConfig(
+        alpha=0.0,
+        lagrange=False,
+        n_actions=1,
+        deterministic_backup=False,
+        policy_lr=sac.lr,
+        critic_lr=sac.lr,
+        alpha_lr=sac.lr,
+        discount=sac.discount,
+        target_update_rate=sac.target_update_rate,
+    )
     return CQLAgent(obs_dim, act_dim, [seed], network, cql)
 
 
@@ -95,9 +103,15 @@ class _Slot:
     ret: float = 0.0
 
 
-def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = None,
-              ckpt_dir: Path | None = None, progress: bool = True,
-              stop_at: int | None = None) -> SACRun:
+def train_sac(
+    env_id: str,
+    sac: Any,
+    seed: int,
+    max_episode_steps: int | None = None,
+    ckpt_dir: Path | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> SACRun:
     """Train for ``sac.steps`` env steps, resuming from ``ckpt_dir`` if it holds a checkpoint.
 
     ``stop_at`` ends early after that many steps (with a checkpoint), as an interruption would;
@@ -158,8 +172,7 @@ def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = 
                 slot = slots[i]
                 next_obs, reward, term, trunc, _ = envs[i].step(env_actions[i])
                 next_obs = np.asarray(next_obs, np.float64)
-                replay.add(slot.obs, unit[i], float(reward), next_obs, bool(term), bool(trunc),
-                           slot.episode)
+                replay.add(slot.obs, unit[i], float(reward), next_obs, bool(term), bool(trunc), slot.episode)
                 slot.actions.append(env_actions[i])
                 slot.ret += float(reward)
                 slot.obs = next_obs
@@ -194,17 +207,32 @@ def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = 
             stopping = stop_at is not None and step >= stop_at and step < total
             # Also at the very end, so a failure after training never repeats it.
             if ckpt_every and ckpt_dir is not None and (step % ckpt_every < n or stopping or step == total):
-                save_checkpoint(ckpt_dir, {
-                    "agent": agent.checkpoint_state(), "replay": replay.state(),
-                    "rng": rng.bit_generator.state, "warm_rng": warm_rng.bit_generator.state,
-                    "noise": noise.get_state(), "snapshots": [vars(s) for s in snapshots],
-                    "returns": returns, "step": step, "updates": updates,
-                    "seconds": seconds_before + time.perf_counter() - t0,
-                    "update_seconds": update_seconds,
-                    "slots": [{"seed": s.seed, "episode": s.episode, "ret": s.ret,
-                               "actions": np.asarray(s.actions, np.float32).reshape(-1, act_dim)}
-                              for s in slots],
-                }, step)
+                save_checkpoint(
+                    ckpt_dir,
+                    {
+                        "agent": agent.checkpoint_state(),
+                        "replay": replay.state(),
+                        "rng": rng.bit_generator.state,
+                        "warm_rng": warm_rng.bit_generator.state,
+                        "noise": noise.get_state(),
+                        "snapshots": [vars(s) for s in snapshots],
+                        "returns": returns,
+                        "step": step,
+                        "updates": updates,
+                        "seconds": seconds_before + time.perf_counter() - t0,
+                        "update_seconds": update_seconds,
+                        "slots": [
+                            {
+                                "seed": s.seed,
+                                "episode": s.episode,
+                                "ret": s.ret,
+                                "actions": np.asarray(s.actions, np.float32).reshape(-1, act_dim),
+                            }
+                            for s in slots
+                        ],
+                    },
+                    step,
+                )
             if stopping:
                 break
     finally:
@@ -212,8 +240,16 @@ def train_sac(env_id: str, sac: Any, seed: int, max_episode_steps: int | None = 
         eval_vec.close()
         for env in envs:
             env.close()
-    return SACRun(snapshots, replay, returns, step, updates,
-                  seconds_before + time.perf_counter() - t0, update_seconds, complete=step >= total)
+    return SACRun(
+        snapshots,
+        replay,
+        returns,
+        step,
+        updates,
+        seconds_before + time.perf_counter() - t0,
+        update_seconds,
+        complete=step >= total,
+    )
 
 
 @torch.no_grad()
@@ -231,5 +267,4 @@ def _replay_slot(env: gym.Env, saved: dict[str, Any]) -> _Slot:
     actions = list(saved["actions"])
     for a in actions:
         obs, *_ = env.step(a)
-    return _Slot(int(saved["episode"]), int(saved["seed"]), np.asarray(obs, np.float64),
-                 actions, float(saved["ret"]))
+    return _Slot(int(saved["episode"]), int(saved["seed"]), np.asarray(obs, np.float64), actions, float(saved["ret"]))

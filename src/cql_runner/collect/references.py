@@ -31,9 +31,9 @@ def choose_references(cfg: Any) -> tuple[Reference, Reference]:
     refs = []
     episodes = f"ref_episodes={cfg.ref_episodes}"
     for which, override, measured in (
-            ("min", cfg.ref_min_score, f"measured: mean return of uniform random actions ({episodes})"),
-            ("max", cfg.ref_max_score, f"measured: mean return of the deterministic expert SAC snapshot "
-                                       f"({episodes})")):
+        ("min", cfg.ref_min_score, f"measured: mean return of uniform random actions ({episodes})"),
+        ("max", cfg.ref_max_score, f"measured: mean return of the deterministic expert SAC snapshot ({episodes})"),
+    ):
         if override is not None:
             refs.append(Reference(float(override), "override"))
         elif task is not None:
@@ -53,8 +53,9 @@ def sac_seconds(obs_dim: int, act_dim: int, sac: Any, probe_updates: int = 20) -
     replay = ReplayBuffer(batch, obs_dim, act_dim)
     rng = np.random.default_rng(0)
     for _ in range(batch):
-        replay.add(rng.normal(size=obs_dim), rng.uniform(-1, 1, act_dim), 0.0, rng.normal(size=obs_dim),
-                   False, False, 0)
+        replay.add(
+            rng.normal(size=obs_dim), rng.uniform(-1, 1, act_dim), 0.0, rng.normal(size=obs_dim), False, False, 0
+        )
     agent = make_sac_agent(obs_dim, act_dim, 0, sac)
     for _ in range(2):  # warm-up: first calls allocate
         agent.update(replay.sample(rng, batch))

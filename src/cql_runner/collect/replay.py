@@ -40,8 +40,16 @@ class ReplayBuffer:
         self.episode_seeds.append(int(seed))
         return len(self.episode_seeds) - 1
 
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
-            terminated: bool, truncated: bool, episode: int) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: float,
+        next_obs: np.ndarray,
+        terminated: bool,
+        truncated: bool,
+        episode: int,
+    ) -> None:
         i = self.size
         if i >= self.capacity:
             raise RuntimeError(f"replay buffer full ({self.capacity} rows)")
@@ -57,8 +65,7 @@ class ReplayBuffer:
         def take(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a[idx].astype(np.float32)).unsqueeze(0)
 
-        return Batch(take(self.obs), take(self.actions), take(self.rewards),
-                     take(self.next_obs), take(self.terminated))
+        return Batch(take(self.obs), take(self.actions), take(self.rewards), take(self.next_obs), take(self.terminated))
 
     # ----- persistence --------------------------------------------------------------------
     def state(self, end: int | None = None) -> dict[str, Any]:
@@ -97,16 +104,23 @@ class ReplayBuffer:
         bounds = [*starts.tolist(), end]
         out = []
         for j, ep_id in enumerate(unique.tolist()):
-            rows = order[bounds[j]:bounds[j + 1]]
+            rows = order[bounds[j] : bounds[j + 1]]
             terminated = self.terminated[rows].copy()
             truncated = self.truncated[rows].copy()
             if not (terminated[-1] or truncated[-1]):
                 truncated[-1] = True
             unit = self.actions[rows].copy()
-            out.append(Episode(
-                agent=0, index=j, seed=self.episode_seeds[ep_id],
-                obs=np.concatenate([self.obs[rows], self.next_obs[rows[-1:]]]),
-                actions=from_unit_actions(unit, low, high), unit_actions=unit,
-                rewards=self.rewards[rows].copy(), terminations=terminated, truncations=truncated,
-            ))
+            out.append(
+                Episode(
+                    agent=0,
+                    index=j,
+                    seed=self.episode_seeds[ep_id],
+                    obs=np.concatenate([self.obs[rows], self.next_obs[rows[-1:]]]),
+                    actions=from_unit_actions(unit, low, high),
+                    unit_actions=unit,
+                    rewards=self.rewards[rows].copy(),
+                    terminations=terminated,
+                    truncations=truncated,
+                )
+            )
         return out

@@ -60,10 +60,12 @@ def code_version() -> str:
         version = "unknown"
     src = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=src, text=True,
-                                capture_output=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(src.parent)], cwd=src,
-                               text=True, capture_output=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=src, text=True, capture_output=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(src.parent)], cwd=src, text=True, capture_output=True, timeout=5
+        ).stdout.strip()
         git = f" (git {commit}{', modified' if dirty else ''})"
     except (OSError, subprocess.SubprocessError):
         git = ""
@@ -75,12 +77,16 @@ def check_dataset_id(dataset_id: str, overwrite: bool) -> Path:
     try:
         parse_dataset_id(dataset_id)
     except ValueError as exc:
-        raise CollectError(f"dataset_id {dataset_id!r} is malformed; use "
-                           "(namespace/)name-v<version>, e.g. cql_runner/pendulum/medium-v0") from exc
+        raise CollectError(
+            f"dataset_id {dataset_id!r} is malformed; use "
+            "(namespace/)name-v<version>, e.g. cql_runner/pendulum/medium-v0"
+        ) from exc
     path = get_dataset_path(dataset_id)
     if path.exists() and not overwrite:
-        raise CollectError(f"dataset {dataset_id!r} already exists at {path}; pass overwrite=true "
-                           "to replace it or pick another dataset_id")
+        raise CollectError(
+            f"dataset {dataset_id!r} already exists at {path}; pass overwrite=true "
+            "to replace it or pick another dataset_id"
+        )
     return path
 
 
@@ -89,11 +95,15 @@ def to_buffers(episodes: Sequence[Episode], spec: EnvSpec) -> list[EpisodeBuffer
     obs_dtype, act_dtype = env.observation_space.dtype, env.action_space.dtype
     env.close()
     return [
-        EpisodeBuffer(id=i, seed=int(ep.seed), observations=np.asarray(ep.obs, obs_dtype),
-                      actions=np.asarray(ep.actions, act_dtype),
-                      rewards=np.asarray(ep.rewards, np.float64),
-                      terminations=np.asarray(ep.terminations, bool),
-                      truncations=np.asarray(ep.truncations, bool))
+        EpisodeBuffer(
+            id=i,
+            seed=int(ep.seed),
+            observations=np.asarray(ep.obs, obs_dtype),
+            actions=np.asarray(ep.actions, act_dtype),
+            rewards=np.asarray(ep.rewards, np.float64),
+            terminations=np.asarray(ep.terminations, bool),
+            truncations=np.asarray(ep.truncations, bool),
+        )
         for i, ep in enumerate(episodes)
     ]
 
@@ -125,8 +135,7 @@ def write_dataset(episodes: Sequence[Episode], info: DatasetInfo, overwrite: boo
             description=info.description,
             data_format="hdf5",
         )
-        dataset.storage.update_metadata({"collection_seed": int(info.seed),
-                                         "cql_runner": info.extra})
+        dataset.storage.update_metadata({"collection_seed": int(info.seed), "cql_runner": info.extra})
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise

@@ -74,9 +74,7 @@ class CQLAgent(nn.Module):
         self.device = torch.device(device)
         self.bf16 = bf16
         self.capturable = capturable
-        self.target_entropy = (
-            float(cql.target_entropy) if cql.target_entropy is not None else -float(act_dim)
-        )
+        self.target_entropy = float(cql.target_entropy) if cql.target_entropy is not None else -float(act_dim)
         # With no conservative weight the CQL proposals cannot change any loss: skip them
         # (plain offline or online SAC).
         self.conservative = cql.alpha > 0
@@ -86,10 +84,10 @@ class CQLAgent(nn.Module):
 
         actor_hidden = list(network.actor_hidden or network.hidden)
         critic_hidden = list(network.critic_hidden or network.hidden)
-        self.actor = Actor(self.n_agents, obs_dim, act_dim, actor_hidden, network.layer_norm,
-                           network.log_std_min, network.log_std_max)
-        self.critic = Critic(self.n_agents, network.n_critics, obs_dim, act_dim, critic_hidden,
-                             network.layer_norm)
+        self.actor = Actor(
+            self.n_agents, obs_dim, act_dim, actor_hidden, network.layer_norm, network.log_std_min, network.log_std_max
+        )
+        self.critic = Critic(self.n_agents, network.n_critics, obs_dim, act_dim, critic_hidden, network.layer_norm)
         for k, seed in enumerate(self.seeds):
             g = torch.Generator().manual_seed(seed)
             self.actor.net.init_member(k, g, network.orthogonal_init)
@@ -109,15 +107,16 @@ class CQLAgent(nn.Module):
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64), persistent=False)
         self.to(self.device)
 
-        self.generators = [
-            torch.Generator(self.device).manual_seed(seed + NOISE_SEED_OFFSET) for seed in self.seeds
-        ]
-        self.optimizer = _make_optimizer([
-            {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
-            {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
-            {"params": [self.log_alpha], "lr": cql.alpha_lr},
-            {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
-        ], capturable)
+        self.generators = [torch.Generator(self.device).manual_seed(seed + NOISE_SEED_OFFSET) for seed in self.seeds]
+        self.optimizer = _make_optimizer(
+            [
+                {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
+                {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
+                {"params": [self.log_alpha], "lr": cql.alpha_lr},
+                {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
+            ],
+            capturable,
+        )
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
         self._losses = torch.compile(self.compute_losses, dynamic=False) if compile else self.compute_losses
 
@@ -140,8 +139,7 @@ class CQLAgent(nn.Module):
 
     def compute_losses(self, batch: Batch, noise: Noise) -> tuple[Tensor, dict[str, Tensor]]:
         """All losses from the current parameters; returns (sum to minimise, metrics (K,))."""
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if self.bf16 else nullcontext())
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         entropy_alpha = self.log_alpha.exp().detach()
         with autocast:
             policy = self._sample_policy(batch.obs, noise.policy)
@@ -155,7 +153,8 @@ class CQLAgent(nn.Module):
     def _sample_policy(self, obs: Tensor, eps: Tensor) -> PolicySample:
         mean, log_std = self.actor(obs)
         actions, log_prob = losses.squashed_gaussian_sample(
-            mean.unsqueeze(1).float(), log_std.unsqueeze(1).float(), eps)
+            mean.unsqueeze(1).float(), log_std.unsqueeze(1).float(), eps
+        )
         return PolicySample(actions=actions, log_prob=log_prob, mean=mean.float(), log_std=log_std.float())
 
     def _td_target(self, batch: Batch, next_policy: PolicySample, entropy_alpha: Tensor) -> Tensor:
@@ -170,22 +169,31 @@ class CQLAgent(nn.Module):
         samples = actions.shape[1]
         next_q = self.target_critic(_repeat(batch.next_obs, samples), actions.reshape(k, -1, self.act_dim))
         return losses.td_target(
-            reward=batch.rewards, terminal=batch.terminals, next_q=next_q.float().reshape(k, -1, samples, b),
-            next_log_prob=log_prob, entropy_alpha=entropy_alpha, discount=c.discount,
-            deterministic_backup=c.deterministic_backup, max_backup=c.max_backup)
+            reward=batch.rewards,
+            terminal=batch.terminals,
+            next_q=next_q.float().reshape(k, -1, samples, b),
+            next_log_prob=log_prob,
+            entropy_alpha=entropy_alpha,
+            discount=c.discount,
+            deterministic_backup=c.deterministic_backup,
+            max_backup=c.max_backup,
+        )
 
-    def _critic_terms(self, batch: Batch, noise: Noise, policy: PolicySample, next_policy: PolicySample,
-                      target: Tensor) -> terms.CriticTerms:
+    def _critic_terms(
+        self, batch: Batch, noise: Noise, policy: PolicySample, next_policy: PolicySample, target: Tensor
+    ) -> terms.CriticTerms:
         c, (k, b) = self.cql, batch.rewards.shape
         if self.conservative:
             n = c.n_actions
             # One critic call at s for the dataset action and the N proposals of each of Unif,
             # π(·|s) and π(·|s′), laid out (K, n, 1 + 3N, B) and split by name.
-            actions = torch.cat([batch.actions.unsqueeze(1), noise.uniform, policy.actions.detach(),
-                                 next_policy.actions], dim=1)
+            actions = torch.cat(
+                [batch.actions.unsqueeze(1), noise.uniform, policy.actions.detach(), next_policy.actions], dim=1
+            )
             q_all = self.critic(_repeat(batch.obs, 1 + 3 * n), actions.reshape(k, -1, self.act_dim))
-            q_data, q_uniform, q_policy, q_next_policy = q_all.float().reshape(k, -1, 1 + 3 * n, b).split(
-                [1, n, n, n], dim=2)
+            q_data, q_uniform, q_policy, q_next_policy = (
+                q_all.float().reshape(k, -1, 1 + 3 * n, b).split([1, n, n, n], dim=2)
+            )
             q_data = q_data.squeeze(2)
             lifted = None
             if self.calibrate:
@@ -193,23 +201,43 @@ class CQLAgent(nn.Module):
                 # the batch's returns-to-go.
                 if batch.returns_to_go is None:
                     raise ValueError("cql.calibration needs batches with returns_to_go")
-                calibrated = calibration_bound(q_policy=q_policy, q_next_policy=q_next_policy,
-                                               returns_to_go=batch.returns_to_go)
+                calibrated = calibration_bound(
+                    q_policy=q_policy, q_next_policy=q_next_policy, returns_to_go=batch.returns_to_go
+                )
                 q_policy, q_next_policy, lifted = calibrated
             gap = losses.conservative_gap(
-                q_uniform=q_uniform, q_policy=q_policy, q_next_policy=q_next_policy, q_data=q_data,
-                log_prob_policy=policy.log_prob, log_prob_next_policy=next_policy.log_prob,
-                act_dim=self.act_dim, temperature=c.temperature, importance_sampling=c.importance_sampling,
-                clip_min=c.clip_diff_min, clip_max=c.clip_diff_max)
+                q_uniform=q_uniform,
+                q_policy=q_policy,
+                q_next_policy=q_next_policy,
+                q_data=q_data,
+                log_prob_policy=policy.log_prob,
+                log_prob_next_policy=next_policy.log_prob,
+                act_dim=self.act_dim,
+                temperature=c.temperature,
+                importance_sampling=c.importance_sampling,
+                clip_min=c.clip_diff_min,
+                clip_max=c.clip_diff_max,
+            )
             cql = losses.cql_penalty(
-                gap=gap.gap, alpha=c.alpha, lagrange=c.lagrange, lagrange_form=c.lagrange_form, tau=c.tau,
-                log_alpha_prime=self.log_alpha_prime)
+                gap=gap.gap,
+                alpha=c.alpha,
+                lagrange=c.lagrange,
+                lagrange_form=c.lagrange_form,
+                tau=c.tau,
+                log_alpha_prime=self.log_alpha_prime,
+            )
         else:
             q_data = self.critic(batch.obs, batch.actions).float()
             gap, cql = losses.conservative_term_off(n_agents=k, n_critics=q_data.shape[1], like=q_data)
             lifted = None
-        return terms.CriticTerms(target=target, q_data=q_data, td=losses.td_loss(q_data=q_data, target=target),
-                                 gap=gap, cql=cql, calibration_lifted=lifted)
+        return terms.CriticTerms(
+            target=target,
+            q_data=q_data,
+            td=losses.td_loss(q_data=q_data, target=target),
+            gap=gap,
+            cql=cql,
+            calibration_lifted=lifted,
+        )
 
     def _actor_terms(self, batch: Batch, policy: PolicySample, entropy_alpha: Tensor) -> terms.ActorTerms:
         log_prob = policy.log_prob[:, 0]
@@ -222,11 +250,14 @@ class CQLAgent(nn.Module):
             bc_log_prob = losses.squashed_gaussian_log_prob(policy.mean, policy.log_std, batch.actions)
             objective = torch.where(self.update_count < self.cql.bc_steps, bc_log_prob, q_policy_min)
         loss = losses.actor_loss(entropy_alpha=entropy_alpha, log_prob=log_prob, objective=objective)
-        alpha_loss = (losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob,
-                                                target_entropy=self.target_entropy)
-                      if self.cql.auto_entropy else torch.zeros_like(loss))
-        return terms.ActorTerms(loss=loss, alpha_loss=alpha_loss, entropy_alpha=entropy_alpha,
-                                log_prob=log_prob, q_policy_min=q_policy_min)
+        alpha_loss = (
+            losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob, target_entropy=self.target_entropy)
+            if self.cql.auto_entropy
+            else torch.zeros_like(loss)
+        )
+        return terms.ActorTerms(
+            loss=loss, alpha_loss=alpha_loss, entropy_alpha=entropy_alpha, log_prob=log_prob, q_policy_min=q_policy_min
+        )
 
     def set_calibration(self, on: bool) -> None:
         """Turn the Cal-QL bound on or off from the next update on (cql.calibration must be set)."""
@@ -244,8 +275,9 @@ class CQLAgent(nn.Module):
         self.optimizer.step()
         losses.project_log_alpha_prime(self.log_alpha_prime)
         with torch.no_grad():
-            torch._foreach_lerp_(self.target_critic.net.param_list(), self.critic.net.param_list(),
-                                 self.cql.target_update_rate)
+            torch._foreach_lerp_(
+                self.target_critic.net.param_list(), self.critic.net.param_list(), self.cql.target_update_rate
+            )
             self.update_count += 1
         return metrics
 
@@ -296,6 +328,7 @@ class CQLAgent(nn.Module):
 
     def stacked_layout(self) -> StackedLayout:
         """How many ensemble members of each tensor belong to one seed (see cql_runner.seeds)."""
+
         def members(name: str) -> int:
             if name.startswith(("critic.", "target_critic.")):
                 return self.critic.n_critics
@@ -307,7 +340,8 @@ class CQLAgent(nn.Module):
         return StackedLayout(
             n_agents=self.n_agents,
             modules={name: members(name) for name in self.state_dict()},
-            optimizer=[1] * n_actor + [self.critic.n_critics] * n_critic + [1, 1])
+            optimizer=[1] * n_actor + [self.critic.n_critics] * n_critic + [1, 1],
+        )
 
 
 def _repeat(obs: Tensor, times: int) -> Tensor:
@@ -323,8 +357,10 @@ def _split_temperature_group(opt_state: dict[str, Any]) -> dict[str, Any]:
         return opt_state
     temps = groups[2]
     log_alpha, log_alpha_prime = temps["params"]
-    return {**opt_state, "param_groups": [*groups[:2], {**temps, "params": [log_alpha]},
-                                          {**temps, "params": [log_alpha_prime]}]}
+    return {
+        **opt_state,
+        "param_groups": [*groups[:2], {**temps, "params": [log_alpha]}, {**temps, "params": [log_alpha_prime]}],
+    }
 
 
 def _make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:

@@ -10,8 +10,9 @@ from typing import Any
 ALPHA_PRIME_RUNAWAY = 100.0
 
 
-def lagrange_runaway(record: Mapping[str, float], *, tau: float, alpha: float, lagrange_form: str,
-                     limit: float = ALPHA_PRIME_RUNAWAY) -> str | None:
+def lagrange_runaway(
+    record: Mapping[str, float], *, tau: float, alpha: float, lagrange_form: str, limit: float = ALPHA_PRIME_RUNAWAY
+) -> str | None:
     """A one-line warning when α′ keeps growing because the constrained quantity cannot come down
     to τ (the gap for the raw form, alpha·gap for the weighted form), else None."""
     alpha_prime, gap = record.get("alpha_prime"), record.get("cql/gap")
@@ -21,11 +22,14 @@ def lagrange_runaway(record: Mapping[str, float], *, tau: float, alpha: float, l
     constrained = alpha * gap if weighted else gap
     if alpha_prime <= limit or constrained <= tau:
         return None
-    what = (f"cql.alpha x CQL gap ({alpha:g} x {gap:.2f} = {constrained:.2f})" if weighted
-            else f"the CQL gap ({gap:.2f})")
-    return (f"alpha_prime has grown to {alpha_prime:.0f} while {what} stays above "
-            f"cql.tau={tau:g}: it cannot come down to tau here, so the penalty grows without bound; "
-            f"raise cql.tau above {constrained:.1f}, or use cql.lagrange=false with a fixed cql.alpha")
+    what = (
+        f"cql.alpha x CQL gap ({alpha:g} x {gap:.2f} = {constrained:.2f})" if weighted else f"the CQL gap ({gap:.2f})"
+    )
+    return (
+        f"alpha_prime has grown to {alpha_prime:.0f} while {what} stays above "
+        f"cql.tau={tau:g}: it cannot come down to tau here, so the penalty grows without bound; "
+        f"raise cql.tau above {constrained:.1f}, or use cql.lagrange=false with a fixed cql.alpha"
+    )
 
 
 def cql_diagnosis(cql: Any, record: Mapping[str, float]) -> str | None:

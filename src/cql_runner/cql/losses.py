@@ -78,8 +78,7 @@ def td_target(
     if not deterministic_backup:
         if next_log_prob is None:
             raise ValueError("the entropy backup needs next_log_prob")
-        log_prob = (next_log_prob[:, 0] if idx is None
-                    else next_log_prob.gather(1, idx.unsqueeze(1)).squeeze(1))
+        log_prob = next_log_prob[:, 0] if idx is None else next_log_prob.gather(1, idx.unsqueeze(1)).squeeze(1)
         value = value - entropy_alpha.unsqueeze(-1) * log_prob
     return reward + discount * (1.0 - terminal) * value
 
@@ -189,8 +188,10 @@ def conservative_term_off(*, n_agents: int, n_critics: int, like: Tensor) -> tup
     The agent then skips the proposals' critic calls; these zeros keep the metrics the same."""
     zeros = like.new_zeros(n_agents, n_critics)
     per_agent = like.new_zeros(n_agents)
-    return (ConservativeGap(gap=zeros, ood=zeros),
-            CQLPenalty(penalty=zeros, alpha_prime_loss=per_agent, alpha_prime=per_agent))
+    return (
+        ConservativeGap(gap=zeros, ood=zeros),
+        CQLPenalty(penalty=zeros, alpha_prime_loss=per_agent, alpha_prime=per_agent),
+    )
 
 
 def actor_loss(*, entropy_alpha: Tensor, log_prob: Tensor, objective: Tensor) -> Tensor:

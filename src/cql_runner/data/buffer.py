@@ -22,8 +22,14 @@ SAMPLER_SEED_OFFSET = 104_729
 class DeviceSampler:
     """Uniform minibatches for K agents, each from its own generator: (K, B, ...)."""
 
-    def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str,
-                 discount: float | None = None, sparse_reward_neg: float | None = None) -> None:
+    def __init__(
+        self,
+        data: OfflineData,
+        seeds: Sequence[int],
+        device: torch.device | str,
+        discount: float | None = None,
+        sparse_reward_neg: float | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.size = data.size
 
@@ -38,18 +44,14 @@ class DeviceSampler:
         # Monte-Carlo returns-to-go of the dataset's states: the yardstick for the learned Q.
         # Also the Cal-QL bound, which is why batches carry them. ``sparse_reward_neg`` is in the
         # units of ``data.rewards`` (after any reward transform).
-        self.returns_to_go = (put(data.returns_to_go(discount, sparse_reward_neg))
-                              if discount is not None else None)
+        self.returns_to_go = put(data.returns_to_go(discount, sparse_reward_neg)) if discount is not None else None
         self.last_indices: torch.Tensor | None = None
-        self.generators = [
-            torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds
-        ]
+        self.generators = [torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds]
 
     def sample(self, batch_size: int) -> Batch:
-        idx = torch.stack([
-            torch.randint(self.size, (batch_size,), generator=g, device=self.device)
-            for g in self.generators
-        ])  # (K, B)
+        idx = torch.stack(
+            [torch.randint(self.size, (batch_size,), generator=g, device=self.device) for g in self.generators]
+        )  # (K, B)
         self.last_indices = idx
         return Batch(
             obs=self.observations[idx],

@@ -57,8 +57,7 @@ def fingerprint(source: Path) -> str:
     h = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}\0{source}".encode())
     for p in files:
         st = p.stat()
-        h.update(f"\0{p.relative_to(source) if source.is_dir() else p.name}"
-                 f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"\0{p.relative_to(source) if source.is_dir() else p.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -112,8 +111,11 @@ class ArrayCache:
             try:
                 data = read_npz(path, key)
             except Exception as exc:  # any unreadable cache is a miss, never an error
-                warnings.warn(f"ignoring unreadable dataset cache {path} ({one_line(exc)}); "
-                              "it will be rebuilt", DatasetCacheWarning, stacklevel=2)
+                warnings.warn(
+                    f"ignoring unreadable dataset cache {path} ({one_line(exc)}); it will be rebuilt",
+                    DatasetCacheWarning,
+                    stacklevel=2,
+                )
                 continue
             if data is not None:
                 log.info("loaded %s from cache %s", self.dataset_id, path)
@@ -134,9 +136,12 @@ class ArrayCache:
             self._prune(d, keep=path)
             log.info("cached %s at %s", self.dataset_id, path)
             return path
-        warnings.warn(f"could not cache dataset {self.dataset_id} ({'; '.join(errors)}); "
-                      "set dataset.cache_dir to a writable directory to load faster next time",
-                      DatasetCacheWarning, stacklevel=2)
+        warnings.warn(
+            f"could not cache dataset {self.dataset_id} ({'; '.join(errors)}); "
+            "set dataset.cache_dir to a writable directory to load faster next time",
+            DatasetCacheWarning,
+            stacklevel=2,
+        )
         return None
 
     def _prune(self, d: Path, keep: Path) -> None:

@@ -63,23 +63,27 @@ class D4RLFileSource:
             return to_offline_data(arrays, attrs, dataset_id=path.stem, source=path)
         except ValueError as exc:
             raise DatasetCorruptError(
-                f"D4RL file {path} is malformed ({one_line(exc)}); delete it and download "
-                "it again") from exc
+                f"D4RL file {path} is malformed ({one_line(exc)}); delete it and download it again"
+            ) from exc
 
     def _path(self) -> Path:
         raw = self.cfg.path
         if not raw:
-            raise DatasetError("dataset.path is empty; D4RLFileSource reads the D4RL hdf5 "
-                               "file it names, e.g. dataset.path=~/d4rl/hopper-medium-v2.hdf5")
+            raise DatasetError(
+                "dataset.path is empty; D4RLFileSource reads the D4RL hdf5 "
+                "file it names, e.g. dataset.path=~/d4rl/hopper-medium-v2.hdf5"
+            )
         path = Path(str(raw)).expanduser()
         if path.is_dir():
             raise DatasetError(
                 f"dataset.path {path} is a folder, not a D4RL hdf5 file; for a Minari "
-                "dataset folder use dataset._target_=cql_runner.data.minari_source.MinariSource")
+                "dataset folder use dataset._target_=cql_runner.data.minari_source.MinariSource"
+            )
         if not path.exists():
             raise DatasetNotFoundError(
                 f"D4RL file {path} does not exist; set dataset.path to a downloaded D4RL "
-                "hdf5 file (e.g. hopper-medium-v2.hdf5), or use a Minari dataset id instead")
+                "hdf5 file (e.g. hopper-medium-v2.hdf5), or use a Minari dataset id instead"
+            )
         return path
 
 
@@ -91,15 +95,16 @@ def read_d4rl_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             if missing:
                 raise DatasetCorruptError(
                     f"D4RL file {path} lacks the keys {missing} (it has {sorted(f.keys())}); "
-                    "it is not a D4RL dataset or is incomplete: download it again")
+                    "it is not a D4RL dataset or is incomplete: download it again"
+                )
             arrays = {k: f[k][()] for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in f}
             attrs = _scalar_metadata(f)
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DatasetCorruptError(
-            f"cannot read D4RL file {path} ({one_line(exc)}); delete it and download it "
-            "again") from exc
+            f"cannot read D4RL file {path} ({one_line(exc)}); delete it and download it again"
+        ) from exc
     return arrays, attrs
 
 
@@ -124,8 +129,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def to_offline_data(arrays: dict[str, np.ndarray], attrs: dict[str, Any], dataset_id: str,
-                    source: Path | None = None) -> OfflineData:
+def to_offline_data(
+    arrays: dict[str, np.ndarray], attrs: dict[str, Any], dataset_id: str, source: Path | None = None
+) -> OfflineData:
     """Build transitions from D4RL arrays (see the module docstring for the conventions).
 
     Raises ValueError for arrays that do not fit together.
@@ -142,12 +148,14 @@ def to_offline_data(arrays: dict[str, np.ndarray], attrs: dict[str, Any], datase
     if "timeouts" in arrays:
         timeouts = np.asarray(arrays["timeouts"]).reshape(n).astype(bool)
     elif has_next:
-        warnings.warn("D4RL file has no 'timeouts'; time-limit episode ends are unknown, so "
-                      "episode returns may run across episodes", stacklevel=2)
+        warnings.warn(
+            "D4RL file has no 'timeouts'; time-limit episode ends are unknown, so "
+            "episode returns may run across episodes",
+            stacklevel=2,
+        )
         timeouts = np.zeros(n, bool)
     else:
-        raise ValueError("without 'next_observations' the file needs 'timeouts' to tell "
-                         "where episodes end")
+        raise ValueError("without 'next_observations' the file needs 'timeouts' to tell where episodes end")
 
     if has_next:
         next_obs = np.asarray(arrays["next_observations"]).reshape(n, -1)
@@ -169,9 +177,12 @@ def to_offline_data(arrays: dict[str, np.ndarray], attrs: dict[str, Any], datase
 
     low, high, assumed = _action_bounds(attrs, actions.shape[1])
     if assumed and np.abs(actions).max() > 1.001:
-        warnings.warn(f"D4RL actions reach {np.abs(actions).max():.3g}, outside the assumed "
-                      "[-1, 1]; they are clipped. Store action_low/action_high as file "
-                      "attributes to rescale instead", stacklevel=2)
+        warnings.warn(
+            f"D4RL actions reach {np.abs(actions).max():.3g}, outside the assumed "
+            "[-1, 1]; they are clipped. Store action_low/action_high as file "
+            "attributes to rescale instead",
+            stacklevel=2,
+        )
     terminals, timeouts = terminals[keep], timeouts[keep]
     new_ends = np.flatnonzero(terminals | timeouts)
     starts = np.concatenate([[0], new_ends[new_ends < keep.sum() - 1] + 1]).astype(np.int64)

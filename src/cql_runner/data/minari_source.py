@@ -56,22 +56,39 @@ _CONFIG_FIELDS = ("id", "path", "download", "cache_dir")
 _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, AssertionError, EOFError)
 # Gymnasium ids of Minari's mujoco/<env>/... namespaces, for the cql-collect hint.
 _MUJOCO_ENVS = {
-    "ant": "Ant-v5", "halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5",
-    "humanoid": "Humanoid-v5", "humanoidstandup": "HumanoidStandup-v5",
+    "ant": "Ant-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "hopper": "Hopper-v5",
+    "humanoid": "Humanoid-v5",
+    "humanoidstandup": "HumanoidStandup-v5",
     "invertedpendulum": "InvertedPendulum-v5",
-    "inverteddoublependulum": "InvertedDoublePendulum-v5", "pusher": "Pusher-v5",
-    "reacher": "Reacher-v5", "swimmer": "Swimmer-v5", "walker2d": "Walker2d-v5",
+    "inverteddoublependulum": "InvertedDoublePendulum-v5",
+    "pusher": "Pusher-v5",
+    "reacher": "Reacher-v5",
+    "swimmer": "Swimmer-v5",
+    "walker2d": "Walker2d-v5",
 }
 # Gymnasium ids (and the cql-collect arguments they need) of cql-collect's own cql_runner/<name>/ sets.
 _COLLECT_ENVS = {
-    "cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "pendulum": "Pendulum-v1",
+    "cartpole": "CartPole-v1",
+    "acrobot": "Acrobot-v1",
+    "pendulum": "Pendulum-v1",
     "minatar-breakout": "MinAtar/Breakout-v1 max_episode_steps=2000",
     "minatar-space_invaders": "MinAtar/SpaceInvaders-v1 max_episode_steps=2000",
 }
 _METADATA_EXTRAS = (
-    "total_episodes", "total_steps", "algorithm_name", "author", "author_email",
-    "code_permalink", "description", "minari_version", "data_format", "dataset_size",
-    "num_episodes_average_score", "requirements",
+    "total_episodes",
+    "total_steps",
+    "algorithm_name",
+    "author",
+    "author_email",
+    "code_permalink",
+    "description",
+    "minari_version",
+    "data_format",
+    "dataset_size",
+    "num_episodes_average_score",
+    "requirements",
 )
 
 
@@ -84,8 +101,7 @@ class MinariSource:
     """
 
     def __init__(self, cfg: Any = None, **kwargs: Any) -> None:
-        self.cfg = SimpleNamespace(
-            **{k: kwargs[k] if k in kwargs else getattr(cfg, k, None) for k in _CONFIG_FIELDS})
+        self.cfg = SimpleNamespace(**{k: kwargs[k] if k in kwargs else getattr(cfg, k, None) for k in _CONFIG_FIELDS})
 
     def load(self) -> OfflineData:
         data_dir, dataset_id, fix = self._locate()
@@ -95,8 +111,13 @@ class MinariSource:
             return cached
         start = time.perf_counter()
         data = read_minari_dir(data_dir, fix)
-        log.info("flattened %s: %d transitions, %d episodes in %.1f s", dataset_id,
-                 data.size, len(data.episode_starts), time.perf_counter() - start)
+        log.info(
+            "flattened %s: %d transitions, %d episodes in %.1f s",
+            dataset_id,
+            data.size,
+            len(data.episode_starts),
+            time.perf_counter() - start,
+        )
         cache.save(data)
         # The hdf5 read leaves tens of MB freed but resident (see cql_runner.data.memory).
         release_freed_memory()
@@ -107,13 +128,14 @@ class MinariSource:
         path = self.cfg.path
         if path:
             data_dir = _data_dir_from_path(Path(str(path)).expanduser())
-            fix = (f"delete {data_dir.parent} and rebuild it, or reinstall cql-runner "
-                   "if the dataset shipped with it")
+            fix = f"delete {data_dir.parent} and rebuild it, or reinstall cql-runner if the dataset shipped with it"
             return data_dir, data_dir.parent.name, fix
         dataset_id = self.cfg.id
         if not dataset_id:
-            raise DatasetError("dataset.id and dataset.path are both empty; pick a task with "
-                               "env=<name>, or set dataset.id or dataset.path")
+            raise DatasetError(
+                "dataset.id and dataset.path are both empty; pick a task with "
+                "env=<name>, or set dataset.id or dataset.path"
+            )
         dataset_id = str(dataset_id)
         root = get_dataset_path()
         data_dir = root / dataset_id / "data"
@@ -121,8 +143,10 @@ class MinariSource:
             if not self.cfg.download:
                 raise DatasetNotFoundError(not_found_message(dataset_id, root))
             _download(dataset_id, root)
-        fix = (f"delete {root / dataset_id} and rebuild it with '{collect_command(dataset_id)}' "
-               f"or re-download it with 'minari download {dataset_id}'")
+        fix = (
+            f"delete {root / dataset_id} and rebuild it with '{collect_command(dataset_id)}' "
+            f"or re-download it with 'minari download {dataset_id}'"
+        )
         return data_dir, dataset_id, fix
 
     def _cache_dirs(self) -> list[Path]:
@@ -147,9 +171,11 @@ def collect_command(dataset_id: str) -> str:
 
 
 def not_found_message(dataset_id: str, root: Path) -> str:
-    return (f"dataset '{dataset_id}' is not in {root} (MINARI_DATASETS_PATH); on a networked "
-            f"machine run 'minari download {dataset_id}', or build it locally with "
-            f"'{collect_command(dataset_id)}'")
+    return (
+        f"dataset '{dataset_id}' is not in {root} (MINARI_DATASETS_PATH); on a networked "
+        f"machine run 'minari download {dataset_id}', or build it locally with "
+        f"'{collect_command(dataset_id)}'"
+    )
 
 
 def _download(dataset_id: str, root: Path) -> None:
@@ -158,17 +184,20 @@ def _download(dataset_id: str, root: Path) -> None:
     except ImportError as exc:
         raise DatasetError(
             f"dataset '{dataset_id}' is not in {root} and downloading it needs the Hugging Face "
-            f'extra: pip install "minari[hf]" (or run \'minari download {dataset_id}\' on a '
-            f"networked machine and copy the dataset into {root})") from exc
+            f"extra: pip install \"minari[hf]\" (or run 'minari download {dataset_id}' on a "
+            f"networked machine and copy the dataset into {root})"
+        ) from exc
     except ValueError as exc:  # minari's answer for an id the server does not have
         raise DatasetNotFoundError(
             f"dataset '{dataset_id}' is neither in {root} nor downloadable ({one_line(exc)}); "
             f"check the id with 'minari list remote', or build it locally with "
-            f"'{collect_command(dataset_id)}'") from exc
+            f"'{collect_command(dataset_id)}'"
+        ) from exc
     except Exception as exc:
         raise DatasetError(
             f"downloading dataset '{dataset_id}' failed ({one_line(exc)}); check the network, "
-            f"or run 'minari download {dataset_id}' elsewhere and copy it into {root}") from exc
+            f"or run 'minari download {dataset_id}' elsewhere and copy it into {root}"
+        ) from exc
 
 
 def _data_dir_from_path(path: Path) -> Path:
@@ -180,14 +209,16 @@ def _data_dir_from_path(path: Path) -> Path:
     if path.is_file() and path.suffix in (".hdf5", ".h5"):
         raise DatasetError(
             f"dataset.path {path} is a single hdf5 file, not a Minari dataset folder; for a "
-            "D4RL file set dataset._target_=cql_runner.data.d4rl_file.D4RLFileSource")
+            "D4RL file set dataset._target_=cql_runner.data.d4rl_file.D4RLFileSource"
+        )
     if not path.exists():
         raise DatasetNotFoundError(
             f"dataset.path {path} does not exist; point it at a Minari dataset folder "
-            "(the one that contains data/metadata.json)")
+            "(the one that contains data/metadata.json)"
+        )
     raise DatasetNotFoundError(
-        f"no Minari dataset at {path} (no data/metadata.json); point dataset.path at the "
-        "folder that contains data/")
+        f"no Minari dataset at {path} (no data/metadata.json); point dataset.path at the folder that contains data/"
+    )
 
 
 def read_minari_dir(data_dir: Path, fix: str) -> OfflineData:
@@ -198,8 +229,7 @@ def read_minari_dir(data_dir: Path, fix: str) -> OfflineData:
     except DatasetError:
         raise
     except _READ_ERRORS as exc:
-        raise DatasetCorruptError(
-            f"cannot read the Minari dataset at {data_dir} ({one_line(exc)}); {fix}") from exc
+        raise DatasetCorruptError(f"cannot read the Minari dataset at {data_dir} ({one_line(exc)}); {fix}") from exc
 
 
 def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None) -> OfflineData:
@@ -225,21 +255,24 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
         if obs.shape[0] != n + 1:
             raise DatasetCorruptError(
                 f"episode {ep.id} has {obs.shape[0]} observations for {n} steps "
-                "(expected one more); rebuild the dataset")
+                "(expected one more); rebuild the dataset"
+            )
         cols.append(
             n,
             obs=obs[:-1],
             next_obs=obs[1:],
-            actions=(to_unit_actions(np.asarray(ep.actions).reshape(n, -1), low, high) if n_actions is None
-                     else np.asarray(ep.actions, dtype=np.float32).reshape(n, 1)),
+            actions=(
+                to_unit_actions(np.asarray(ep.actions).reshape(n, -1), low, high)
+                if n_actions is None
+                else np.asarray(ep.actions, dtype=np.float32).reshape(n, 1)
+            ),
             rewards=np.asarray(ep.rewards, dtype=np.float32).reshape(n),
             terminals=np.asarray(ep.terminations, dtype=np.float32).reshape(n),
             timeouts=np.asarray(ep.truncations, dtype=np.float32).reshape(n),
         )
         lengths.append(n)
     if not lengths:
-        raise DatasetError(f"dataset '{dataset.id}' has no transitions; rebuild it with "
-                           "at least one non-empty episode")
+        raise DatasetError(f"dataset '{dataset.id}' has no transitions; rebuild it with at least one non-empty episode")
     flat = cols.finish()
     starts = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
     return OfflineData(
@@ -285,7 +318,7 @@ class _FlatColumns:
             grown = {}
             for k, a in self.arrays.items():
                 grown[k] = np.empty((rows, *a.shape[1:]), np.float32)
-                grown[k][:self.size] = a[:self.size]
+                grown[k][: self.size] = a[: self.size]
             self.arrays = grown
         self.capacity = len(next(iter(self.arrays.values())))
         for k, v in parts.items():
@@ -293,11 +326,11 @@ class _FlatColumns:
             # Assignment would broadcast a (n, 1) part into (n, d); concatenation refused it.
             if v.shape[1:] != out.shape[1:]:
                 raise ValueError(f"{k} of shape {v.shape[1:]} in one episode and {out.shape[1:]} in another")
-            out[self.size:end] = v
+            out[self.size : end] = v
         self.size = end
 
     def finish(self) -> dict[str, np.ndarray]:
-        return {k: a if len(a) == self.size else a[:self.size].copy() for k, a in self.arrays.items()}
+        return {k: a if len(a) == self.size else a[: self.size].copy() for k, a in self.arrays.items()}
 
 
 def _obs_keys(space: gym.Space) -> list[str] | None:
@@ -307,32 +340,37 @@ def _obs_keys(space: gym.Space) -> list[str] | None:
     if isinstance(space, gym.spaces.Dict):
         bad = [k for k, s in space.spaces.items() if not isinstance(s, gym.spaces.Box)]
         if bad:
-            raise DatasetError(f"observation entries {bad} are not Box spaces; only Box and "
-                               "Dict-of-Box observations can be flattened for CQL")
+            raise DatasetError(
+                f"observation entries {bad} are not Box spaces; only Box and "
+                "Dict-of-Box observations can be flattened for CQL"
+            )
         return dict_obs_keys(list(space.spaces.keys()))
-    raise DatasetError(f"observation space {space} is not supported; CQL here needs Box or "
-                       "Dict-of-Box observations")
+    raise DatasetError(f"observation space {space} is not supported; CQL here needs Box or Dict-of-Box observations")
 
 
 def discrete_action_count(space: gym.Space) -> int | None:
     """|A| of a Discrete action space (starting at 0), None for anything else."""
     if isinstance(space, gym.spaces.Discrete):
         if int(space.start) != 0:
-            raise DatasetError(f"action space {space} starts at {space.start}; only Discrete spaces "
-                               "starting at 0 are supported")
+            raise DatasetError(
+                f"action space {space} starts at {space.start}; only Discrete spaces starting at 0 are supported"
+            )
         return int(space.n)
     return None
 
 
 def _action_bounds(space: gym.Space) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(space, gym.spaces.Box):
-        raise DatasetError(f"action space {space} is not a Box; CQL (SAC-based) needs "
-                           "continuous actions, so pick a dataset of a continuous-control task")
+        raise DatasetError(
+            f"action space {space} is not a Box; CQL (SAC-based) needs "
+            "continuous actions, so pick a dataset of a continuous-control task"
+        )
     low = np.asarray(space.low, dtype=np.float32).reshape(-1)
     high = np.asarray(space.high, dtype=np.float32).reshape(-1)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
-        raise DatasetError(f"action space {space} has unbounded or empty bounds, so actions "
-                           "cannot be mapped to [-1, 1]")
+        raise DatasetError(
+            f"action space {space} has unbounded or empty bounds, so actions cannot be mapped to [-1, 1]"
+        )
     return low, high
 
 
@@ -341,8 +379,9 @@ def _episode_obs(obs: Any, keys: list[str] | None, episode: int) -> np.ndarray:
         arr = np.asarray(obs)
         return arr.reshape(arr.shape[0], -1).astype(np.float32)
     if not isinstance(obs, dict) or set(obs) != set(keys):
-        raise DatasetCorruptError(f"episode {episode} observations do not match the Dict "
-                                  f"space keys {keys}; rebuild the dataset")
+        raise DatasetCorruptError(
+            f"episode {episode} observations do not match the Dict space keys {keys}; rebuild the dataset"
+        )
     # Per-step scalars are stored as (T+1,); make every entry (T+1, d) before concatenating.
     entries = {k: np.asarray(obs[k]).reshape(len(obs[k]), -1) for k in keys}
     return flatten_obs(entries, keys)
@@ -370,8 +409,14 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def build_meta(dataset: minari.MinariDataset, keys: list[str] | None, low: np.ndarray | None,
-               high: np.ndarray | None, data_dir: Path | None = None, n_actions: int | None = None) -> DatasetMeta:
+def build_meta(
+    dataset: minari.MinariDataset,
+    keys: list[str] | None,
+    low: np.ndarray | None,
+    high: np.ndarray | None,
+    data_dir: Path | None = None,
+    n_actions: int | None = None,
+) -> DatasetMeta:
     """Meta from the dataset's metadata.json (reference scores as stored, not recomputed)."""
     md = dataset.storage.metadata
     collect_id, _ = _spec_json(md.get("env_spec"))

@@ -81,8 +81,12 @@ class OfflineData:
         """
         from cql_runner.data.returns import returns_to_go
 
-        return returns_to_go(rewards=self.rewards, episode_starts=self.episode_starts, discount=discount,
-                             sparse_reward_neg=sparse_reward_neg)
+        return returns_to_go(
+            rewards=self.rewards,
+            episode_starts=self.episode_starts,
+            discount=discount,
+            sparse_reward_neg=sparse_reward_neg,
+        )
 
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of each episode, in dataset order."""

@@ -21,7 +21,7 @@ def nonfinite_rows(values: np.ndarray) -> tuple[np.ndarray, int]:
     """(indices of rows holding a NaN or inf, number of such values) of a (T,) or (T, d) array."""
     rows, count = [], 0
     for start in range(0, len(values), _CHUNK):
-        bad = ~np.isfinite(values[start:start + _CHUNK])
+        bad = ~np.isfinite(values[start : start + _CHUNK])
         count += int(bad.sum())
         if bad.ndim > 1:
             bad = bad.any(axis=tuple(range(1, bad.ndim)))
@@ -40,8 +40,11 @@ def check_finite(data: OfflineData) -> None:
         listed = sorted(set(episodes.tolist()))
         shown = ", ".join(str(e) for e in listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
         first = int(rows[0] - data.episode_starts[episodes[0]])
-        problems.append(f"{name} has {count} NaN/inf value{'s' if count > 1 else ''} in episode"
-                        f"{'s' if len(listed) > 1 else ''} {shown} (first at step {first} of episode {listed[0]})")
+        problems.append(
+            f"{name} has {count} NaN/inf value{'s' if count > 1 else ''} in episode"
+            f"{'s' if len(listed) > 1 else ''} {shown} (first at step {first} of episode {listed[0]})"
+        )
     if problems:
-        raise DatasetError(f"dataset {data.meta.dataset_id}: {'; '.join(problems)}; repair or drop those "
-                           "episodes before training")
+        raise DatasetError(
+            f"dataset {data.meta.dataset_id}: {'; '.join(problems)}; repair or drop those episodes before training"
+        )

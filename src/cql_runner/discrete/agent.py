@@ -54,8 +54,14 @@ class DiscreteCQLAgent(nn.Module):
         # Image observations arrive as (C, H, W) uint8 frame stacks, vectors as (obs_dim,).
         self.obs_shape = tuple(int(d) for d in (obs_shape or (obs_dim,)))
         self.images = discrete.encoder == "nature_cnn"
-        self.q = make_q_network(self.n_agents, self.obs_shape, n_actions * self.n_quantiles, discrete.encoder,
-                                list(network.hidden), network.layer_norm)
+        self.q = make_q_network(
+            self.n_agents,
+            self.obs_shape,
+            n_actions * self.n_quantiles,
+            discrete.encoder,
+            list(network.hidden),
+            network.layer_norm,
+        )
         for k, seed in enumerate(self.seeds):
             g = torch.Generator().manual_seed(seed)
             if self.images:
@@ -69,10 +75,13 @@ class DiscreteCQLAgent(nn.Module):
         self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
         self.to(self.device)
-        self.optimizer = torch.optim.Adam([
-            {"params": list(self.q.parameters()), "lr": cql.critic_lr},
-            {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
-        ], foreach=True)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.q.parameters()), "lr": cql.critic_lr},
+                {"params": [self.log_alpha_prime], "lr": cql.alpha_prime_lr},
+            ],
+            foreach=True,
+        )
         # No update draws random numbers; the list exists for the trainer's step protocol.
         self.generators: list[torch.Generator] = []
         self.num_updates = 0
@@ -112,27 +121,44 @@ class DiscreteCQLAgent(nn.Module):
         if self.quantile:
             index = batch.actions[..., None, None].expand(*batch.actions.shape, 1, self.n_quantiles)
             theta_data = theta.gather(-2, index).squeeze(-2)  # (K, B, N)
-            target = losses.qr_double_dqn_target(rewards=batch.rewards, discounts=batch.discounts,
-                                                 next_quantiles_online=next_online,
-                                                 next_quantiles_target=next_target)
+            target = losses.qr_double_dqn_target(
+                rewards=batch.rewards,
+                discounts=batch.discounts,
+                next_quantiles_online=next_online,
+                next_quantiles_target=next_target,
+            )
             td = losses.quantile_huber_loss(quantiles=theta_data, target=target)
             target_mean = target.mean(-1)
         else:
             q_data = q.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-            target_mean = losses.double_dqn_target(rewards=batch.rewards, discounts=batch.discounts,
-                                                   next_q_online=next_online.squeeze(-1),
-                                                   next_q_target=next_target.squeeze(-1))
+            target_mean = losses.double_dqn_target(
+                rewards=batch.rewards,
+                discounts=batch.discounts,
+                next_q_online=next_online.squeeze(-1),
+                next_q_target=next_target.squeeze(-1),
+            )
             td = losses.td_loss(q_data=q_data, target=target_mean, kind=d.td_loss)
         gap = losses.conservative_gap(q_values=q, actions=batch.actions, temperature=c.temperature)
         # The continuous agent's penalty, on a gap of one critic: (K,) → (K, 1).
-        penalty = cql_penalty(gap=gap.gap.unsqueeze(-1), alpha=c.alpha, lagrange=c.lagrange,
-                              lagrange_form=c.lagrange_form, tau=c.tau, log_alpha_prime=self.log_alpha_prime)
+        penalty = cql_penalty(
+            gap=gap.gap.unsqueeze(-1),
+            alpha=c.alpha,
+            lagrange=c.lagrange,
+            lagrange_form=c.lagrange_form,
+            tau=c.tau,
+            log_alpha_prime=self.log_alpha_prime,
+        )
         critic = td + penalty.penalty.squeeze(-1)
         total = (critic + penalty.alpha_prime_loss).sum()
         metrics = {
-            "loss/critic": critic, "loss/td": td, "loss/cql": penalty.penalty.squeeze(-1),
-            "loss/alpha_prime": penalty.alpha_prime_loss, "alpha_prime": penalty.alpha_prime,
-            "cql/gap": gap.gap, "cql/ood_logsumexp": gap.logsumexp, "q/data": gap.q_data,
+            "loss/critic": critic,
+            "loss/td": td,
+            "loss/cql": penalty.penalty.squeeze(-1),
+            "loss/alpha_prime": penalty.alpha_prime_loss,
+            "alpha_prime": penalty.alpha_prime,
+            "cql/gap": gap.gap,
+            "cql/ood_logsumexp": gap.logsumexp,
+            "q/data": gap.q_data,
             "q/target": target_mean.mean(-1),
         }
         return total, {name: value.detach() for name, value in metrics.items()}
@@ -172,8 +198,12 @@ class DiscreteCQLAgent(nn.Module):
 
     # ----- checkpointing --------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"modules": self.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "num_updates": self.num_updates, "seeds": self.seeds}
+        return {
+            "modules": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "seeds": self.seeds,
+        }
 
     def stacked_layout(self) -> StackedLayout:
         """Every tensor has the seed as its leading dim (one member each), the observation
@@ -181,7 +211,8 @@ class DiscreteCQLAgent(nn.Module):
         return StackedLayout(
             n_agents=self.n_agents,
             modules={name: 0 if name.startswith("obs_") else 1 for name in self.state_dict()},
-            optimizer=[1] * (len(list(self.q.parameters())) + 1))  # the Q-network's, then log α′
+            optimizer=[1] * (len(list(self.q.parameters())) + 1),
+        )  # the Q-network's, then log α′
 
     def diagnose(self, record: Mapping[str, float]) -> str | None:
         """A one-line warning about the training dynamics in one seed's logged means, else None."""

@@ -17,9 +17,13 @@ def check_action_space(action_space: str, data: OfflineData) -> None:
     n = action_count(data)
     name = data.meta.dataset_id
     if n is not None and action_space != "discrete":
-        raise ConfigError(f"dataset {name!r} has {n} discrete actions but action_space={action_space}; "
-                          "pass action_space=discrete network.n_critics=1 (the cartpole-* and acrobot-* "
-                          "tasks set both)")
+        raise ConfigError(
+            f"dataset {name!r} has {n} discrete actions but action_space={action_space}; "
+            "pass action_space=discrete network.n_critics=1 (the cartpole-* and acrobot-* "
+            "tasks set both)"
+        )
     if n is None and action_space == "discrete":
-        raise ConfigError(f"dataset {name!r} has continuous (Box) actions but action_space=discrete; "
-                          "drop action_space=discrete to train continuous CQL on it")
+        raise ConfigError(
+            f"dataset {name!r} has continuous (Box) actions but action_space=discrete; "
+            "drop action_space=discrete to train continuous CQL on it"
+        )

@@ -71,19 +71,24 @@ class DQNReplaySource:
         if any(root.glob("$store$_observation_ckpt.*.gz")):
             return root
         if not self.game:
-            raise DatasetError(f"{root} holds no replay_logs; pass game=<Game> (e.g. game=Pong) to pick "
-                               f"{root}/<Game>/{self.run}/replay_logs")
+            raise DatasetError(
+                f"{root} holds no replay_logs; pass game=<Game> (e.g. game=Pong) to pick "
+                f"{root}/<Game>/{self.run}/replay_logs"
+            )
         folder = root / str(self.game) / str(self.run) / "replay_logs"
         if not folder.is_dir():
             source = f"gs://atari-replay-datasets/dqn/{self.game}/{self.run}"
-            raise DatasetNotFoundError(f"no DQN replay data at {folder}; download it with "
-                                       f"`gsutil -m cp -R {source} {root / str(self.game)}`")
+            raise DatasetNotFoundError(
+                f"no DQN replay data at {folder}; download it with `gsutil -m cp -R {source} {root / str(self.game)}`"
+            )
         return folder
 
     def load(self) -> FrameData:
         if not 0 < self.fraction <= 1:
-            raise DatasetError(f"dataset.fraction must be in (0, 1] (got {self.fraction}); 0.01 and 0.1 are the "
-                               "CQL paper's 1% and 10% settings")
+            raise DatasetError(
+                f"dataset.fraction must be in (0, 1] (got {self.fraction}); 0.01 and 0.1 are the "
+                "CQL paper's 1% and 10% settings"
+            )
         folder = self.folder()
         checkpoints = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _OBS.match(p.name)))
         if not checkpoints:
@@ -94,8 +99,10 @@ class DQNReplaySource:
         for n in checkpoints:
             missing = [replay_file(folder, f, n).name for f in FIELDS if not replay_file(folder, f, n).is_file()]
             if missing:
-                raise DatasetError(f"checkpoint {n} in {folder} lacks {', '.join(missing)}; download the whole "
-                                   "checkpoint again or delete its other files")
+                raise DatasetError(
+                    f"checkpoint {n} in {folder} lacks {', '.join(missing)}; download the whole "
+                    "checkpoint again or delete its other files"
+                )
             rows = {f: read_rows(replay_file(folder, f, n), self.fraction) for f in FIELDS}
             length = len(rows["observation"])
             if any(len(r) != length for r in rows.values()):
@@ -107,11 +114,25 @@ class DQNReplaySource:
             offset += length
         actions = np.concatenate(parts["action"]).astype(np.int64)
         game = str(self.game or folder.parent.parent.name)
-        meta = DatasetMeta(dataset_id=f"dqn-replay/{game}/{self.run}", eval_env_id=f"ALE/{game}-v5",
-                           extra={"source": "dqn-replay", "n_actions": int(actions.max()) + 1,
-                                  "frame_stack": self.stack, "atari": True, "fraction": self.fraction,
-                                  "checkpoints": checkpoints, "data_path": str(folder)})
-        return FrameData(frames=np.concatenate(parts["observation"]), actions=actions,
-                         rewards=np.concatenate(parts["reward"]).astype(np.float32),
-                         terminals=np.concatenate(parts["terminal"]).astype(np.float32),
-                         episode_starts=np.concatenate(starts).astype(np.int64), stack=self.stack, meta=meta)
+        meta = DatasetMeta(
+            dataset_id=f"dqn-replay/{game}/{self.run}",
+            eval_env_id=f"ALE/{game}-v5",
+            extra={
+                "source": "dqn-replay",
+                "n_actions": int(actions.max()) + 1,
+                "frame_stack": self.stack,
+                "atari": True,
+                "fraction": self.fraction,
+                "checkpoints": checkpoints,
+                "data_path": str(folder),
+            },
+        )
+        return FrameData(
+            frames=np.concatenate(parts["observation"]),
+            actions=actions,
+            rewards=np.concatenate(parts["reward"]).astype(np.float32),
+            terminals=np.concatenate(parts["terminal"]).astype(np.float32),
+            episode_starts=np.concatenate(starts).astype(np.int64),
+            stack=self.stack,
+            meta=meta,
+        )

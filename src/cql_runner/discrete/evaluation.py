@@ -31,8 +31,9 @@ DiscretePolicy = Callable[[np.ndarray], np.ndarray]
 EPSILON_STREAM = 31_337
 
 
-def epsilon_greedy(policy: DiscretePolicy, epsilon: float, n_actions: int,
-                   rngs: Sequence[np.random.Generator]) -> DiscretePolicy:
+def epsilon_greedy(
+    policy: DiscretePolicy, epsilon: float, n_actions: int, rngs: Sequence[np.random.Generator]
+) -> DiscretePolicy:
     """With probability ε a uniform action, else the policy's; agent k draws from ``rngs[k]``."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -45,9 +46,15 @@ def epsilon_greedy(policy: DiscretePolicy, epsilon: float, n_actions: int,
     return act
 
 
-def discrete_rollout(vec: SyncVectorEnv, policy: DiscretePolicy, seeds: Sequence[int], episodes_per_seed: int,
-                     obs_keys: Sequence[str] | None = None, record: bool = False,
-                     seed_offset: int = 0) -> RolloutResult:
+def discrete_rollout(
+    vec: SyncVectorEnv,
+    policy: DiscretePolicy,
+    seeds: Sequence[int],
+    episodes_per_seed: int,
+    obs_keys: Sequence[str] | None = None,
+    record: bool = False,
+    seed_offset: int = 0,
+) -> RolloutResult:
     """One seeded episode in each of the K·E envs of ``vec``; finished envs are not stepped again.
 
     Recorded episodes hold the action indices as ``actions`` and ``unit_actions``, (L,) int64.
@@ -86,11 +93,20 @@ def discrete_rollout(vec: SyncVectorEnv, policy: DiscretePolicy, seeds: Sequence
                 alive[i] = False
     episodes = None
     if record:
-        episodes = [Episode(agent=i // e, index=i % e, seed=s, obs=np.stack(raw[i]),
-                            actions=np.asarray(acts[i], np.int64), unit_actions=np.asarray(acts[i], np.int64),
-                            rewards=np.asarray(rews[i]), terminations=np.asarray(terms[i]),
-                            truncations=np.asarray(truncs[i]))
-                    for i, s in enumerate(all_seeds)]
+        episodes = [
+            Episode(
+                agent=i // e,
+                index=i % e,
+                seed=s,
+                obs=np.stack(raw[i]),
+                actions=np.asarray(acts[i], np.int64),
+                unit_actions=np.asarray(acts[i], np.int64),
+                rewards=np.asarray(rews[i]),
+                terminations=np.asarray(terms[i]),
+                truncations=np.asarray(truncs[i]),
+            )
+            for i, s in enumerate(all_seeds)
+        ]
     return RolloutResult(returns.reshape(k, e), lengths.reshape(k, e), episodes)
 
 
@@ -130,8 +146,9 @@ class DiscreteEvaluator:
         n_data = meta.extra.get("n_actions")
         # Data inferred from logged actions (DQN replay) may never use the highest action indices.
         if n_data is not None and int(n_data) > self.n_actions:
-            raise EnvError(f"the dataset has {n_data} actions but {self.env_id} has {self.n_actions}; "
-                           "check eval.env_id")
+            raise EnvError(
+                f"the dataset has {n_data} actions but {self.env_id} has {self.n_actions}; check eval.env_id"
+            )
         self._vec: SyncVectorEnv | None = None
 
     def evaluate(self, policy: DiscretePolicy, seeds: list[int]) -> list[dict[str, float]]:
@@ -139,8 +156,9 @@ class DiscreteEvaluator:
         n = len(seeds) * self.episodes
         if self._vec is None or self._vec.num_envs != n:
             self.close()
-            self._vec = SyncVectorEnv([lambda: make_eval_env(self.env_id, self.max_episode_steps, self.extra)
-                                       for _ in range(n)])
+            self._vec = SyncVectorEnv(
+                [lambda: make_eval_env(self.env_id, self.max_episode_steps, self.extra) for _ in range(n)]
+            )
         rngs = [np.random.default_rng([s, self.seed_offset, EPSILON_STREAM]) for s in seeds]
         act = epsilon_greedy(policy, self.epsilon, self.n_actions, rngs)
         result = discrete_rollout(self._vec, act, seeds, self.episodes, self.obs_keys, seed_offset=self.seed_offset)
@@ -148,9 +166,15 @@ class DiscreteEvaluator:
         for returns, lengths in zip(result.returns, result.lengths):
             mean = float(returns.mean())
             score = math.nan if self.ref_min is None else normalized_score(mean, self.ref_min, self.ref_max)
-            out.append({"eval/return": mean, "eval/return_std": float(returns.std()),
-                        "eval/length": float(lengths.mean()), "eval/normalized_score": score,
-                        "eval/episodes": float(self.episodes)})
+            out.append(
+                {
+                    "eval/return": mean,
+                    "eval/return_std": float(returns.std()),
+                    "eval/length": float(lengths.mean()),
+                    "eval/normalized_score": score,
+                    "eval/episodes": float(self.episodes),
+                }
+            )
         return out
 
     def close(self) -> None:

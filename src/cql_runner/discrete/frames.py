@@ -60,11 +60,17 @@ def episode_start_of_each_frame(episode_starts: np.ndarray, size: int) -> np.nda
 class FrameSampler:
     """Uniform n-step batches of stacked uint8 frames for K agents: obs (K, B, S, H, W) uint8."""
 
-    def __init__(self, data: FrameData, seeds: Sequence[int], device: torch.device | str, *,
-                 discount: float, n_step: int) -> None:
+    def __init__(
+        self, data: FrameData, seeds: Sequence[int], device: torch.device | str, *, discount: float, n_step: int
+    ) -> None:
         self.device = torch.device(device)
-        nstep = n_step_transitions(rewards=data.rewards, terminals=data.terminals,
-                                   episode_starts=data.episode_starts, discount=discount, n=n_step)
+        nstep = n_step_transitions(
+            rewards=data.rewards,
+            terminals=data.terminals,
+            episode_starts=data.episode_starts,
+            discount=discount,
+            n=n_step,
+        )
         start = episode_start_of_each_frame(data.episode_starts, data.size)
         boot = nstep.bootstrap_index
         terminal = data.terminals[boot] > 0
@@ -94,19 +100,33 @@ class FrameSampler:
         return self.frames[window]
 
     def sample(self, batch_size: int) -> DiscreteBatch:
-        pick = torch.stack([torch.randint(self.size, (batch_size,), generator=g, device=self.device)
-                            for g in self.generators])
+        pick = torch.stack(
+            [torch.randint(self.size, (batch_size,), generator=g, device=self.device) for g in self.generators]
+        )
         idx = self.valid[pick]
         self.last_indices = idx
-        return DiscreteBatch(obs=self.stacks(idx), actions=self.actions[idx], rewards=self.rewards[idx],
-                             next_obs=self.stacks(self.next_index[idx]), discounts=self.discounts[idx])
+        return DiscreteBatch(
+            obs=self.stacks(idx),
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_obs=self.stacks(self.next_index[idx]),
+            discounts=self.discounts[idx],
+        )
 
     def last_mc_returns(self) -> Tensor | None:
         return None if self.last_indices is None else self.returns_to_go[self.last_indices].mean(-1)
 
     def nbytes(self) -> int:
-        tensors = (self.frames, self.episode_start, self.valid, self.actions, self.rewards, self.discounts,
-                   self.next_index, self.returns_to_go)
+        tensors = (
+            self.frames,
+            self.episode_start,
+            self.valid,
+            self.actions,
+            self.rewards,
+            self.discounts,
+            self.next_index,
+            self.returns_to_go,
+        )
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def state_dict(self) -> dict[str, Any]:

@@ -42,8 +42,7 @@ def conservative_gap(*, q_values: Tensor, actions: Tensor, temperature: float = 
     return ConservativeGap(gap=(lse - q_data).mean(-1), logsumexp=lse.mean(-1), q_data=q_data.mean(-1))
 
 
-def double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_q_online: Tensor,
-                      next_q_target: Tensor) -> Tensor:
+def double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_q_online: Tensor, next_q_target: Tensor) -> Tensor:
     """y = r + discount·Q̄(s′, argmax_a Q(s′, a)): the online net picks, the target net values.
 
     ``rewards`` (K, B) are (n-step) returns and ``discounts`` (K, B) are γ^m·(1 − terminal), so a
@@ -73,8 +72,9 @@ def quantile_midpoints(n: int, *, device: torch.device | str | None = None) -> T
     return (torch.arange(n, device=device, dtype=torch.float32) * 2 + 1) / (2 * n)
 
 
-def qr_double_dqn_target(*, rewards: Tensor, discounts: Tensor, next_quantiles_online: Tensor,
-                         next_quantiles_target: Tensor) -> Tensor:
+def qr_double_dqn_target(
+    *, rewards: Tensor, discounts: Tensor, next_quantiles_online: Tensor, next_quantiles_target: Tensor
+) -> Tensor:
     """Target quantiles r + discount·θ̄_j(s′, a*), a* = argmax_a mean_j θ_j(s′, a) of the online net.
 
     Quantiles of s′ are (K, B, A, N); returns (K, B, N), detached.

@@ -62,8 +62,9 @@ class EnsembleNatureCNN(nn.Module):
         return self.head(x)
 
 
-def make_q_network(members: int, obs_shape: Sequence[int], out_dim: int, encoder: str, hidden: Sequence[int],
-                   layer_norm: bool) -> nn.Module:
+def make_q_network(
+    members: int, obs_shape: Sequence[int], out_dim: int, encoder: str, hidden: Sequence[int], layer_norm: bool
+) -> nn.Module:
     """An MLP on flat observations, or the Nature CNN on (C, H, W) uint8 frame stacks."""
     if encoder == "nature_cnn":
         if len(obs_shape) != 3:

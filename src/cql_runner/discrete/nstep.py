@@ -21,8 +21,9 @@ class NStepTransitions(NamedTuple):
     discounts: np.ndarray  # (T,) float32: γ^m·(1 − terminal_{t+m−1})
 
 
-def n_step_transitions(*, rewards: np.ndarray, terminals: np.ndarray, episode_starts: np.ndarray,
-                       discount: float, n: int) -> NStepTransitions:
+def n_step_transitions(
+    *, rewards: np.ndarray, terminals: np.ndarray, episode_starts: np.ndarray, discount: float, n: int
+) -> NStepTransitions:
     """n-step returns for every row of a flat dataset whose episodes begin at ``episode_starts``.
 
     ``terminals`` (T,) marks true terminations; any other episode end (a truncation or the end of
@@ -37,7 +38,7 @@ def n_step_transitions(*, rewards: np.ndarray, terminals: np.ndarray, episode_st
     episode_end = np.empty(size, np.int64)
     ends = np.append(np.asarray(episode_starts[1:], np.int64), size) - 1
     for start, end in zip(episode_starts, ends):
-        episode_end[start:end + 1] = end
+        episode_end[start : end + 1] = end
     returns = np.zeros(size, np.float64)
     last = np.arange(size, dtype=np.int64)
     alive = np.ones(size, bool)  # window still open (no termination seen yet)

@@ -34,12 +34,18 @@ class DiscreteBatch(NamedTuple):
 class DiscreteSampler:
     """Uniform minibatches of n-step transitions for K agents, each from its own generator."""
 
-    def __init__(self, data: OfflineData, seeds: Sequence[int], device: torch.device | str, *,
-                 discount: float, n_step: int) -> None:
+    def __init__(
+        self, data: OfflineData, seeds: Sequence[int], device: torch.device | str, *, discount: float, n_step: int
+    ) -> None:
         self.device = torch.device(device)
         self.size = data.size
-        nstep = n_step_transitions(rewards=data.rewards, terminals=data.terminals,
-                                   episode_starts=data.episode_starts, discount=discount, n=n_step)
+        nstep = n_step_transitions(
+            rewards=data.rewards,
+            terminals=data.terminals,
+            episode_starts=data.episode_starts,
+            discount=discount,
+            n=n_step,
+        )
 
         def put(array: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
             return torch.as_tensor(np.ascontiguousarray(array), device=self.device).to(dtype)
@@ -54,17 +60,20 @@ class DiscreteSampler:
         self.discounts = put(nstep.discounts)
         self.returns_to_go = put(data.returns_to_go(discount))
         self.last_indices: Tensor | None = None
-        self.generators = [
-            torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds
-        ]
+        self.generators = [torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds]
 
     def sample(self, batch_size: int) -> DiscreteBatch:
-        idx = torch.stack([
-            torch.randint(self.size, (batch_size,), generator=g, device=self.device) for g in self.generators
-        ])  # (K, B)
+        idx = torch.stack(
+            [torch.randint(self.size, (batch_size,), generator=g, device=self.device) for g in self.generators]
+        )  # (K, B)
         self.last_indices = idx
-        return DiscreteBatch(obs=self.observations[idx], actions=self.actions[idx], rewards=self.rewards[idx],
-                             next_obs=self.next_observations[idx], discounts=self.discounts[idx])
+        return DiscreteBatch(
+            obs=self.observations[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_obs=self.next_observations[idx],
+            discounts=self.discounts[idx],
+        )
 
     def last_mc_returns(self) -> Tensor | None:
         """Mean Monte-Carlo return of the last batch's states, per agent (K,)."""

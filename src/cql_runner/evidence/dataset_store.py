@@ -43,8 +43,13 @@ def console_script(name: str) -> str:
 
 def subprocess_env(minari_root: Path) -> dict[str, str]:
     """Children see the suite's store, one OpenMP thread (small nets gain nothing from more), no wandb prompts."""
-    return {**os.environ, "MINARI_DATASETS_PATH": str(minari_root), "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WANDB_SILENT": "true"}
+    return {
+        **os.environ,
+        "MINARI_DATASETS_PATH": str(minari_root),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "WANDB_SILENT": "true",
+    }
 
 
 def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> int:

@@ -49,35 +49,55 @@ def _load(path: Path) -> dict[str, Any]:
 def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[str, Any]) -> list[str]:
     lines = ["## Budget and machine", ""]
     if plan:
-        lines += [f"- plan `{plan.get('name')}`: {plan.get('train_steps')} gradient steps per run, "
-                  f"network {plan.get('hidden')} (actor and 2 critics), batch {plan.get('batch_size')}, "
-                  f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
-                  f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
-                  f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."]
+        lines += [
+            f"- plan `{plan.get('name')}`: {plan.get('train_steps')} gradient steps per run, "
+            f"network {plan.get('hidden')} (actor and 2 critics), batch {plan.get('batch_size')}, "
+            f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
+            f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
+            f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."
+        ]
         if plan.get("extra_train"):
             lines.append(f"- extra cql-train overrides on every run: `{' '.join(plan['extra_train'])}`.")
     m = timing.get("machine", {})
     if m:
         gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-        lines.append(f"- machine: {m.get('cpu')}, {m.get('cores')} cores{gpu}; torch {m.get('torch')}, "
-                     f"Python {m.get('python')}.")
+        lines.append(
+            f"- machine: {m.get('cpu')}, {m.get('cores')} cores{gpu}; torch {m.get('torch')}, Python {m.get('python')}."
+        )
     if timing.get("total_s") is not None:
         phases = timing.get("phases", {})
         part = {k: sum(v for p, v in phases.items() if p.startswith(k + ":")) for k in ("collect", "train", "value")}
         n_inv = len(timing.get("invocations", []))
-        lines.append(f"- wall time of the suite: {timing['total_s'] / 3600:.2f} h over {n_inv} invocation(s) "
-                     f"(building datasets {part['collect'] / 60:.1f} min, training {part['train'] / 60:.1f} min, "
-                     f"value checks {part['value'] / 60:.1f} min; "
-                     "datasets reused from an existing store cost nothing here).")
+        lines.append(
+            f"- wall time of the suite: {timing['total_s'] / 3600:.2f} h over {n_inv} invocation(s) "
+            f"(building datasets {part['collect'] / 60:.1f} min, training {part['train'] / 60:.1f} min, "
+            f"value checks {part['value'] / 60:.1f} min; "
+            "datasets reused from an existing store cost nothing here)."
+        )
     lines.append("")
     if datasets:
-        rows = [[k, f"`{d.get('dataset_id')}`", d.get("env_id"), d.get("level"), d.get("total_episodes"),
-                 d.get("total_steps"), d.get("sac_steps"), _num(d.get("ref_min_score")), _num(d.get("ref_max_score"))]
-                for k, d in datasets.items()]
-        lines += ["Datasets, built by `cql-collect` (SAC behaviour policy; normalized score 0 = its random "
-                  "reference, 100 = its expert snapshot):", ""]
-        lines += _table(["dataset", "Minari id", "env", "level", "episodes", "transitions", "SAC steps",
-                         "ref min", "ref max"], rows)
+        rows = [
+            [
+                k,
+                f"`{d.get('dataset_id')}`",
+                d.get("env_id"),
+                d.get("level"),
+                d.get("total_episodes"),
+                d.get("total_steps"),
+                d.get("sac_steps"),
+                _num(d.get("ref_min_score")),
+                _num(d.get("ref_max_score")),
+            ]
+            for k, d in datasets.items()
+        ]
+        lines += [
+            "Datasets, built by `cql-collect` (SAC behaviour policy; normalized score 0 = its random "
+            "reference, 100 = its expert snapshot):",
+            "",
+        ]
+        lines += _table(
+            ["dataset", "Minari id", "env", "level", "episodes", "transitions", "SAC steps", "ref min", "ref max"], rows
+        )
     return lines
 
 
@@ -94,17 +114,42 @@ def score_lines(cells: list[Cell]) -> list[str]:
     rows = []
     for c in cells:
         scores = group_scores(c.group)
-        rows.append([c.dataset, c.method, len(c.scored), _fmt(c.final), fmt_estimate(_iqm(scores.final[:, 0])),
-                     _fmt(c.best), fmt_estimate(_iqm(scores.best[:, 0])),
-                     "–" if c.train_time_s is None else f"{c.train_time_s / 60:.1f}",
-                     "–" if c.steps_per_s is None else f"{c.steps_per_s:.1f}"])
-    return ["## Normalized scores", "",
-            "Mean ± std (ddof = 1) over seeds of the final and the best evaluation score (D4RL normalization), and "
-            "beside each the interquartile mean (IQM) with its 95% bootstrap confidence interval, computed with "
-            f"rliable ({DEFAULT_REPS} resamples); one seed gets no interval.", "",
-            *_table(["dataset", "method", "seeds", "final", "final IQM [95% CI]", "best", "best IQM [95% CI]",
-                     "train min (all seeds)", "steps/s"], rows),
-            *aggregate_lines(cells)]
+        rows.append(
+            [
+                c.dataset,
+                c.method,
+                len(c.scored),
+                _fmt(c.final),
+                fmt_estimate(_iqm(scores.final[:, 0])),
+                _fmt(c.best),
+                fmt_estimate(_iqm(scores.best[:, 0])),
+                "–" if c.train_time_s is None else f"{c.train_time_s / 60:.1f}",
+                "–" if c.steps_per_s is None else f"{c.steps_per_s:.1f}",
+            ]
+        )
+    return [
+        "## Normalized scores",
+        "",
+        "Mean ± std (ddof = 1) over seeds of the final and the best evaluation score (D4RL normalization), and "
+        "beside each the interquartile mean (IQM) with its 95% bootstrap confidence interval, computed with "
+        f"rliable ({DEFAULT_REPS} resamples); one seed gets no interval.",
+        "",
+        *_table(
+            [
+                "dataset",
+                "method",
+                "seeds",
+                "final",
+                "final IQM [95% CI]",
+                "best",
+                "best IQM [95% CI]",
+                "train min (all seeds)",
+                "steps/s",
+            ],
+            rows,
+        ),
+        *aggregate_lines(cells),
+    ]
 
 
 def aggregate_lines(cells: list[Cell]) -> list[str]:
@@ -116,10 +161,14 @@ def aggregate_lines(cells: list[Cell]) -> list[str]:
     for s in settings:
         est = row_stats(s, DEFAULT_REPS, DEFAULT_SEED).final or {}
         rows.append([s.values[0], f"{s.n} × {s.final.shape[1]}", *(fmt_estimate(est.get(n)) for n in ESTIMATORS)])
-    lines = ["### Over all datasets", "",
-             "Final normalized score of each method over every dataset with 95% stratified bootstrap CIs "
-             "(rliable: seeds resampled within each dataset; optimality gap = mean shortfall below 100).", "",
-             *_table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows)]
+    lines = [
+        "### Over all datasets",
+        "",
+        "Final normalized score of each method over every dataset with 95% stratified bootstrap CIs "
+        "(rliable: seeds resampled within each dataset; optimality gap = mean shortfall below 100).",
+        "",
+        *_table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows),
+    ]
     by_method = {s.values[0]: s.final for s in settings}
     pairs = [(a, b) for a in CQL_METHODS for b in ("sac", "bc") if a in by_method and b in by_method]
     if pairs:
@@ -128,9 +177,12 @@ def aggregate_lines(cells: list[Cell]) -> list[str]:
             e = p_improvement(by_method[a], by_method[b], reps=DEFAULT_REPS, seed=DEFAULT_SEED)
             ci = f" [{e.low:.2f}, {e.high:.2f}]" if e.has_interval else " (n = 1, no interval)"
             prob_rows.append([f"P({a} > {b})", f"{e.value:.2f}{ci}"])
-        lines += ["Probability of improvement (a seed of the first method beats a seed of the second on the same "
-                  "dataset, averaged over datasets; 0.5 = no difference):", "",
-                  *_table(["comparison", "P [95% CI]"], prob_rows)]
+        lines += [
+            "Probability of improvement (a seed of the first method beats a seed of the second on the same "
+            "dataset, averaged over datasets; 0.5 = no difference):",
+            "",
+            *_table(["comparison", "P [95% CI]"], prob_rows),
+        ]
     return lines
 
 
@@ -139,13 +191,16 @@ def plateau_lines(cells: list[Cell]) -> list[str]:
     for c in cells:
         score, q = quarter_change(c.runs, SCORE_KEY), quarter_change(c.runs, "q/data")
         score_cell = "–" if score is None else f"{score[1]:.1f} → {score[0]:.1f} ({score[0] - score[1]:+.1f})"
-        q_cell = ("–" if q is None or q[1] == 0 else
-                  f"{q[1]:.1f} → {q[0]:.1f} ({100 * (q[0] - q[1]) / abs(q[1]):+.0f}%)")
+        q_cell = "–" if q is None or q[1] == 0 else f"{q[1]:.1f} → {q[0]:.1f} ({100 * (q[0] - q[1]) / abs(q[1]):+.0f}%)"
         rows.append([c.dataset, c.method, score_cell, q_cell])
-    return ["## Have the curves flattened?", "",
-            "Seed-mean of each curve over the third quarter of training → over the last quarter (change in "
-            "brackets): normalized score in points, the critics' Q(s, a) on dataset pairs (q/data) in percent.", "",
-            *_table(["dataset", "method", "score, 3rd → 4th quarter", "q/data, 3rd → 4th quarter"], rows)]
+    return [
+        "## Have the curves flattened?",
+        "",
+        "Seed-mean of each curve over the third quarter of training → over the last quarter (change in "
+        "brackets): normalized score in points, the critics' Q(s, a) on dataset pairs (q/data) in percent.",
+        "",
+        *_table(["dataset", "method", "score, 3rd → 4th quarter", "q/data, 3rd → 4th quarter"], rows),
+    ]
 
 
 def value_lines(cells: list[Cell]) -> list[str]:
@@ -157,19 +212,49 @@ def value_lines(cells: list[Cell]) -> list[str]:
         below = "–" if q.mean is None or mc.mean is None else ("yes" if q.mean < mc.mean else "no")
         dq, dmc = c.check_stat("q_hat_dataset_s0_matched"), c.check_stat("mc_return_dataset_s0")
         d_below = "–" if dq.mean is None or dmc.mean is None else ("yes" if dq.mean < dmc.mean else "no")
-        rows.append([c.dataset, c.method, _fmt(q), _fmt(c.check_stat("q_hat_s0_mean_critics")), _fmt(mc),
-                     _fmt(c.check_stat("q_hat_minus_mc")), f"{below} ({c.n_underestimates}/{len(c.checks)} seeds)",
-                     _fmt(c.check_stat("q_hat_dataset_s0")), _fmt(dq), _fmt(dmc), d_below])
-    return ["## Estimated vs true value (the lower-bound check)", "",
-            "For each final policy π: Q̂(s0, π(s0)) (min over the critics, the value the actor maximises; the mean "
-            "over critics next to it) against the discounted Monte-Carlo return of π from the same env reset "
-            "states s0, in the reward units the critics were trained on (the env config's reward transform; "
-            "scale 1 and bias 0 here). Mean ± std over seeds; 'Q̂ < MC' compares the means and counts seeds. "
-            "'Q̂(dataset s0)' averages Q̂ over all of the dataset's episode starts; the last three columns start the "
-            "policy from a spread of those very states (the env's MuJoCo state rebuilt from the observation; "
-            "deterministic policy and dynamics, so one rollout per state is its exact return).", "",
-            *_table(["dataset", "method", "Q̂(s0) min", "Q̂(s0) mean critics", "MC return", "Q̂ − MC", "Q̂ < MC",
-                     "Q̂(dataset s0)", "Q̂ (picked dataset s0)", "MC (same s0)", "Q̂ < MC there"], rows)]
+        rows.append(
+            [
+                c.dataset,
+                c.method,
+                _fmt(q),
+                _fmt(c.check_stat("q_hat_s0_mean_critics")),
+                _fmt(mc),
+                _fmt(c.check_stat("q_hat_minus_mc")),
+                f"{below} ({c.n_underestimates}/{len(c.checks)} seeds)",
+                _fmt(c.check_stat("q_hat_dataset_s0")),
+                _fmt(dq),
+                _fmt(dmc),
+                d_below,
+            ]
+        )
+    return [
+        "## Estimated vs true value (the lower-bound check)",
+        "",
+        "For each final policy π: Q̂(s0, π(s0)) (min over the critics, the value the actor maximises; the mean "
+        "over critics next to it) against the discounted Monte-Carlo return of π from the same env reset "
+        "states s0, in the reward units the critics were trained on (the env config's reward transform; "
+        "scale 1 and bias 0 here). Mean ± std over seeds; 'Q̂ < MC' compares the means and counts seeds. "
+        "'Q̂(dataset s0)' averages Q̂ over all of the dataset's episode starts; the last three columns start the "
+        "policy from a spread of those very states (the env's MuJoCo state rebuilt from the observation; "
+        "deterministic policy and dynamics, so one rollout per state is its exact return).",
+        "",
+        *_table(
+            [
+                "dataset",
+                "method",
+                "Q̂(s0) min",
+                "Q̂(s0) mean critics",
+                "MC return",
+                "Q̂ − MC",
+                "Q̂ < MC",
+                "Q̂(dataset s0)",
+                "Q̂ (picked dataset s0)",
+                "MC (same s0)",
+                "Q̂ < MC there",
+            ],
+            rows,
+        ),
+    ]
 
 
 def parity_lines(docs: Path) -> list[str]:
@@ -182,11 +267,20 @@ def parity_lines(docs: Path) -> list[str]:
     table = [line for line in text if line.startswith("|")]
     machine = [line for line in text if line.startswith("Machine:")]
     status = [line for line in text if line.startswith("Status:")]
-    return ["## Parity with d3rlpy 2.8.1 (same data, seeds, budget and evaluation)", "",
-            "Normalized score, mean ± std over 3 seeds at each evaluation step every seed reached; settings "
-            "(a) = each tool's defaults, (b) = ours converted to d3rlpy's defaults through the README's "
-            "conversion table. Cell settings, α′ and Q curves: [PARITY.md](PARITY.md).", "",
-            *machine, "", *status, "", *table, ""]
+    return [
+        "## Parity with d3rlpy 2.8.1 (same data, seeds, budget and evaluation)",
+        "",
+        "Normalized score, mean ± std over 3 seeds at each evaluation step every seed reached; settings "
+        "(a) = each tool's defaults, (b) = ours converted to d3rlpy's defaults through the README's "
+        "conversion table. Cell settings, α′ and Q curves: [PARITY.md](PARITY.md).",
+        "",
+        *machine,
+        "",
+        *status,
+        "",
+        *table,
+        "",
+    ]
 
 
 def figure_lines(figures: dict[str, Path], docs: Path) -> list[str]:
@@ -203,18 +297,29 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
     def scores(s: Stat, values: Any) -> dict[str, Any]:
         # The per-seed scores too, so the IQM and its interval can be recomputed from this file alone.
         iqm = _iqm(values)
-        return {**stat(s), "scores": [float(v) for v in values], "iqm": None if iqm is None else iqm.value,
-                "iqm_ci": None if iqm is None or not iqm.has_interval else [iqm.low, iqm.high]}
+        return {
+            **stat(s),
+            "scores": [float(v) for v in values],
+            "iqm": None if iqm is None else iqm.value,
+            "iqm_ci": None if iqm is None or not iqm.has_interval else [iqm.low, iqm.high],
+        }
 
     per_cell = {id(c): group_scores(c.group) for c in cells}
-    return {f"{c.dataset}/{c.method}": {
-        "final_normalized_score": scores(c.final, per_cell[id(c)].final[:, 0]),
-        "best_normalized_score": scores(c.best, per_cell[id(c)].best[:, 0]),
-        "q_hat_s0": stat(c.check_stat("q_hat_s0")), "mc_return_s0": stat(c.check_stat("mc_return_s0")),
-        "q_hat_dataset_s0": stat(c.check_stat("q_hat_dataset_s0")), "underestimates": c.n_underestimates,
-        "q_hat_dataset_s0_matched": stat(c.check_stat("q_hat_dataset_s0_matched")),
-        "mc_return_dataset_s0": stat(c.check_stat("mc_return_dataset_s0")),
-        "n_value_checks": len(c.checks), "train_time_s": c.train_time_s} for c in cells}
+    return {
+        f"{c.dataset}/{c.method}": {
+            "final_normalized_score": scores(c.final, per_cell[id(c)].final[:, 0]),
+            "best_normalized_score": scores(c.best, per_cell[id(c)].best[:, 0]),
+            "q_hat_s0": stat(c.check_stat("q_hat_s0")),
+            "mc_return_s0": stat(c.check_stat("mc_return_s0")),
+            "q_hat_dataset_s0": stat(c.check_stat("q_hat_dataset_s0")),
+            "underestimates": c.n_underestimates,
+            "q_hat_dataset_s0_matched": stat(c.check_stat("q_hat_dataset_s0_matched")),
+            "mc_return_dataset_s0": stat(c.check_stat("mc_return_dataset_s0")),
+            "n_value_checks": len(c.checks),
+            "train_time_s": c.train_time_s,
+        }
+        for c in cells
+    }
 
 
 def write_results(out: Path, docs: Path) -> Path:
@@ -222,21 +327,31 @@ def write_results(out: Path, docs: Path) -> Path:
     cells = gather(out, [m.name for m in (*METHODS, *OPTIONAL_METHODS)])
     fig_dir = docs / FIG_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figures = {"Learning curves (normalized score)": fig_dir / "curves.png",
-               "Q-values during training (q/data solid, q/policy dashed)": fig_dir / "q_values.png",
-               "Lower-bound check: Q̂ vs Monte-Carlo return of the final policies": fig_dir / "value_check.png"}
+    figures = {
+        "Learning curves (normalized score)": fig_dir / "curves.png",
+        "Q-values during training (q/data solid, q/policy dashed)": fig_dir / "q_values.png",
+        "Lower-bound check: Q̂ vs Monte-Carlo return of the final policies": fig_dir / "value_check.png",
+    }
     paths = list(figures.values())
     plot_curves(groups(cells), SCORE_KEY, paths[0])
     plot_q_values(groups(cells), paths[1])
     plot_value_check(by_dataset(cells), paths[2])
     (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
     timing = _load(out / "timing.json")
-    lines = ["# Evidence: CQL against offline SAC and behaviour cloning", "",
-             "Generated by `make evidence` (`cql-evidence run`); rerun "
-             "`cql-evidence results OUT --out docs` to refresh it from the run dirs.", "",
-             *budget_lines(timing.get("plan") or _load(out / "plan.json"), _load(out / "datasets.json"), timing),
-             *score_lines(cells), *plateau_lines(cells), *value_lines(cells), *parity_lines(docs),
-             *figure_lines(figures, docs), *reading(by_dataset(cells))]
+    lines = [
+        "# Evidence: CQL against offline SAC and behaviour cloning",
+        "",
+        "Generated by `make evidence` (`cql-evidence run`); rerun "
+        "`cql-evidence results OUT --out docs` to refresh it from the run dirs.",
+        "",
+        *budget_lines(timing.get("plan") or _load(out / "plan.json"), _load(out / "datasets.json"), timing),
+        *score_lines(cells),
+        *plateau_lines(cells),
+        *value_lines(cells),
+        *parity_lines(docs),
+        *figure_lines(figures, docs),
+        *reading(by_dataset(cells)),
+    ]
     md = docs / "RESULTS.md"
     md.write_text("\n".join(lines), encoding="utf-8")
     return md

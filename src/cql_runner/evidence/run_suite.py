@@ -56,23 +56,40 @@ VALUE_FILE = "value_check.json"
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cql-evidence run", description=__doc__.splitlines()[0])
-    p.add_argument("out", nargs="?", type=Path, default=Path("runs") / "evidence",
-                   help="suite output dir (default: runs/evidence)")
-    p.add_argument("--budget", default="default", choices=["default", "tiny", "gpu"],
-                   help="named plan (tiny: CI; gpu: the long run)")
+    p.add_argument(
+        "out", nargs="?", type=Path, default=Path("runs") / "evidence", help="suite output dir (default: runs/evidence)"
+    )
+    p.add_argument(
+        "--budget",
+        default="default",
+        choices=["default", "tiny", "gpu"],
+        help="named plan (tiny: CI; gpu: the long run)",
+    )
     p.add_argument("--minari-root", type=Path, default=None, help="an existing Minari store (default: OUT/minari)")
-    p.add_argument("--behaviour-cache", type=Path, default=None,
-                   help="cql-collect out_dir holding trained SAC behaviour policies (default: OUT/behaviour)")
+    p.add_argument(
+        "--behaviour-cache",
+        type=Path,
+        default=None,
+        help="cql-collect out_dir holding trained SAC behaviour policies (default: OUT/behaviour)",
+    )
     p.add_argument("--docs", type=Path, default=Path("docs"), help="where RESULTS.md and figures go")
     p.add_argument("--no-results", action="store_true", help="skip writing RESULTS.md at the end")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="training processes at once (each one torch thread); 2 uses both cores of an idle 2-core box")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training processes at once (each one torch thread); 2 uses both cores of an idle 2-core box",
+    )
     p.add_argument("--logger", default="none", choices=["none", "wandb-offline"], help="cql-train's remote logger")
     p.add_argument("--datasets", default=None, help="comma-separated dataset keys (default: all in the plan)")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated method names (default: all of ours; d3rlpy-cql and d3rlpy-bc add the peers)")
-    p.add_argument("--peer-venv", type=Path, default=None,
-                   help="the peers' own venv, built on first use (default: OUT/peer-venv)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method names (default: all of ours; d3rlpy-cql and d3rlpy-bc add the peers)",
+    )
+    p.add_argument(
+        "--peer-venv", type=Path, default=None, help="the peers' own venv, built on first use (default: OUT/peer-venv)"
+    )
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--hidden", default=None, help="network.hidden as comma-separated sizes, e.g. 128,128")
@@ -82,9 +99,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
     p.add_argument("--sac-steps", type=int, default=None, help="cql-collect sac.steps for every dataset")
     p.add_argument("--collect-steps", type=int, default=None, help="cql-collect collect.steps for every dataset")
-    p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra cql-train override for every run, e.g. cql.alpha=20 (repeatable; use a new OUT "
-                        "dir, since finished runs are not retrained)")
+    p.add_argument(
+        "--train-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra cql-train override for every run, e.g. cql.alpha=20 (repeatable; use a new OUT "
+        "dir, since finished runs are not retrained)",
+    )
     return p.parse_args(argv)
 
 
@@ -97,11 +119,21 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
-    return make_plan(args.budget, seeds=_ints(args.seeds), train_steps=args.train_steps, hidden=_ints(args.hidden),
-                     batch_size=args.batch_size, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                     value_episodes=args.value_episodes, sac_steps=args.sac_steps,
-                     collect_steps=args.collect_steps, datasets=_names(args.datasets),
-                     methods=_names(args.methods), extra_train=_overrides(args.train_override))
+    return make_plan(
+        args.budget,
+        seeds=_ints(args.seeds),
+        train_steps=args.train_steps,
+        hidden=_ints(args.hidden),
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        value_episodes=args.value_episodes,
+        sac_steps=args.sac_steps,
+        collect_steps=args.collect_steps,
+        datasets=_names(args.datasets),
+        methods=_names(args.methods),
+        extra_train=_overrides(args.train_override),
+    )
 
 
 def _overrides(items: Sequence[str]) -> tuple[str, ...] | None:
@@ -144,11 +176,15 @@ def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: 
         return True
     busy = behaviour_in_progress(ds.env_id)
     if busy is not None:
-        say(f"not building {ds.dataset_id}: another cql-collect for {ds.env_id} is running ({busy}); "
-            "rerun the suite when it has finished")
+        say(
+            f"not building {ds.dataset_id}: another cql-collect for {ds.env_id} is running ({busy}); "
+            "rerun the suite when it has finished"
+        )
         return False
-    say(f"building {ds.dataset_id}: cql-collect env={ds.env_id} level={ds.level} sac.steps={ds.sac_steps} "
-        f"collect.steps={ds.collect_steps}")
+    say(
+        f"building {ds.dataset_id}: cql-collect env={ds.env_id} level={ds.level} sac.steps={ds.sac_steps} "
+        f"collect.steps={ds.collect_steps}"
+    )
     start = time.perf_counter()
     rc = build_dataset(ds, root, cache, out / "logs" / f"collect-{ds.key}.log", Path.cwd())
     timing.add(f"collect:{ds.key}", time.perf_counter() - start)
@@ -158,8 +194,17 @@ def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: 
     return True
 
 
-def ensure_trained(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, root: Path, out: Path,
-                   logger: str, timing: Timing, peer_venv: Path | None = None) -> bool:
+def ensure_trained(
+    plan: Plan,
+    ds: DatasetSpec,
+    method: MethodSpec,
+    run_dir: Path,
+    root: Path,
+    out: Path,
+    logger: str,
+    timing: Timing,
+    peer_venv: Path | None = None,
+) -> bool:
     if trained(plan, run_dir):
         say(f"{ds.key}/{method.name}: trained; skipping")
         return True
@@ -191,8 +236,10 @@ def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Pat
         data = load_dataset(load_config(seed_dirs(plan, run_dir)[0]))
         for d in seed_dirs(plan, run_dir):
             rec = write_check(d, plan.value_episodes, data)
-            say(f"{ds.key}/{method.name} seed {rec['seed']}: Q̂(s0)={rec['q_hat_s0']:.2f}  "
-                f"MC return={rec['mc_return_s0']:.2f}  Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}")
+            say(
+                f"{ds.key}/{method.name} seed {rec['seed']}: Q̂(s0)={rec['q_hat_s0']:.2f}  "
+                f"MC return={rec['mc_return_s0']:.2f}  Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}"
+            )
     except Exception as exc:  # one bad run must not stop the suite; the rerun retries it
         say(f"FAILED value check of {ds.key}/{method.name}: {type(exc).__name__}: {exc}")
         return False
@@ -206,8 +253,13 @@ def write_datasets_json(plan: Plan, root: Path, out: Path) -> None:
     known: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     for ds in plan.datasets:
         if dataset_exists(root, ds.dataset_id):
-            known[ds.key] = {**dataset_info(root, ds.dataset_id), "env_id": ds.env_id, "level": ds.level,
-                             "sac_steps": ds.sac_steps, "collect_steps": ds.collect_steps}
+            known[ds.key] = {
+                **dataset_info(root, ds.dataset_id),
+                "env_id": ds.env_id,
+                "level": ds.level,
+                "sac_steps": ds.sac_steps,
+                "collect_steps": ds.collect_steps,
+            }
     path.write_text(json.dumps(known, indent=2) + "\n")
 
 
@@ -223,8 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = Timing(out)
     timing.save(plan.budget_dict())
     (out / "plan.json").write_text(json.dumps(plan.budget_dict(), indent=2) + "\n")
-    say(f"plan {plan.name}: {len(plan.datasets)} datasets × {len(plan.methods)} methods × seeds {list(plan.seeds)}, "
-        f"{plan.train_steps} steps, network {list(plan.hidden)}; store {root}")
+    say(
+        f"plan {plan.name}: {len(plan.datasets)} datasets × {len(plan.methods)} methods × seeds {list(plan.seeds)}, "
+        f"{plan.train_steps} steps, network {list(plan.hidden)}; store {root}"
+    )
 
     failures: list[str] = []
     ready = []
@@ -237,9 +291,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Training runs in up to --jobs processes; value checks run here, in this thread, as runs finish.
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(ensure_trained, plan, ds, method, out / "runs" / ds.key / method.name, root, out,
-                               args.logger, timing, args.peer_venv): (ds, method)
-                   for ds in ready for method in plan.methods}
+        futures = {
+            pool.submit(
+                ensure_trained,
+                plan,
+                ds,
+                method,
+                out / "runs" / ds.key / method.name,
+                root,
+                out,
+                args.logger,
+                timing,
+                args.peer_venv,
+            ): (ds, method)
+            for ds in ready
+            for method in plan.methods
+        }
         for future in as_completed(futures):
             ds, method = futures[future]
             if not future.result():

@@ -88,31 +88,57 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-def _dataset(env_id: str, short: str, level: str, sac_steps: int, collect_steps: int,
-             minari_name: str | None, extra: Sequence[str] = ()) -> DatasetSpec:
+def _dataset(
+    env_id: str,
+    short: str,
+    level: str,
+    sac_steps: int,
+    collect_steps: int,
+    minari_name: str | None,
+    extra: Sequence[str] = (),
+) -> DatasetSpec:
     """Datasets of Minari's MuJoCo tasks get mujoco/<name>/<level>-v0 (cql-collect's default id)."""
-    dataset_id = (f"mujoco/{minari_name}/{level}-v0" if minari_name
-                  else f"cql_runner/{short}/{level}-v0")
+    dataset_id = f"mujoco/{minari_name}/{level}-v0" if minari_name else f"cql_runner/{short}/{level}-v0"
     env_config = f"{short}-{level}" if minari_name else None
-    return DatasetSpec(f"{short}-{level}", env_id, level, dataset_id, env_config, sac_steps, collect_steps,
-                       tuple(extra))
+    return DatasetSpec(
+        f"{short}-{level}", env_id, level, dataset_id, env_config, sac_steps, collect_steps, tuple(extra)
+    )
 
 
-def _datasets(hopper_sac_steps: int, hopper_collect_steps: int, idp_sac_steps: int,
-              idp_collect_steps: int) -> tuple[DatasetSpec, ...]:
+def _datasets(
+    hopper_sac_steps: int, hopper_collect_steps: int, idp_sac_steps: int, idp_collect_steps: int
+) -> tuple[DatasetSpec, ...]:
     idp_extra = ("sac.hidden=[64,64]",)  # the small task's SAC needs no 256-wide nets, and this halves its cost
     return (
         _dataset("Hopper-v5", "hopper", "medium", hopper_sac_steps, hopper_collect_steps, "hopper"),
         _dataset("Hopper-v5", "hopper", "medium-replay", hopper_sac_steps, hopper_collect_steps, "hopper"),
-        _dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium", idp_sac_steps,
-                 idp_collect_steps, None, idp_extra),
-        _dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium-replay", idp_sac_steps,
-                 idp_collect_steps, None, idp_extra),
+        _dataset(
+            "InvertedDoublePendulum-v5",
+            "inverteddoublependulum",
+            "medium",
+            idp_sac_steps,
+            idp_collect_steps,
+            None,
+            idp_extra,
+        ),
+        _dataset(
+            "InvertedDoublePendulum-v5",
+            "inverteddoublependulum",
+            "medium-replay",
+            idp_sac_steps,
+            idp_collect_steps,
+            None,
+            idp_extra,
+        ),
     )
 
 
-def default_plan(hopper_sac_steps: int = HOPPER_SAC_STEPS, hopper_collect_steps: int = HOPPER_COLLECT_STEPS,
-                 idp_sac_steps: int = 20_000, idp_collect_steps: int = 100_000) -> Plan:
+def default_plan(
+    hopper_sac_steps: int = HOPPER_SAC_STEPS,
+    hopper_collect_steps: int = HOPPER_COLLECT_STEPS,
+    idp_sac_steps: int = 20_000,
+    idp_collect_steps: int = 100_000,
+) -> Plan:
     """The full CPU suite: Hopper-v5 and InvertedDoublePendulum-v5, medium and medium-replay, 4 methods × 3 seeds.
 
     20k gradient steps: at 8k the Hopper scores and Q-values were still climbing; at 20k the scores have
@@ -124,28 +150,48 @@ def default_plan(hopper_sac_steps: int = HOPPER_SAC_STEPS, hopper_collect_steps:
     training at 74 updates/s here, cached across levels) plus collection. ``--train-steps 8000`` is the quick
     pass (~1.4 h); the ``gpu`` budget is the long run.
     """
-    return Plan(name="default", datasets=_datasets(hopper_sac_steps, hopper_collect_steps, idp_sac_steps,
-                                                   idp_collect_steps),
-                train_steps=20_000, eval_every=1_000, log_every=250, checkpoint_every=2_000)
+    return Plan(
+        name="default",
+        datasets=_datasets(hopper_sac_steps, hopper_collect_steps, idp_sac_steps, idp_collect_steps),
+        train_steps=20_000,
+        eval_every=1_000,
+        log_every=250,
+        checkpoint_every=2_000,
+    )
 
 
 def gpu_plan() -> Plan:
     """The longer run the issue welcomes where a GPU is available: paper-sized nets, 200k steps, 5 seeds."""
-    return Plan(name="gpu", datasets=_datasets(HOPPER_SAC_STEPS, HOPPER_COLLECT_STEPS, 20_000, 100_000),
-                seeds=(0, 1, 2, 3, 4), train_steps=200_000, hidden=(256, 256, 256), eval_every=5_000,
-                eval_episodes=10, log_every=1_000, checkpoint_every=10_000,
-                # bf16 autocast pays on GPU tensor cores (not on CPUs without AMX, hence off elsewhere).
-                extra_train=("train.bf16=true",))
+    return Plan(
+        name="gpu",
+        datasets=_datasets(HOPPER_SAC_STEPS, HOPPER_COLLECT_STEPS, 20_000, 100_000),
+        seeds=(0, 1, 2, 3, 4),
+        train_steps=200_000,
+        hidden=(256, 256, 256),
+        eval_every=5_000,
+        eval_episodes=10,
+        log_every=1_000,
+        checkpoint_every=10_000,
+        # bf16 autocast pays on GPU tensor cores (not on CPUs without AMX, hence off elsewhere).
+        extra_train=("train.bf16=true",),
+    )
 
 
 def tiny_plan() -> Plan:
     """CI: one seed, a few hundred steps, one tiny InvertedDoublePendulum dataset built in seconds."""
-    extra = ("sac.hidden=[32,32]", "sac.start_steps=100", "sac.eval_every=200", "sac.eval_episodes=2",
-             "ref_episodes=2", "collect.envs=2")
+    extra = (
+        "sac.hidden=[32,32]",
+        "sac.start_steps=100",
+        "sac.eval_every=200",
+        "sac.eval_episodes=2",
+        "ref_episodes=2",
+        "collect.envs=2",
+    )
     return Plan(
         name="tiny",
-        datasets=(_dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium-replay", 400, 400,
-                           None, extra),),
+        datasets=(
+            _dataset("InvertedDoublePendulum-v5", "inverteddoublependulum", "medium-replay", 400, 400, None, extra),
+        ),
         seeds=(0,),
         train_steps=200,
         hidden=(32, 32),
@@ -169,8 +215,9 @@ def make_plan(budget: str, **changes: Any) -> Plan:
     for key in ("sac_steps", "collect_steps"):
         if key in changes:
             value = changes.pop(key)
-            plan = dataclasses.replace(plan, datasets=tuple(dataclasses.replace(d, **{key: value})
-                                                            for d in plan.datasets))
+            plan = dataclasses.replace(
+                plan, datasets=tuple(dataclasses.replace(d, **{key: value}) for d in plan.datasets)
+            )
     if "extra_train" in changes:  # appended: a named plan's own overrides (the gpu plan's bf16) stay
         plan = dataclasses.replace(plan, extra_train=(*plan.extra_train, *changes.pop("extra_train")))
     for key in ("datasets", "methods"):
@@ -189,8 +236,14 @@ def make_plan(budget: str, **changes: Any) -> Plan:
 # ----- command lines -----------------------------------------------------------------------
 def collect_args(ds: DatasetSpec, behaviour_cache: Path | None) -> list[str]:
     """cql-collect overrides; the id is left for cql-collect to derive (we only predict it)."""
-    args = [f"env={ds.env_id}", f"level={ds.level}", f"sac.steps={ds.sac_steps}",
-            f"collect.steps={ds.collect_steps}", "progress=false", *ds.collect_extra]
+    args = [
+        f"env={ds.env_id}",
+        f"level={ds.level}",
+        f"sac.steps={ds.sac_steps}",
+        f"collect.steps={ds.collect_steps}",
+        "progress=false",
+        *ds.collect_extra,
+    ]
     if behaviour_cache is not None:
         args.append(f"out_dir={behaviour_cache}")
     return args
@@ -208,22 +261,37 @@ def env_args(ds: DatasetSpec) -> list[str]:
     """
     if ds.env_config is not None:
         return [f"env={ds.env_config}"]
-    return ["env=hopper-medium", f"env.name={ds.key}", f"dataset.id={ds.dataset_id}", f"eval.env_id={ds.env_id}",
-            "env.ref_min_score=null", "env.ref_max_score=null"]
+    return [
+        "env=hopper-medium",
+        f"env.name={ds.key}",
+        f"dataset.id={ds.dataset_id}",
+        f"eval.env_id={ds.env_id}",
+        "env.ref_min_score=null",
+        "env.ref_max_score=null",
+    ]
 
 
 def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, logger: str = "none") -> list[str]:
     """cql-train overrides for one (dataset, method): all seeds in one seed-vectorised process."""
     logger_args = ["logger=wandb", "logger.wandb.mode=offline"] if logger == "wandb-offline" else ["logger=none"]
     return [
-        *env_args(ds), *method.overrides, *logger_args,
+        *env_args(ds),
+        *method.overrides,
+        *logger_args,
         # Hydra's own dir (.hydra/, the job log) goes inside the run dir, not to runs/<env>/<timestamp>/ in cwd.
-        f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", f"seeds={_list(plan.seeds)}",
-        f"train.steps={plan.train_steps}", f"train.batch_size={plan.batch_size}",
-        f"train.log_every={plan.log_every}", f"train.checkpoint_every={plan.checkpoint_every}",
-        "train.progress=false", "train.threads=1", f"network.hidden={_list(plan.hidden)}",
+        f"run_dir={run_dir}",
+        f"hydra.run.dir={run_dir}",
+        f"seeds={_list(plan.seeds)}",
+        f"train.steps={plan.train_steps}",
+        f"train.batch_size={plan.batch_size}",
+        f"train.log_every={plan.log_every}",
+        f"train.checkpoint_every={plan.checkpoint_every}",
+        "train.progress=false",
+        "train.threads=1",
+        f"network.hidden={_list(plan.hidden)}",
         f"cql.n_actions={plan.n_actions}",
-        f"eval.every={plan.eval_every}", f"eval.episodes={plan.eval_episodes}",
+        f"eval.every={plan.eval_every}",
+        f"eval.episodes={plan.eval_episodes}",
         *plan.extra_train,
     ]
 
@@ -232,11 +300,33 @@ def peer_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, ve
     """``python -m cql_runner.peers run`` arguments for a peer method: the same budget as train_args."""
     if method.peer is None:
         raise ValueError(f"{method.name} is not a peer method")
-    return ["run", "--algo", method.peer, "--venv", str(venv), "--run-dir", str(run_dir),
-            "--seeds", *[str(s) for s in plan.seeds], "--steps", str(plan.train_steps),
-            "--eval-every", str(plan.eval_every), "--eval-episodes", str(plan.eval_episodes),
-            "--hidden", *[str(h) for h in plan.hidden], "--batch-size", str(plan.batch_size),
-            "--n-actions", str(plan.n_actions), "--threads", "1", "--", *env_args(ds)]
+    return [
+        "run",
+        "--algo",
+        method.peer,
+        "--venv",
+        str(venv),
+        "--run-dir",
+        str(run_dir),
+        "--seeds",
+        *[str(s) for s in plan.seeds],
+        "--steps",
+        str(plan.train_steps),
+        "--eval-every",
+        str(plan.eval_every),
+        "--eval-episodes",
+        str(plan.eval_episodes),
+        "--hidden",
+        *[str(h) for h in plan.hidden],
+        "--batch-size",
+        str(plan.batch_size),
+        "--n-actions",
+        str(plan.n_actions),
+        "--threads",
+        "1",
+        "--",
+        *env_args(ds),
+    ]
 
 
 def seed_dirs(plan: Plan, run_dir: Path) -> list[Path]:

@@ -27,8 +27,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -46,8 +50,9 @@ class Timing:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / FILENAME
-        self.data: dict[str, Any] = (json.loads(self.path.read_text()) if self.path.is_file()
-                                     else {"phases": {}, "invocations": []})
+        self.data: dict[str, Any] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {"phases": {}, "invocations": []}
+        )
         self._start = time.perf_counter()
         self.data["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": 0.0})
         self.data["machine"] = machine()

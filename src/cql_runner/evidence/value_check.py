@@ -107,8 +107,14 @@ def pick_states(obs: np.ndarray, n: int) -> np.ndarray:
     return obs[np.linspace(0, len(obs) - 1, n).round().astype(int)]
 
 
-def rollouts_from_states(env_id: str, agent: CQLAgent, states: np.ndarray, low: np.ndarray | None,
-                         high: np.ndarray | None, max_episode_steps: int | None) -> list[np.ndarray] | None:
+def rollouts_from_states(
+    env_id: str,
+    agent: CQLAgent,
+    states: np.ndarray,
+    low: np.ndarray | None,
+    high: np.ndarray | None,
+    max_episode_steps: int | None,
+) -> list[np.ndarray] | None:
     """Rewards of the deterministic policy from each of ``states`` (set with mujoco_states.restore), in lockstep.
 
     None when the env is not one whose state can be rebuilt from an observation, or a restore fails.
@@ -148,9 +154,18 @@ def check_run(run_dir: Path, episodes: int, data: OfflineData | None = None) -> 
     agent = load_agent(run_dir, cfg, data.obs_dim, data.act_dim)
     gamma = float(cfg.cql.discount)
     scale, bias = float(cfg.env.reward_scale), float(cfg.env.reward_bias)
-    result = run_episodes(resolve_env_id(cfg.eval, data.meta), agent.act, list(agent.seeds), episodes,
-                          data.meta.obs_keys, data.meta.action_low, data.meta.action_high,
-                          cfg.eval.max_episode_steps, record=True, seed_offset=VALUE_SEED_OFFSET)
+    result = run_episodes(
+        resolve_env_id(cfg.eval, data.meta),
+        agent.act,
+        list(agent.seeds),
+        episodes,
+        data.meta.obs_keys,
+        data.meta.action_low,
+        data.meta.action_high,
+        cfg.eval.max_episode_steps,
+        record=True,
+        seed_offset=VALUE_SEED_OFFSET,
+    )
     eps = result.agent_episodes(0)
     s0 = np.stack([ep.flat_obs(data.meta.obs_keys)[0] for ep in eps])
     mc = np.array([discounted_return(transform_rewards(ep.rewards, scale, bias), gamma) for ep in eps])
@@ -180,22 +195,27 @@ def check_run(run_dir: Path, episodes: int, data: OfflineData | None = None) -> 
     return {**record, **dataset_start_check(cfg, agent, data, episodes, gamma, scale, bias)}
 
 
-def dataset_start_check(cfg: DictConfig, agent: CQLAgent, data: OfflineData, episodes: int, gamma: float,
-                        scale: float, bias: float) -> dict[str, Any]:
+def dataset_start_check(
+    cfg: DictConfig, agent: CQLAgent, data: OfflineData, episodes: int, gamma: float, scale: float, bias: float
+) -> dict[str, Any]:
     """Monte-Carlo return and Q̂ on ``episodes`` of the dataset's own initial states, where the env can be put there."""
     states = pick_states(dataset_initial_obs(data), episodes)
     env_id = resolve_env_id(cfg.eval, data.meta)
     if data.meta.obs_keys is not None:
         return {"dataset_s0_rollouts": 0}
-    runs = rollouts_from_states(env_id, agent, states, data.meta.action_low, data.meta.action_high,
-                                cfg.eval.max_episode_steps)
+    runs = rollouts_from_states(
+        env_id, agent, states, data.meta.action_low, data.meta.action_high, cfg.eval.max_episode_steps
+    )
     if runs is None:
         return {"dataset_s0_rollouts": 0}
     mc = np.array([discounted_return(transform_rewards(r, scale, bias), gamma) for r in runs])
     q_min, _ = q_estimates(agent, states)
-    return {"dataset_s0_rollouts": len(runs), "mc_return_dataset_s0": float(mc.mean()),
-            "q_hat_dataset_s0_matched": float(q_min.mean()),
-            "underestimates_dataset_s0": bool(q_min.mean() < mc.mean())}
+    return {
+        "dataset_s0_rollouts": len(runs),
+        "mc_return_dataset_s0": float(mc.mean()),
+        "q_hat_dataset_s0_matched": float(q_min.mean()),
+        "underestimates_dataset_s0": bool(q_min.mean() < mc.mean()),
+    }
 
 
 def write_check(run_dir: Path, episodes: int, data: OfflineData | None = None) -> dict[str, Any]:
@@ -217,8 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     for d in args.run_dirs:
         rec = write_check(d, args.episodes)
-        print(f"{d}: Q̂(s0)={rec['q_hat_s0']:.2f}  MC={rec['mc_return_s0']:.2f}  "
-              f"Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}")
+        print(
+            f"{d}: Q̂(s0)={rec['q_hat_s0']:.2f}  MC={rec['mc_return_s0']:.2f}  "
+            f"Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}"
+        )
     return 0
 
 

@@ -30,8 +30,7 @@ def plot_value_check(by_dataset: dict[str, dict[str, Cell]], path: Path) -> bool
         for j, (key, label) in enumerate(BARS):
             stats = [c.check_stat(key) for c in cells]
             means = [s.mean if s.mean is not None else np.nan for s in stats]
-            ax.bar(x + (j - 0.5) * 0.4, means, 0.4, yerr=[s.std for s in stats], label=label, color=f"C{j}",
-                   capsize=3)
+            ax.bar(x + (j - 0.5) * 0.4, means, 0.4, yerr=[s.std for s in stats], label=label, color=f"C{j}", capsize=3)
         ax.set_xticks(x, [c.method for c in cells])
         ax.set_yscale("symlog")
         ax.set_title(dataset)

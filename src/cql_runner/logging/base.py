@@ -58,8 +58,7 @@ class MultiLogger:
         self.loggers: list[Logger] = list(loggers)
         critical_ids = {id(lg) for lg in critical}
         self._critical = {
-            id(lg) for lg in self.loggers
-            if id(lg) in critical_ids or getattr(lg, "critical", False) is True
+            id(lg) for lg in self.loggers if id(lg) in critical_ids or getattr(lg, "critical", False) is True
         }
         self._failed: set[int] = set()
         # Resolved once so the per-step advance() costs no attribute lookups by name.
@@ -77,8 +76,12 @@ class MultiLogger:
             if id(logger) in self._critical:
                 raise
             self._failed.add(id(logger))
-            log.warning("logger %s failed in %s() (%s); disabling it, other logs continue",
-                        type(logger).__name__, method, _describe(exc))
+            log.warning(
+                "logger %s failed in %s() (%s); disabling it, other logs continue",
+                type(logger).__name__,
+                method,
+                _describe(exc),
+            )
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for logger in self.loggers:
@@ -112,7 +115,6 @@ class MultiLogger:
                     error = error or exc
                 elif id(logger) not in self._failed:
                     self._failed.add(id(logger))
-                    log.warning("logger %s failed in close() (%s)",
-                                type(logger).__name__, _describe(exc))
+                    log.warning("logger %s failed in close() (%s)", type(logger).__name__, _describe(exc))
         if error is not None:
             raise error

@@ -41,13 +41,13 @@ def to_json_value(key: str, value: Any) -> Any:
         try:
             return to_json_value(key, value.item())
         except (ValueError, RuntimeError) as exc:
-            raise TypeError(f"metric {key!r} is not a scalar (shape "
-                            f"{getattr(value, 'shape', '?')}); reduce it before logging") from exc
+            raise TypeError(
+                f"metric {key!r} is not a scalar (shape {getattr(value, 'shape', '?')}); reduce it before logging"
+            ) from exc
     try:
         return _encode_float(float(value))
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"metric {key!r} has a non-numeric value of type "
-                        f"{type(value).__name__}") from exc
+        raise TypeError(f"metric {key!r} has a non-numeric value of type {type(value).__name__}") from exc
 
 
 def _decode(record: dict[str, Any]) -> dict[str, Any]:
@@ -139,14 +139,12 @@ class JsonlLogger:
         if resume_step is None and (not text or text.endswith("\n")):
             return  # nothing to drop; skip the rewrite
         if text and not text.endswith("\n"):
-            log.warning("%s: dropping a truncated last line (the previous run stopped "
-                        "mid-write)", self.path)
+            log.warning("%s: dropping a truncated last line (the previous run stopped mid-write)", self.path)
         records = _parse_lines(self.path, text, strict=False)
         kept = [r for r in records if _keep(r, resume_step)]
         dropped = len(records) - len(kept)
         if dropped:
-            log.info("%s: dropped %d records after step %s (resumed run)",
-                     self.path, dropped, resume_step)
+            log.info("%s: dropped %d records after step %s (resumed run)", self.path, dropped, resume_step)
         _atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:

@@ -55,8 +55,9 @@ class TensorBoardLogger:
         self.log_dir = Path(run_dir) / str(getattr(cfg, "subdir", "tb"))
         self._config = dict(config) if config is not None else {}
         purge = None if resume_step is None else int(resume_step) + 1
-        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge,
-                                     flush_secs=int(getattr(cfg, "flush_secs", 30)))
+        self._writer = SummaryWriter(
+            log_dir=str(self.log_dir), purge_step=purge, flush_secs=int(getattr(cfg, "flush_secs", 30))
+        )
         if config is not None and resume_step is None:
             import yaml
 
@@ -83,8 +84,11 @@ class TensorBoardLogger:
         """The hyperparameters with the run's final scores, for TensorBoard's HParams view."""
         from torch.utils.tensorboard.summary import hparams
 
-        metrics = {f"summary/{k}": float(summary[k]) for k in HPARAM_METRICS
-                   if isinstance(summary.get(k), (int, float)) and math.isfinite(summary[k])}
+        metrics = {
+            f"summary/{k}": float(summary[k])
+            for k in HPARAM_METRICS
+            if isinstance(summary.get(k), (int, float)) and math.isfinite(summary[k])
+        }
         step = int(summary.get("steps") or 0)
         writer = self._writer._get_file_writer()
         for part in hparams(flat_hparams(self._config), metrics):
@@ -104,4 +108,3 @@ def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, f
     acc = EventAccumulator(str(log_dir), size_guidance={SCALARS: 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()[SCALARS]}
-

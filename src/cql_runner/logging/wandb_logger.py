@@ -74,8 +74,7 @@ def stable_run_id(run_dir: Path, resume_id: str | None = None) -> str:
         if _VALID_ID.match(stored):
             run_id = stored
         else:
-            log.warning("wandb: ignoring invalid run id %r in %s; starting a new wandb run",
-                        stored, path)
+            log.warning("wandb: ignoring invalid run id %r in %s; starting a new wandb run", stored, path)
     if run_id is None:
         run_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
     if not _VALID_ID.match(run_id):
@@ -102,7 +101,10 @@ def has_wandb_credentials() -> bool:
 
         settings = wandb_setup.singleton().settings
         auth = wbauth.authenticate_session(
-            host=settings.base_url, source="cql_runner", prompt=False, verify=False,
+            host=settings.base_url,
+            source="cql_runner",
+            prompt=False,
+            verify=False,
             update_session=False,
         )
         return auth is not None
@@ -201,8 +203,15 @@ class WandbLogger:
             self._disable("init", exc)
 
     # ----- setup -------------------------------------------------------------------
-    def _init(self, cfg: Any, config: Mapping[str, Any] | None, run_name: str | None,
-              group: str | None, tags: Sequence[str], finish_timeout: float) -> Any:
+    def _init(
+        self,
+        cfg: Any,
+        config: Mapping[str, Any] | None,
+        run_name: str | None,
+        group: str | None,
+        tags: Sequence[str],
+        finish_timeout: float,
+    ) -> Any:
         import wandb
 
         why_offline = None
@@ -233,8 +242,7 @@ class WandbLogger:
         )
         if why_offline:
             where = self.sync_dir_of(run) or self.run_dir / "wandb"
-            log.warning("wandb: %s; logging offline to %s — sync later with `wandb sync %s`",
-                        why_offline, where, where)
+            log.warning("wandb: %s; logging offline to %s — sync later with `wandb sync %s`", why_offline, where, where)
         if getattr(run, "resumed", False):
             self._min_step = int(getattr(run, "step", 0) or 0)
         declare_metrics(run)
@@ -262,8 +270,9 @@ class WandbLogger:
         return self._run
 
     def _disable(self, what: str, exc: BaseException) -> None:
-        log.warning("wandb: %s failed (%s); wandb logging is off for this run, local logs "
-                    "continue", what, _describe(exc))
+        log.warning(
+            "wandb: %s failed (%s); wandb logging is off for this run, local logs continue", what, _describe(exc)
+        )
         # Finishing a broken run can block until finish_timeout (say, while the network
         # is down), so it is left to close() instead of stalling training here.
         if self._run is not None:

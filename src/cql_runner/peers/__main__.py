@@ -59,8 +59,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=256)
     r.add_argument("--n-actions", type=int, default=10)
     r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--param", type=parse_param, action="append", default=[],
-                   help="a d3rlpy config field, key=value (JSON value); repeatable")
+    r.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        default=[],
+        help="a d3rlpy config field, key=value (JSON value); repeatable",
+    )
     r.add_argument("overrides", nargs="*", help="cql-train overrides naming the dataset and env (after --)")
     return p
 
@@ -73,9 +78,17 @@ def run(args: argparse.Namespace) -> int:
     validate(cfg)
     data = load_data(cfg)  # before building the venv: a missing dataset fails in seconds, not minutes
     venv = peer_venv.build(peer_venv.PeerVenv(args.venv), log=args.venv.with_suffix(".log"))
-    budget = PeerBudget(seeds=tuple(args.seeds), steps=args.steps, eval_every=args.eval_every,
-                        eval_episodes=args.eval_episodes, hidden=tuple(args.hidden), batch_size=args.batch_size,
-                        n_actions=args.n_actions, threads=args.threads, algo_params=dict(args.param))
+    budget = PeerBudget(
+        seeds=tuple(args.seeds),
+        steps=args.steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        hidden=tuple(args.hidden),
+        batch_size=args.batch_size,
+        n_actions=args.n_actions,
+        threads=args.threads,
+        algo_params=dict(args.param),
+    )
     args.run_dir.mkdir(parents=True, exist_ok=True)
     data_path = export_npz(data, args.run_dir / "peer-data.npz")
     job = make_job(cfg, data, args.algo, budget, args.run_dir, data_path)

@@ -45,9 +45,13 @@ def make_algo(d3rlpy: Any, job: dict[str, Any]) -> Any:
     enc = d3rlpy.models.encoders.VectorEncoderFactory(hidden_units=hidden)
     params = dict(job.get("algo_params", {}))
     if job["algo"] == "cql":
-        config = d3rlpy.algos.CQLConfig(actor_encoder_factory=enc, critic_encoder_factory=enc,
-                                        batch_size=int(job["batch_size"]),
-                                        n_action_samples=int(job["n_actions"]), **params)
+        config = d3rlpy.algos.CQLConfig(
+            actor_encoder_factory=enc,
+            critic_encoder_factory=enc,
+            batch_size=int(job["batch_size"]),
+            n_action_samples=int(job["n_actions"]),
+            **params,
+        )
     elif job["algo"] == "bc":
         config = d3rlpy.algos.BCConfig(encoder_factory=enc, batch_size=int(job["batch_size"]), **params)
     else:
@@ -81,8 +85,13 @@ def evaluate(algo: Any, job: dict[str, Any], seed: int) -> dict[str, float]:
     mean = float(np.mean(returns))
     lo, hi = job["ref_min_score"], job["ref_max_score"]
     score = math.nan if lo is None or hi is None else 100.0 * (mean - lo) / (hi - lo)
-    return {"eval/return": mean, "eval/return_std": float(np.std(returns)), "eval/length": float(np.mean(lengths)),
-            "eval/normalized_score": score, "eval/episodes": float(len(returns))}
+    return {
+        "eval/return": mean,
+        "eval/return_std": float(np.std(returns)),
+        "eval/length": float(np.mean(lengths)),
+        "eval/normalized_score": score,
+        "eval/episodes": float(len(returns)),
+    }
 
 
 def _finite(x: Any) -> float | None:
@@ -101,8 +110,9 @@ class SeedRun:
         self.metrics_path = seed_dir / "metrics.jsonl"
         self.progress_path, self.model_path = seed_dir / "progress.json", seed_dir / "model.d3"
         self.done_steps, self.elapsed = 0, 0.0
-        self.finished = (self.summary_path.is_file()
-                         and json.loads(self.summary_path.read_text()).get("steps") == self.steps)
+        self.finished = (
+            self.summary_path.is_file() and json.loads(self.summary_path.read_text()).get("steps") == self.steps
+        )
         self.wall0 = time.perf_counter()
         if self.finished:
             print(f"seed {seed}: done, skipped", flush=True)
@@ -129,10 +139,16 @@ class SeedRun:
         chunk = min(int(self.job["eval_every"]), self.steps - self.done_steps)
         t0 = time.perf_counter()
         losses: dict[str, float] = {}
-        for _, m in self.algo.fitter(self.dataset, n_steps=chunk, n_steps_per_epoch=chunk, save_interval=10**9,
-                                     experiment_name=f"peer-seed{self.seed}", with_timestamp=False,
-                                     logger_adapter=self.d3rlpy.logging.NoopAdapterFactory(),
-                                     show_progress=False):
+        for _, m in self.algo.fitter(
+            self.dataset,
+            n_steps=chunk,
+            n_steps_per_epoch=chunk,
+            save_interval=10**9,
+            experiment_name=f"peer-seed{self.seed}",
+            with_timestamp=False,
+            logger_adapter=self.d3rlpy.logging.NoopAdapterFactory(),
+            show_progress=False,
+        ):
             losses = {str(k): float(v) for k, v in m.items()}
         self.elapsed += time.perf_counter() - t0
         self.done_steps += chunk
@@ -149,10 +165,16 @@ class SeedRun:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         self.algo.save_model(str(self.model_path))
-        self.progress_path.write_text(json.dumps({"step": self.done_steps, "train_time_s": self.elapsed,
-                                                  "wall_time_s": time.perf_counter() - self.wall0}))
-        print(f"seed {self.seed} step {self.done_steps}: score {row['eval/normalized_score']:.1f} "
-              f"({self.elapsed:.0f} s of training)", flush=True)
+        self.progress_path.write_text(
+            json.dumps(
+                {"step": self.done_steps, "train_time_s": self.elapsed, "wall_time_s": time.perf_counter() - self.wall0}
+            )
+        )
+        print(
+            f"seed {self.seed} step {self.done_steps}: score {row['eval/normalized_score']:.1f} "
+            f"({self.elapsed:.0f} s of training)",
+            flush=True,
+        )
         if self.done_steps >= self.steps:
             self.finish()
 
@@ -161,12 +183,17 @@ class SeedRun:
         scored = [s for s in scores if s is not None]
         last = self.rows[-1] if self.rows else {}
         summary = {
-            "status": "completed", "error": None, "env": self.job["run_config"]["env"]["name"],
-            "dataset_id": self.job["dataset_id"], "seed": self.seed, "steps": self.done_steps,
+            "status": "completed",
+            "error": None,
+            "env": self.job["run_config"]["env"]["name"],
+            "dataset_id": self.job["dataset_id"],
+            "seed": self.seed,
+            "steps": self.done_steps,
             "final_normalized_score": _finite(last.get("eval/normalized_score")),
             "best_normalized_score": max(scored) if scored else None,
             "final_return": _finite(last.get("eval/return")),
-            "wall_time_s": round(time.perf_counter() - self.wall0, 3), "train_time_s": round(self.elapsed, 3),
+            "wall_time_s": round(time.perf_counter() - self.wall0, 3),
+            "train_time_s": round(self.elapsed, 3),
             "steps_per_s": round(self.done_steps / self.elapsed, 2) if self.elapsed > 0 else None,
             "peer": self.job["peer"],
         }

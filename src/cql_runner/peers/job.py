@@ -55,8 +55,13 @@ def episode_arrays(data: OfflineData) -> dict[str, np.ndarray]:
     ends = np.append(data.episode_starts[1:], data.size) - 1
     open_end = (terminals[ends] == 0) & (timeouts[ends] == 0)
     timeouts[ends[open_end]] = 1.0
-    return {"observations": data.observations.astype(np.float32), "actions": data.actions.astype(np.float32),
-            "rewards": data.rewards.astype(np.float32), "terminals": terminals, "timeouts": timeouts}
+    return {
+        "observations": data.observations.astype(np.float32),
+        "actions": data.actions.astype(np.float32),
+        "rewards": data.rewards.astype(np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
 
 
 def export_npz(data: OfflineData, path: Path) -> Path:
@@ -72,8 +77,9 @@ def seed_dirs(run_dir: Path, seeds: Sequence[int]) -> list[Path]:
     return [run_dir] if len(seeds) == 1 else [run_dir / f"seed{s}" for s in seeds]
 
 
-def make_job(cfg: DictConfig, data: OfflineData, algo: str, budget: PeerBudget, run_dir: Path,
-             data_path: Path) -> dict[str, Any]:
+def make_job(
+    cfg: DictConfig, data: OfflineData, algo: str, budget: PeerBudget, run_dir: Path, data_path: Path
+) -> dict[str, Any]:
     """The job JSON for ``d3rlpy_train.py``: plain values only, nothing the peer has to re-derive."""
     if algo not in PEER_METHODS:
         raise ValueError(f"unknown peer algo {algo!r}; choose one of {', '.join(PEER_METHODS)}")
@@ -85,24 +91,35 @@ def make_job(cfg: DictConfig, data: OfflineData, algo: str, budget: PeerBudget, 
     method = PEER_METHODS[algo]
     return {
         "peer": {"method": method, "library": "d3rlpy", "version": "2.8.1", "algo_params": budget.algo_params},
-        "algo": algo, "algo_params": budget.algo_params,
-        "data": str(data_path), "dataset_id": data.meta.dataset_id,
-        "seeds": list(budget.seeds), "seed_dirs": [str(d) for d in dirs],
-        "steps": budget.steps, "eval_every": budget.eval_every, "hidden": list(budget.hidden),
-        "batch_size": budget.batch_size, "n_actions": budget.n_actions, "threads": budget.threads,
+        "algo": algo,
+        "algo_params": budget.algo_params,
+        "data": str(data_path),
+        "dataset_id": data.meta.dataset_id,
+        "seeds": list(budget.seeds),
+        "seed_dirs": [str(d) for d in dirs],
+        "steps": budget.steps,
+        "eval_every": budget.eval_every,
+        "hidden": list(budget.hidden),
+        "batch_size": budget.batch_size,
+        "n_actions": budget.n_actions,
+        "threads": budget.threads,
         "eval_env_id": resolve_env_id(ev, data.meta),
         "max_episode_steps": None if ev.max_episode_steps is None else int(ev.max_episode_steps),
         "eval_env_seeds": {str(s): env_seeds([s], budget.eval_episodes, int(ev.seed_offset)) for s in budget.seeds},
-        "action_low": [float(x) for x in low], "action_high": [float(x) for x in high],
-        "ref_min_score": ref_min, "ref_max_score": ref_max,
+        "action_low": [float(x) for x in low],
+        "action_high": [float(x) for x in high],
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
         # What our reports group by (dotted keys after flattening): the env name and the method.
-        "run_config": {"env": {"name": str(cfg.env.name)}, "method": method,
-                       "dataset": {"id": data.meta.dataset_id},
-                       "train": {"steps": budget.steps, "batch_size": budget.batch_size},
-                       "network": {"hidden": list(budget.hidden)},
-                       "eval": {"every": budget.eval_every, "episodes": budget.eval_episodes},
-                       "peer": {"library": "d3rlpy", "version": "2.8.1", "algo": algo,
-                                "algo_params": budget.algo_params}},
+        "run_config": {
+            "env": {"name": str(cfg.env.name)},
+            "method": method,
+            "dataset": {"id": data.meta.dataset_id},
+            "train": {"steps": budget.steps, "batch_size": budget.batch_size},
+            "network": {"hidden": list(budget.hidden)},
+            "eval": {"every": budget.eval_every, "episodes": budget.eval_episodes},
+            "peer": {"library": "d3rlpy", "version": "2.8.1", "algo": algo, "algo_params": budget.algo_params},
+        },
     }
 
 

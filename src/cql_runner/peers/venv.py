@@ -81,14 +81,18 @@ def build(venv: PeerVenv, log: Path | None = None) -> PeerVenv:
     try:
         for cmd in build_commands(venv, constraint_file, base_interpreter()):
             try:
-                failed = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                        check=False).returncode != 0
+                failed = (
+                    subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, check=False).returncode
+                    != 0
+                )
             except OSError:  # e.g. the base interpreter is gone
                 failed = True
             if failed:
                 where = f"; see {log}" if log else ""
-                raise PeerVenvError(f"building the peer venv at {venv.root} failed at `{' '.join(cmd[:4])} ...`"
-                                    f"{where}; fix the cause and rerun (a finished install is reused)")
+                raise PeerVenvError(
+                    f"building the peer venv at {venv.root} failed at `{' '.join(cmd[:4])} ...`"
+                    f"{where}; fix the cause and rerun (a finished install is reused)"
+                )
     finally:
         if out is not None:
             out.close()

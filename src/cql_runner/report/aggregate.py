@@ -16,11 +16,23 @@ from cql_runner.report.collect_runs import ReportError, Run, eval_scores, final_
 TASK_KEY = "env.name"
 # Keys that differ between runs without being a hyperparameter of the experiment: bookkeeping,
 # where things are stored, and how progress is shown. Seeds are what we aggregate over.
-IGNORED_KEYS = frozenset({
-    "seed", "seeds", "run_dir", "resume", "resume_allow_changes", "device", "dataset.path", "dataset.cache_dir",
-    "dataset.download",
-    "train.progress", "train.num_seeds", "train.checkpoint_every", TASK_KEY,
-})
+IGNORED_KEYS = frozenset(
+    {
+        "seed",
+        "seeds",
+        "run_dir",
+        "resume",
+        "resume_allow_changes",
+        "device",
+        "dataset.path",
+        "dataset.cache_dir",
+        "dataset.download",
+        "train.progress",
+        "train.num_seeds",
+        "train.checkpoint_every",
+        TASK_KEY,
+    }
+)
 IGNORED_PREFIXES = ("hydra.", "logger.")
 
 
@@ -170,8 +182,12 @@ def curve(runs: Sequence[Run], metric: str) -> Curve | None:
         return None
     steps = sorted(per_step)
     stats = [mean_std(per_step[s]) for s in steps]
-    return Curve(np.array(steps), np.array([s.mean for s in stats]), np.array([s.std for s in stats]),
-                 np.array([s.n for s in stats]))
+    return Curve(
+        np.array(steps),
+        np.array([s.mean for s in stats]),
+        np.array([s.std for s in stats]),
+        np.array([s.n for s in stats]),
+    )
 
 
 def metric_names(runs: Sequence[Run]) -> list[str]:

@@ -37,19 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Tables and learning curves for cql-train runs and sweeps.")
     p.add_argument("paths", nargs="+", metavar="DIR", help="run dirs or sweep dirs, searched recursively")
     p.add_argument("--out", required=True, type=Path, metavar="OUTDIR", help="where to write the report")
-    p.add_argument("--group-by", metavar="KEYS", default=None,
-                   help="comma-separated config keys to group by, besides the task "
-                        "(default: the keys whose values differ between runs of a task)")
+    p.add_argument(
+        "--group-by",
+        metavar="KEYS",
+        default=None,
+        help="comma-separated config keys to group by, besides the task "
+        "(default: the keys whose values differ between runs of a task)",
+    )
     p.add_argument("--metric", default=SCORE_KEY, help=f"metric for curves.png (default: {SCORE_KEY})")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                   help="probability of improvement P(A > B) of the final score; A and B are settings "
-                        "(KEY=VALUE[,KEY=VALUE], or a bare VALUE of the one grouping key) or run directories")
-    p.add_argument("--curves", choices=CURVE_STATS, default="mean",
-                   help="learning curves as mean ± std over seeds (default) or IQM with a 95%% bootstrap band")
-    p.add_argument("--format", default="png", metavar="FORMATS",
-                   help=f"figure formats, comma-separated from {', '.join(FORMATS)} (default: png)")
-    p.add_argument("--reps", type=int, default=DEFAULT_REPS,
-                   help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="probability of improvement P(A > B) of the final score; A and B are settings "
+        "(KEY=VALUE[,KEY=VALUE], or a bare VALUE of the one grouping key) or run directories",
+    )
+    p.add_argument(
+        "--curves",
+        choices=CURVE_STATS,
+        default="mean",
+        help="learning curves as mean ± std over seeds (default) or IQM with a 95%% bootstrap band",
+    )
+    p.add_argument(
+        "--format",
+        default="png",
+        metavar="FORMATS",
+        help=f"figure formats, comma-separated from {', '.join(FORMATS)} (default: png)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap resamples per interval (default: {DEFAULT_REPS})"
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the bootstrap (default: 0)")
     return p
 
@@ -58,14 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.reps < 100:
-            raise ReportError(f"--reps {args.reps} is too few for a 95% interval; use at least 100 (default "
-                              f"{DEFAULT_REPS})")
+            raise ReportError(
+                f"--reps {args.reps} is too few for a 95% interval; use at least 100 (default {DEFAULT_REPS})"
+            )
         try:
             formats = parse_formats(args.format)
         except ValueError as exc:
             raise ReportError(str(exc)) from None
-        options = ReportOptions(metric=args.metric, compare=args.compare, curves=args.curves, formats=formats,
-                                reps=args.reps, seed=args.seed)
+        options = ReportOptions(
+            metric=args.metric,
+            compare=args.compare,
+            curves=args.curves,
+            formats=formats,
+            reps=args.reps,
+            seed=args.seed,
+        )
         outputs = make_report(args.paths, args.out, args.group_by, options)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -84,8 +109,9 @@ class ReportOptions:
     seed: int = DEFAULT_SEED
 
 
-def make_report(paths: Sequence[str], out: Path, group_by: str | None,
-                options: ReportOptions = ReportOptions()) -> list[Path]:
+def make_report(
+    paths: Sequence[str], out: Path, group_by: str | None, options: ReportOptions = ReportOptions()
+) -> list[Path]:
     opt = options
     collection = collect(paths)
     for path, why in collection.skipped:
@@ -137,8 +163,10 @@ def make_report(paths: Sequence[str], out: Path, group_by: str | None,
 def _overview(collection: Collection, n_groups: int, keys: Sequence[str]) -> str:
     runs = collection.runs
     counts = ", ".join(f"{sum(r.status == s for r in runs)} {s}" for s in ("completed", "running", "failed"))
-    return (f"{len(runs)} runs ({counts}, {len(collection.skipped)} skipped) in {n_groups} groups; "
-            f"grouped by task × {', '.join(keys) or 'nothing else'}")
+    return (
+        f"{len(runs)} runs ({counts}, {len(collection.skipped)} skipped) in {n_groups} groups; "
+        f"grouped by task × {', '.join(keys) or 'nothing else'}"
+    )
 
 
 def _some(names: Sequence[str], limit: int = 12) -> str:

@@ -58,8 +58,9 @@ class Collection:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and ((path / "metrics.jsonl").is_file()
-                                                 or (path / "summary.json").is_file())
+    return (path / "config.yaml").is_file() and (
+        (path / "metrics.jsonl").is_file() or (path / "summary.json").is_file()
+    )
 
 
 def find_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -75,8 +76,10 @@ def find_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if is_run_dir(d):
                 found.setdefault(d.resolve(), d)
     if not found:
-        raise ReportError(f"no run dirs (a dir with config.yaml and metrics.jsonl or summary.json) under "
-                          f"{', '.join(str(p) for p in paths)}")
+        raise ReportError(
+            f"no run dirs (a dir with config.yaml and metrics.jsonl or summary.json) under "
+            f"{', '.join(str(p) for p in paths)}"
+        )
     return sorted(found.values(), key=lambda p: _natural_key(str(p)))
 
 
@@ -168,8 +171,11 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> Collection:
 
 def eval_scores(run: Run, key: str = SCORE_KEY) -> list[tuple[int, float]]:
     """(step, value) for every finite logged value of ``key``, in step order."""
-    points = [(int(r["step"]), float(r[key])) for r in run.metrics
-              if isinstance(r.get("step"), (int, float)) and _is_finite_number(r.get(key))]
+    points = [
+        (int(r["step"]), float(r[key]))
+        for r in run.metrics
+        if isinstance(r.get("step"), (int, float)) and _is_finite_number(r.get(key))
+    ]
     return sorted(points)
 
 
@@ -184,8 +190,9 @@ def final_and_best(run: Run) -> tuple[float | None, float | None]:
     from before it was preempted and resumed, so its latest logged eval score stands in.
     """
     if run.status != "running" and run.summary is not None:
-        return _finite_or_none(run.summary.get("final_normalized_score")), \
-            _finite_or_none(run.summary.get("best_normalized_score"))
+        return _finite_or_none(run.summary.get("final_normalized_score")), _finite_or_none(
+            run.summary.get("best_normalized_score")
+        )
     scores = [v for _, v in eval_scores(run)]
     return (scores[-1], max(scores)) if scores else (None, None)
 

@@ -68,8 +68,13 @@ def _run_scores(runs: Sequence[Run]) -> list[tuple[Any, float, float]]:
 
 def group_scores(group: Group) -> Scores:
     rows = _run_scores(group.scored_runs)
-    return Scores(group.task, group.values, _setting(group.keys, group.values),
-                  np.array([[r[1]] for r in rows]).reshape(-1, 1), np.array([[r[2]] for r in rows]).reshape(-1, 1))
+    return Scores(
+        group.task,
+        group.values,
+        _setting(group.keys, group.values),
+        np.array([[r[1]] for r in rows]).reshape(-1, 1),
+        np.array([[r[2]] for r in rows]).reshape(-1, 1),
+    )
 
 
 def across_tasks(groups: Sequence[Group]) -> list[Scores]:
@@ -86,16 +91,27 @@ def across_tasks(groups: Sequence[Group]) -> list[Scores]:
         k = min(len(rows) for rows in per_task)
         final = np.array([[rows[i][1] for rows in per_task] for i in range(k)])
         best = np.array([[rows[i][2] for rows in per_task] for i in range(k)])
-        result.append(Scores(ALL_TASKS, values, _setting(members[0].keys, values), final, best,
-                             truncated=any(len(rows) > k for rows in per_task)))
+        result.append(
+            Scores(
+                ALL_TASKS,
+                values,
+                _setting(members[0].keys, values),
+                final,
+                best,
+                truncated=any(len(rows) > k for rows in per_task),
+            )
+        )
     return result
 
 
 def row_stats(scores: Scores, reps: int, seed: int) -> RowStats:
     if scores.n == 0:
         return RowStats(scores, None, None)
-    return RowStats(scores, aggregate_estimates(scores.final, reps=reps, seed=seed),
-                    aggregate_estimates(scores.best, reps=reps, seed=seed))
+    return RowStats(
+        scores,
+        aggregate_estimates(scores.final, reps=reps, seed=seed),
+        aggregate_estimates(scores.best, reps=reps, seed=seed),
+    )
 
 
 # ----- --compare A B ---------------------------------------------------------------------
@@ -124,30 +140,38 @@ def select_runs(spec: str, runs: Sequence[Run], groups: Sequence[Group]) -> list
     chosen = [r for g in groups if _matches(g, wanted) for r in g.runs]
     if not chosen:
         known = sorted({_setting(g.keys, g.values) for g in groups})
-        raise ReportError(f"--compare {spec}: no runs with that setting; "
-                          f"{_near(spec, known)}settings: {'; '.join(known)}")
+        raise ReportError(
+            f"--compare {spec}: no runs with that setting; {_near(spec, known)}settings: {'; '.join(known)}"
+        )
     return chosen
 
 
 def _parse_setting(spec: str, keys: Sequence[str]) -> dict[str, str]:
     if "=" not in spec:
         if len(keys) != 1:
-            raise ReportError(f"--compare {spec}: a bare value needs exactly one grouping key (the runs are "
-                              f"grouped by {', '.join(keys) or 'nothing'}); write KEY=VALUE or a directory")
+            raise ReportError(
+                f"--compare {spec}: a bare value needs exactly one grouping key (the runs are "
+                f"grouped by {', '.join(keys) or 'nothing'}); write KEY=VALUE or a directory"
+            )
         return {keys[0]: spec}
     wanted = {}
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in keys:
-            raise ReportError(f"--compare {spec}: {key.strip()!r} is not a grouping key; "
-                              f"{_near(key.strip(), list(keys))}grouping keys: {', '.join(keys) or 'none'}")
+            raise ReportError(
+                f"--compare {spec}: {key.strip()!r} is not a grouping key; "
+                f"{_near(key.strip(), list(keys))}grouping keys: {', '.join(keys) or 'none'}"
+            )
         wanted[key.strip()] = value.strip()
     return wanted
 
 
 def _matches(group: Group, wanted: dict[str, str]) -> bool:
-    return all(format_value(v) == wanted[k] or _same_number(v, wanted[k])
-               for k, v in zip(group.keys, group.values) if k in wanted)
+    return all(
+        format_value(v) == wanted[k] or _same_number(v, wanted[k])
+        for k, v in zip(group.keys, group.values)
+        if k in wanted
+    )
 
 
 def _same_number(value: Any, text: str) -> bool:
@@ -162,25 +186,36 @@ def _near(word: str, choices: Sequence[str]) -> str:
     return f"did you mean {' or '.join(close)}? " if close else ""
 
 
-def compare(a_spec: str, b_spec: str, runs: Sequence[Run], groups: Sequence[Group], reps: int,
-            seed: int) -> list[Comparison]:
+def compare(
+    a_spec: str, b_spec: str, runs: Sequence[Run], groups: Sequence[Group], reps: int, seed: int
+) -> list[Comparison]:
     """P(A > B) of the final normalized score on each task both sets ran, and over those tasks together."""
     sets = [select_runs(spec, runs, groups) for spec in (a_spec, b_spec)]
     by_task = [_final_by_task(s) for s in sets]
     tasks = sorted(set(by_task[0]) & set(by_task[1]))
     if not tasks:
         a_tasks, b_tasks = (", ".join(sorted(bt)) or "none" for bt in by_task)
-        raise ReportError(f"--compare {a_spec} {b_spec}: the two run sets share no task with scores "
-                          f"(A: {a_tasks}; B: {b_tasks})")
-    result = [Comparison(t, a_spec, b_spec,
-                         probability_of_improvement(by_task[0][t], by_task[1][t], reps=reps, seed=seed),
-                         len(by_task[0][t]), len(by_task[1][t])) for t in tasks]
+        raise ReportError(
+            f"--compare {a_spec} {b_spec}: the two run sets share no task with scores (A: {a_tasks}; B: {b_tasks})"
+        )
+    result = [
+        Comparison(
+            t,
+            a_spec,
+            b_spec,
+            probability_of_improvement(by_task[0][t], by_task[1][t], reps=reps, seed=seed),
+            len(by_task[0][t]),
+            len(by_task[1][t]),
+        )
+        for t in tasks
+    ]
     if len(tasks) > 1:
         ka, kb = (min(len(bt[t]) for t in tasks) for bt in by_task)
         xa = np.array([[by_task[0][t][i] for t in tasks] for i in range(ka)])
         xb = np.array([[by_task[1][t][i] for t in tasks] for i in range(kb)])
-        result.append(Comparison(ALL_TASKS, a_spec, b_spec,
-                                 probability_of_improvement(xa, xb, reps=reps, seed=seed), ka, kb))
+        result.append(
+            Comparison(ALL_TASKS, a_spec, b_spec, probability_of_improvement(xa, xb, reps=reps, seed=seed), ka, kb)
+        )
     return result
 
 

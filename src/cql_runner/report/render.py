@@ -37,22 +37,47 @@ def write_csv(groups: Sequence[Group], stats: Sequence[RowStats], across: Sequen
     """One row per group (``stats`` in the same order), then one per setting aggregated over tasks
     (task "all tasks"; the run-count and std columns empty)."""
     keys = [*groups[0].keys] if groups else []
-    header = ["task", *keys, "n_runs", "n_completed", "n_running", "n_failed", "seeds",
-              "final_mean", "final_std", "final_n", "best_mean", "best_std", "best_n"]
+    header = [
+        "task",
+        *keys,
+        "n_runs",
+        "n_completed",
+        "n_running",
+        "n_failed",
+        "seeds",
+        "final_mean",
+        "final_std",
+        "final_n",
+        "best_mean",
+        "best_std",
+        "best_n",
+    ]
     header += [h for h in csv_header() if h not in header]
     rows: list[dict[str, object]] = []
     for g, st in zip(groups, stats):
-        row: dict[str, object] = {"task": g.task, **{k: format_value(v) for k, v in zip(keys, g.values)},
-                                  "n_runs": len(g.runs), "n_completed": g.count("completed"),
-                                  "n_running": g.count("running"), "n_failed": g.count("failed"),
-                                  "seeds": " ".join(format_value(s) for s in g.seeds)}
+        row: dict[str, object] = {
+            "task": g.task,
+            **{k: format_value(v) for k, v in zip(keys, g.values)},
+            "n_runs": len(g.runs),
+            "n_completed": g.count("completed"),
+            "n_running": g.count("running"),
+            "n_failed": g.count("failed"),
+            "seeds": " ".join(format_value(s) for s in g.seeds),
+        }
         row |= dict(zip(csv_header(), csv_cells(st)))
         row |= dict(zip(("final_mean", "final_std", "final_n"), _stat_cells(g.final)))
         row |= dict(zip(("best_mean", "best_std", "best_n"), _stat_cells(g.best)))
         rows.append(row)
     for st in across:
-        rows.append({"task": st.scores.task, **{k: format_value(v) for k, v in zip(keys, st.scores.values)},
-                     **dict(zip(csv_header(), csv_cells(st))), "final_n": st.scores.n, "best_n": st.scores.n})
+        rows.append(
+            {
+                "task": st.scores.task,
+                **{k: format_value(v) for k, v in zip(keys, st.scores.values)},
+                **dict(zip(csv_header(), csv_cells(st))),
+                "final_n": st.scores.n,
+                "best_n": st.scores.n,
+            }
+        )
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
@@ -64,27 +89,53 @@ def _stat_cells(stat: Stat) -> list[object]:
     return ["" if stat.mean is None else repr(stat.mean), "" if stat.mean is None else repr(stat.std), stat.n]
 
 
-def write_markdown(groups: Sequence[Group], collection: Collection, grouped_by: str, figures: Sequence[Path],
-                   path: Path, sections: Sequence[str] = ()) -> None:
+def write_markdown(
+    groups: Sequence[Group],
+    collection: Collection,
+    grouped_by: str,
+    figures: Sequence[Path],
+    path: Path,
+    sections: Sequence[str] = (),
+) -> None:
     """The table of mean ± std, then ``sections`` (interval estimates, comparisons), notes and figures."""
     runs = collection.runs
     keys = list(groups[0].keys) if groups else []
     counts = {s: sum(r.status == s for r in runs) for s in ("completed", "running", "failed")}
     lines = [
-        "# CQL report", "",
+        "# CQL report",
+        "",
         f"{len(runs)} runs ({counts['completed']} completed, {counts['running']} running, "
         f"{counts['failed']} failed), {len(collection.skipped)} skipped, "
-        f"{len({r.task for r in runs})} task(s). Grouped by task × {grouped_by}.", "",
+        f"{len({r.task for r in runs})} task(s). Grouped by task × {grouped_by}.",
+        "",
         _row(["task", *keys, "n", "final normalized score", "best normalized score", "runs"]),
         _row(["---"] * (len(keys) + 5)),
     ]
     for g in groups:
         running = g.count("running")
         mark = f" ({running} running)" if running else ""
-        lines.append(_row([g.task, *(format_value(v) for v in g.values), str(g.final.n),
-                           _fmt(g.final) + mark, _fmt(g.best) + mark, _status_text(g)]))
-    lines += [*sections, "", *_notes(), *_unfinished(collection), *_skipped(collection), "",
-              "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures), ""]
+        lines.append(
+            _row(
+                [
+                    g.task,
+                    *(format_value(v) for v in g.values),
+                    str(g.final.n),
+                    _fmt(g.final) + mark,
+                    _fmt(g.best) + mark,
+                    _status_text(g),
+                ]
+            )
+        )
+    lines += [
+        *sections,
+        "",
+        *_notes(),
+        *_unfinished(collection),
+        *_skipped(collection),
+        "",
+        "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures),
+        "",
+    ]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -95,7 +146,7 @@ def _notes() -> list[str]:
         "n counts the runs with a score.",
         "- final: a finished run's `final_normalized_score` from summary.json. A running run (no summary.json "
         "yet, or one left by an interruption) contributes its last logged `eval/normalized_score`, and best "
-        "the highest so far; such rows are marked \"(k running)\".",
+        'the highest so far; such rows are marked "(k running)".',
         "- failed runs are counted in the runs column but left out of the means.",
         "- scores rounded to 1 decimal here; report.csv has full precision.",
     ]
@@ -154,8 +205,15 @@ def online_switch(group: Group) -> int | None:
     return starts.pop() if len(starts) == 1 else None
 
 
-def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Sequence[str] = ("png",),
-                stat: str = "mean", reps: int = 1000, seed: int = 0) -> tuple[bool, list[Path]]:
+def plot_curves(
+    groups: Sequence[Group],
+    metric: str,
+    path: Path,
+    formats: Sequence[str] = ("png",),
+    stat: str = "mean",
+    reps: int = 1000,
+    seed: int = 0,
+) -> tuple[bool, list[Path]]:
     """``metric`` per setting over seeds, one subplot per task: mean ± std, or (``stat="iqm"``) the IQM
     with a 95% bootstrap band. Returns (anything drawn, files written)."""
     fig = Figure()
@@ -185,16 +243,31 @@ def plot_curves(groups: Sequence[Group], metric: str, path: Path, formats: Seque
         linear_up_to = outlier_symlog_threshold(peaks)
         if linear_up_to is not None:
             _symlog_linear_below(ax, linear_up_to, lowest, max(peaks))
-        _decorate(ax, task, metric,
-                  [Line2D([], [], color="gray", label="offline → online", linestyle=SWITCH_LINESTYLE,
-                          linewidth=SWITCH_LINEWIDTH)] if switched else [])
+        _decorate(
+            ax,
+            task,
+            metric,
+            [
+                Line2D(
+                    [],
+                    [],
+                    color="gray",
+                    label="offline → online",
+                    linestyle=SWITCH_LINESTYLE,
+                    linewidth=SWITCH_LINEWIDTH,
+                )
+            ]
+            if switched
+            else [],
+        )
     how = "mean ± std" if stat == "mean" else "IQM with 95% bootstrap band"
     fig.suptitle(f"{metric}: {how} over seeds")
     return drawn, save_figure(fig, path, formats)
 
 
-def _curve_band(group: Group, metric: str, stat: str, reps: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def _curve_band(
+    group: Group, metric: str, stat: str, reps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(steps, centre, band low, band high) of one setting's curve, or None when nothing was logged."""
     if stat == "mean":
         c = curve(group.runs, metric)
@@ -241,8 +314,10 @@ def plot_q_values(groups: Sequence[Group], path: Path, formats: Sequence[str] = 
     fig = Figure()
     axes = _task_axes(fig, sorted({g.task for g in groups}))
     # One legend entry per setting (its colour) plus one per line style, instead of settings × metrics.
-    styles = [Line2D([], [], color="black", linestyle=ls, label=m)  # type: ignore[arg-type]  # Q_STYLES
-              for m, ls in zip(Q_METRICS, Q_STYLES)]
+    styles = [
+        Line2D([], [], color="black", linestyle=ls, label=m)  # type: ignore[arg-type]  # Q_STYLES
+        for m, ls in zip(Q_METRICS, Q_STYLES)
+    ]
     drawn = False
     for task, ax in axes.items():
         magnitudes: list[float] = []

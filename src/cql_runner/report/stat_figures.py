@@ -30,11 +30,20 @@ def plot_interval_estimates(rows: Sequence[RowStats], path: Path, formats: Seque
         return save_figure(fig, path, formats)
     labels = [_label(r.scores) for r in rows]
     points = {lab: np.array([f[n].value for n in ESTIMATORS]) for lab, f in zip(labels, finals)}
-    intervals = {lab: np.array([[_low(r, n) for n in ESTIMATORS], [_high(r, n) for n in ESTIMATORS]])
-                 for lab, r in zip(labels, rows)}
+    intervals = {
+        lab: np.array([[_low(r, n) for n in ESTIMATORS], [_high(r, n) for n in ESTIMATORS]])
+        for lab, r in zip(labels, rows)
+    }
     fig, _ = plot_utils.plot_interval_estimates(
-        points, intervals, metric_names=[TITLES[n] for n in ESTIMATORS], algorithms=labels, xlabel="",
-        subfigure_width=4.2, row_height=0.6, wspace=0.3)
+        points,
+        intervals,
+        metric_names=[TITLES[n] for n in ESTIMATORS],
+        algorithms=labels,
+        xlabel="",
+        subfigure_width=4.2,
+        row_height=0.6,
+        wspace=0.3,
+    )
     # rliable places its x label at a fixed offset that collides with the ticks of a short figure.
     fig.supxlabel(f"Final normalized score ({round(CONFIDENCE * 100)}% CI)", fontsize="x-large", y=-0.45)
     try:
@@ -57,8 +66,9 @@ def _label(s: Scores) -> str:
     return f"{s.label} (n={s.n})" if s.n > 1 else f"{s.label} (n = 1, no interval)"
 
 
-def plot_performance_profile(settings: Sequence[Scores], path: Path, formats: Sequence[str], reps: int,
-                             seed: int) -> list[Path]:
+def plot_performance_profile(
+    settings: Sequence[Scores], path: Path, formats: Sequence[str], reps: int, seed: int
+) -> list[Path]:
     """Fraction of runs whose final normalized score exceeds each threshold, per setting, with 95% bands."""
     from rliable import plot_utils
 
@@ -73,10 +83,16 @@ def plot_performance_profile(settings: Sequence[Scores], path: Path, formats: Se
     profiles = performance_profiles({_label(s): s.final for s in scored}, taus, reps=reps, seed=seed)
     colors = {name: f"C{i % 10}" for i, name in enumerate(profiles)}
     plot_utils.plot_performance_profiles(
-        {k: p.fraction for k, p in profiles.items()}, taus,
+        {k: p.fraction for k, p in profiles.items()},
+        taus,
         performance_profile_cis={k: (p.low, p.high) for k, p in profiles.items() if p.low is not None},
-        ax=ax, colors=colors, xlabel=r"Final normalized score ($\tau$)",
-        ylabel=r"Fraction of runs with score $> \tau$", labelsize="medium", ticklabelsize="medium")
+        ax=ax,
+        colors=colors,
+        xlabel=r"Final normalized score ($\tau$)",
+        ylabel=r"Fraction of runs with score $> \tau$",
+        labelsize="medium",
+        ticklabelsize="medium",
+    )
     ax.legend(fontsize="small", loc="upper right")
     ax.set_title(f"Performance profile ({round(CONFIDENCE * 100)}% stratified bootstrap bands)")
     return save_figure(fig, path, formats)

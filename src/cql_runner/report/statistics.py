@@ -70,8 +70,9 @@ def _as_matrix(scores: np.ndarray | Sequence[float]) -> np.ndarray:
     return matrix
 
 
-def aggregate_estimates(scores: np.ndarray | Sequence[float], *, reps: int = DEFAULT_REPS,
-                        seed: int = DEFAULT_SEED) -> dict[str, Estimate]:
+def aggregate_estimates(
+    scores: np.ndarray | Sequence[float], *, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> dict[str, Estimate]:
     """Mean, median, IQM and optimality gap of a (runs × tasks) score matrix with 95% CIs.
 
     A 1-D array is one task. With one run per task there is nothing to resample: the point
@@ -88,13 +89,19 @@ def aggregate_estimates(scores: np.ndarray | Sequence[float], *, reps: int = DEF
 
     with _seeded(seed):
         points, intervals = library.get_interval_estimates(
-            {"scores": matrix}, all_estimators, reps=reps, confidence_interval_size=CONFIDENCE)
+            {"scores": matrix}, all_estimators, reps=reps, confidence_interval_size=CONFIDENCE
+        )
     point, (low, high) = points["scores"], intervals["scores"]
     return {name: Estimate(float(point[i]), float(low[i]), float(high[i]), n) for i, name in enumerate(funcs)}
 
 
-def probability_of_improvement(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], *,
-                               reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED) -> Estimate:
+def probability_of_improvement(
+    x: np.ndarray | Sequence[float],
+    y: np.ndarray | Sequence[float],
+    *,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> Estimate:
     """P(X > Y): the chance that a run of X beats a run of Y on the same task, averaged over tasks
     (ties count one half), with a stratified independent bootstrap CI. ``n`` is the smaller run count."""
     mx, my = _as_matrix(x), _as_matrix(y)
@@ -106,8 +113,11 @@ def probability_of_improvement(x: np.ndarray | Sequence[float], y: np.ndarray | 
         return Estimate(point, None, None, n)
     with _seeded(seed):
         _, intervals = library.get_interval_estimates(
-            {"pair": [mx, my]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-            reps=reps, confidence_interval_size=CONFIDENCE)
+            {"pair": [mx, my]},
+            lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+        )
     low, high = intervals["pair"][:, 0]
     return Estimate(point, float(low), float(high), n)
 
@@ -123,8 +133,9 @@ class Profile:
     n: int
 
 
-def performance_profiles(score_dict: Mapping[str, np.ndarray], thresholds: np.ndarray, *,
-                         reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED) -> dict[str, Profile]:
+def performance_profiles(
+    score_dict: Mapping[str, np.ndarray], thresholds: np.ndarray, *, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> dict[str, Profile]:
     """Score distributions (rliable's performance profiles) of each setting's (runs × tasks) scores."""
     profiles: dict[str, Profile] = {}
     matrices = {name: _as_matrix(s) for name, s in score_dict.items()}
@@ -134,8 +145,9 @@ def performance_profiles(score_dict: Mapping[str, np.ndarray], thresholds: np.nd
                 fraction = library.score_distributions(matrix, thresholds)
                 profiles[name] = Profile(thresholds, np.asarray(fraction, dtype=float), None, None, 1)
                 continue
-            points, cis = library.create_performance_profile({name: matrix}, thresholds, reps=reps,
-                                                             confidence_interval_size=CONFIDENCE)
+            points, cis = library.create_performance_profile(
+                {name: matrix}, thresholds, reps=reps, confidence_interval_size=CONFIDENCE
+            )
             low, high = cis[name]
             profiles[name] = Profile(thresholds, np.asarray(points[name], dtype=float), low, high, matrix.shape[0])
     return profiles
@@ -158,8 +170,9 @@ class BandCurve:
     n: np.ndarray
 
 
-def iqm_curve(per_step: Mapping[int, Sequence[float]], *, reps: int = DEFAULT_REPS,
-              seed: int = DEFAULT_SEED) -> BandCurve:
+def iqm_curve(
+    per_step: Mapping[int, Sequence[float]], *, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> BandCurve:
     """IQM across runs of a learning curve at each step, and its 95% bootstrap band.
 
     Steps with the same number of runs are bootstrapped together as one (runs × 1 × steps) array,
@@ -176,7 +189,8 @@ def iqm_curve(per_step: Mapping[int, Sequence[float]], *, reps: int = DEFAULT_RE
             iqm[idx] = _iqm_per_step(block)
             if count < 2:
                 continue
-            _, cis = library.get_interval_estimates({"curve": block}, _iqm_per_step, reps=reps,
-                                                    confidence_interval_size=CONFIDENCE)
+            _, cis = library.get_interval_estimates(
+                {"curve": block}, _iqm_per_step, reps=reps, confidence_interval_size=CONFIDENCE
+            )
             low[idx], high[idx] = cis["curve"]
     return BandCurve(steps, iqm, low, high, counts)
