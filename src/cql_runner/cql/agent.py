@@ -52,6 +52,11 @@ class CQLAgent(nn.Module):
     """K CQL agents in stacked parameters. ``network``/``cql`` are the structured configs: the
     dataclasses themselves, or the DictConfigs Hydra composed from them (what ``cql-train`` passes)."""
 
+    # Buffers registered in __init__ (nn.Module.__getattr__ alone would type them Tensor | Module).
+    obs_mean: Tensor
+    obs_std: Tensor
+    update_count: Tensor
+
     def __init__(
         self,
         obs_dim: int,
