@@ -158,10 +158,13 @@ def level_episodes(
     try:
         for part in parts:
             rng = numpy_generator(seed, part)
+            policy: DiscretePolicy
             if part == "random":
 
-                def policy(obs: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
+                def uniform(obs: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
                     return rng.integers(n_actions, size=obs.shape[:-1])
+
+                policy = uniform
             else:
                 assert behaviour is not None
                 epsilon = 0.0 if cfg.collect.deterministic else float(cfg.collect.epsilon)
@@ -178,13 +181,14 @@ def collect_discrete(cfg: Any) -> str:
     """Build the dataset ``cfg`` asks for on a Discrete-action env; print the summary."""
     env = make_env(cfg.env, cfg.max_episode_steps, discrete=True)
     try:
-        spec, n_actions = env.spec, int(env.action_space.n)
+        spec, n_actions = env.spec, int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; a Discrete env's has
         shape, space_name = env.observation_space.shape, str(env.observation_space)
         is_box = isinstance(env.observation_space, gym.spaces.Box)
     finally:
         env.close()
     if not is_box:
         raise EnvError(f"cql-collect needs a Box observation space; {cfg.env!r} has {space_name}")
+    assert shape is not None  # a Box always has a shape
     if spec is None or spec.max_episode_steps is None:
         raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
     dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.level)

@@ -111,9 +111,10 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
         env.close()
         raise EnvError(f"cql-collect needs a Box observation space; {env_id!r} has {space}")
     # Observations of any Box shape (MinAtar's 10×10×C grids) are flattened for the MLP.
-    obs_dim, n_actions = int(np.prod(space.shape)), int(env.action_space.n)
+    obs_dim, n_actions = int(np.prod(space.shape)), int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; make_env(discrete=True) gives Discrete
     total = int(dqn.steps)
     agent = make_dqn_agent(obs_dim, n_actions, seed, dqn)
+    assert isinstance(agent.q, EnsembleMLP)  # make_dqn_agent keeps the default MLP encoder
     rng, warm_rng = numpy_generator(seed, "train"), numpy_generator(seed, "warmup")
     replay = ReplayBuffer(total, obs_dim, 1)
     warmup = min(int(dqn.start_steps), total // 10)

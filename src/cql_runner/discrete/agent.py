@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,14 +22,19 @@ from torch import Tensor, nn
 from cql_runner.config import CQLConfig, DiscreteConfig, NetworkConfig
 from cql_runner.cql.diagnostics import cql_diagnosis
 from cql_runner.cql.losses import cql_penalty, project_log_alpha_prime
+from cql_runner.networks import EnsembleMLP
 from cql_runner.seeds import StackedLayout
 
 from . import losses
-from .networks import make_q_network
+from .networks import EnsembleNatureCNN, make_q_network
 from .sampler import DiscreteBatch
 
 
 class DiscreteCQLAgent(nn.Module):
+    # Buffers registered in __init__ (nn.Module.__getattr__ alone would type them Tensor | Module).
+    obs_mean: Tensor
+    obs_std: Tensor
+
     def __init__(
         self,
         obs_dim: int,
@@ -65,8 +70,10 @@ class DiscreteCQLAgent(nn.Module):
         for k, seed in enumerate(self.seeds):
             g = torch.Generator().manual_seed(seed)
             if self.images:
+                assert isinstance(self.q, EnsembleNatureCNN)  # encoder nature_cnn builds the CNN
                 self.q.init_member(k, g)
             else:
+                assert isinstance(self.q, EnsembleMLP)
                 self.q.init_member(k, g, network.orthogonal_init)
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha_prime = nn.Parameter(torch.full((self.n_agents,), math.log(cql.alpha_prime_init)))
@@ -137,7 +144,9 @@ class DiscreteCQLAgent(nn.Module):
                 next_q_online=next_online.squeeze(-1),
                 next_q_target=next_target.squeeze(-1),
             )
-            td = losses.td_loss(q_data=q_data, target=target_mean, kind=d.td_loss)
+            td = losses.td_loss(
+                q_data=q_data, target=target_mean, kind=cast(losses.TDKind, d.td_loss)
+            )  # validate() checks it is mse or huber
         gap = losses.conservative_gap(q_values=q, actions=batch.actions, temperature=c.temperature)
         # The continuous agent's penalty, on a gap of one critic: (K,) → (K, 1).
         penalty = cql_penalty(
@@ -177,7 +186,8 @@ class DiscreteCQLAgent(nn.Module):
 
     @torch.no_grad()
     def _update_target(self) -> None:
-        online, target = list(self.q.parameters()), list(self.target_q.parameters())
+        online: list[Tensor] = list(self.q.parameters())
+        target: list[Tensor] = list(self.target_q.parameters())
         if self.discrete.target_update == "polyak":
             torch._foreach_lerp_(target, online, self.cql.target_update_rate)
         elif self.num_updates % self.discrete.target_update_every == 0:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cql_runner.config import ConfigError
 from cql_runner.data.types import OfflineData
 
+if TYPE_CHECKING:
+    from .frames import FrameData
 
-def action_count(data: OfflineData) -> int | None:
+
+def action_count(data: OfflineData | FrameData) -> int | None:
     """|A| of a dataset recorded with a Discrete action space, None for Box actions."""
     n = data.meta.extra.get("n_actions")
     return None if n is None else int(n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +67,8 @@ def discrete_rollout(
     spec = vec.envs[0].spec
     if spec is not None and spec.max_episode_steps is None:
         raise EnvError(f"environment {spec.id!r} has no time limit; pass eval.max_episode_steps=<steps>")
-    first, _ = vec.reset(seed=all_seeds)
+    # reset only reads the list; list is invariant, so list[int] needs the cast to list[int | None].
+    first, _ = vec.reset(seed=cast("list[int | None]", all_seeds))
     flat = flatten_obs(first, obs_keys).reshape(n, -1).copy()
     raw: list[list[Any]] = [[np.array(first[i])] for i in range(n)] if record else []
     acts: list[list[int]] = [[] for _ in range(n)]
@@ -141,7 +142,7 @@ class DiscreteEvaluator:
         env_seeds([0], self.episodes, self.seed_offset)
         self.extra = dict(meta.extra)
         env = make_eval_env(self.env_id, self.max_episode_steps, self.extra)
-        self.n_actions = int(env.action_space.n)
+        self.n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; a Discrete env's has
         env.close()
         n_data = meta.extra.get("n_actions")
         # Data inferred from logged actions (DQN replay) may never use the highest action indices.

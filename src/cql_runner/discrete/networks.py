@@ -64,7 +64,7 @@ class EnsembleNatureCNN(nn.Module):
 
 def make_q_network(
     members: int, obs_shape: Sequence[int], out_dim: int, encoder: str, hidden: Sequence[int], layer_norm: bool
-) -> nn.Module:
+) -> EnsembleNatureCNN | EnsembleMLP:
     """An MLP on flat observations, or the Nature CNN on (C, H, W) uint8 frame stacks."""
     if encoder == "nature_cnn":
         if len(obs_shape) != 3:
