@@ -85,7 +85,7 @@ class Uint32ResetSeed(gym.Wrapper):
         # The env's own spec: datasets record the env, not this seeding detail of the runner.
         return self.env.spec
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
             seed = int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
         return self.env.reset(seed=seed, options=options)

@@ -30,7 +30,7 @@ import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import minari
@@ -262,7 +262,8 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
             obs=obs[:-1],
             next_obs=obs[1:],
             actions=(
-                to_unit_actions(np.asarray(ep.actions).reshape(n, -1), low, high)
+                # Box actions (n_actions is None) always have their bounds.
+                to_unit_actions(np.asarray(ep.actions).reshape(n, -1), cast(np.ndarray, low), cast(np.ndarray, high))
                 if n_actions is None
                 else np.asarray(ep.actions, dtype=np.float32).reshape(n, 1)
             ),

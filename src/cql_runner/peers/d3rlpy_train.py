@@ -63,7 +63,9 @@ def evaluate(algo: Any, job: dict[str, Any], seed: int) -> dict[str, float]:
     """Deterministic rollouts with the same env, reset seeds and step limit as our Evaluator."""
     import gymnasium as gym
 
-    kwargs = {} if job["max_episode_steps"] is None else {"max_episode_steps": int(job["max_episode_steps"])}
+    kwargs: dict[str, Any] = (
+        {} if job["max_episode_steps"] is None else {"max_episode_steps": int(job["max_episode_steps"])}
+    )
     env = gym.make(job["eval_env_id"], **kwargs)
     low, high = np.asarray(job["action_low"], np.float64), np.asarray(job["action_high"], np.float64)
     returns, lengths = [], []

@@ -67,7 +67,7 @@ def episode_arrays(data: OfflineData) -> dict[str, np.ndarray]:
 def export_npz(data: OfflineData, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **episode_arrays(data))
+    np.savez(tmp, **episode_arrays(data))  # type: ignore[arg-type]  # numpy's stub types **kwds like its flags
     tmp.replace(path)
     return path
 

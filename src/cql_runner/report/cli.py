@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 @dataclass(frozen=True)
 class ReportOptions:
     metric: str = SCORE_KEY
-    compare: Sequence[str] | None = None
+    compare: tuple[str, str] | None = None  # (A, B): the two --compare specs
     curves: str = "mean"
     formats: Sequence[str] = ("png",)
     reps: int = DEFAULT_REPS
