@@ -12,7 +12,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,9 +32,11 @@ from cql_runner.data.transforms import (
 )
 from cql_runner.data.types import OfflineData
 from cql_runner.data.validate import check_finite
+from cql_runner.discrete.agent import DiscreteCQLAgent
 from cql_runner.discrete.build import build_discrete
 from cql_runner.discrete.data import check_action_space
-from cql_runner.discrete.frames import FrameData, prepare_frames
+from cql_runner.discrete.frames import FrameData, FrameSampler, prepare_frames
+from cql_runner.discrete.sampler import DiscreteSampler
 from cql_runner.failed_start import record_failed_start
 from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
@@ -90,9 +92,12 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     check_fine_tuning(cfg, data)
     check_action_space(cfg.action_space, data)
     check_batch(cfg.train.batch_size, data.size)
+    agent: CQLAgent | DiscreteCQLAgent
+    sampler: DeviceSampler | DiscreteSampler | FrameSampler
     if cfg.action_space == "discrete":
         evaluator, agent, sampler = build_discrete(cfg, data, seeds, device)
     else:
+        assert isinstance(data, OfflineData)  # frame data has discrete actions (check_action_space)
         # The memory estimate models the continuous step (N proposals per state); discrete steps are small.
         check_sizes(
             batch_size=cfg.train.batch_size,
@@ -206,7 +211,7 @@ def make_loggers(
         loggers.append(
             ConsoleLogger(cfg.train.steps + cfg.online.steps, start_step=resume_step or 0, enabled=cfg.train.progress)
         )
-    config = OmegaConf.to_container(one, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(one, resolve=True))  # a DictConfig gives a dict
     swept = swept_keys()
     if swept:
         config["sweep"] = swept_values(one, swept)
@@ -228,7 +233,7 @@ def make_loggers(
     return MultiLogger(loggers)
 
 
-def make_video_recorder(cfg: DictConfig, evaluator: Any, data: OfflineData) -> VideoRecorder | None:
+def make_video_recorder(cfg: DictConfig, evaluator: Any, data: OfflineData | FrameData) -> VideoRecorder | None:
     if cfg.eval.video_every <= 0:
         return None
     return VideoRecorder(evaluator.env_id, data.meta.obs_keys, cfg.eval.video_every, cfg.eval.video_max_frames)
@@ -301,9 +306,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_data(cfg: DictConfig) -> OfflineData:
+def load_data(cfg: DictConfig) -> OfflineData | FrameData:
     """Load, apply the env's reward transform and optional observation normalisation."""
-    data: OfflineData = get_class(cfg.dataset._target_)(cfg.dataset).load()
+    data: OfflineData | FrameData = get_class(cfg.dataset._target_)(cfg.dataset).load()
     env = cfg.env
     if isinstance(data, FrameData):  # uint8 image frames (discrete runs), stacked by their sampler
         return prepare_frames(data, env.reward_scale, env.reward_bias, env.normalize_obs)
@@ -338,8 +343,10 @@ def cpu_has_bf16() -> bool:
 def default_group(cfg: DictConfig, run_dir: Path) -> str:
     """Runs of one sweep share a group: the sweep dir's name, else the env name."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+    # Hydra sets the mode of every job it launches.
+    if HydraConfig.initialized() and cast(RunMode, HydraConfig.get().mode).name == "MULTIRUN":
         return Path(HydraConfig.get().sweep.dir).name
     return cfg.env.name
 
@@ -354,7 +361,7 @@ def default_tags(cfg: DictConfig) -> list[str]:
 def make_summary(
     cfg: DictConfig,
     seed: int,
-    data: OfflineData,
+    data: OfflineData | FrameData,
     state: TrainerState,
     k: int,
     status: str,

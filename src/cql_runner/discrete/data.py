@@ -17,7 +17,7 @@ def action_count(data: OfflineData | FrameData) -> int | None:
     return None if n is None else int(n)
 
 
-def check_action_space(action_space: str, data: OfflineData) -> None:
+def check_action_space(action_space: str, data: OfflineData | FrameData) -> None:
     """One-line ConfigError when the config's action space does not match the dataset's."""
     n = action_count(data)
     name = data.meta.dataset_id

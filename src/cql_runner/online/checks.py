@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cql_runner.config import ConfigError
 from cql_runner.data.types import OfflineData
+
+if TYPE_CHECKING:
+    from cql_runner.discrete.frames import FrameData
 
 # Cal-QL and CORL draw half of each fine-tuning batch from the offline data.
 FINE_TUNING_OFFLINE_RATIO = 0.5
@@ -20,7 +23,7 @@ def offline_ratio(cfg: Any) -> float:
     return FINE_TUNING_OFFLINE_RATIO if int(cfg.train.steps) > 0 else 0.0
 
 
-def check_fine_tuning(cfg: Any, data: OfflineData) -> None:
+def check_fine_tuning(cfg: Any, data: OfflineData | FrameData) -> None:
     """Raise ConfigError (one line naming the fix) for settings the data cannot support."""
     steps = int(cfg.online.steps)
     action_space = getattr(cfg, "action_space", "continuous")

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,11 @@ from cql_runner.online.mixed import MixedSampler
 from cql_runner.online.replay import OnlineReplay
 from cql_runner.preemption import PreemptionFlag
 from cql_runner.trainer import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from cql_runner.discrete.agent import DiscreteCQLAgent
+    from cql_runner.discrete.frames import FrameData, FrameSampler
+    from cql_runner.discrete.sampler import DiscreteSampler
 
 log = logging.getLogger(__name__)
 
@@ -412,9 +417,9 @@ def finished(payloads: Sequence[dict[str, Any]] | None, steps: int) -> bool:
 
 def fine_tune(
     cfg: Any,
-    data: OfflineData,
-    agent: CQLAgent,
-    offline: DeviceSampler,
+    data: OfflineData | FrameData,
+    agent: CQLAgent | DiscreteCQLAgent,
+    offline: DeviceSampler | DiscreteSampler | FrameSampler,
     trainer: Any,
     loggers: Sequence[MultiLogger],
     resumed: Sequence[dict[str, Any]] | None,
@@ -428,6 +433,8 @@ def fine_tune(
     steps = int(cfg.online.steps)
     if steps <= 0 or finished(resumed, steps):
         return None
+    # online.steps > 0 only with continuous actions (check_fine_tuning): a CQLAgent on flat transitions.
+    assert isinstance(data, OfflineData) and isinstance(agent, CQLAgent) and isinstance(offline, DeviceSampler)
     setup = online_setup(cfg, data)
 
     def checkpoint(states: list[dict[str, Any]]) -> None:

@@ -15,9 +15,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 from omegaconf import DictConfig
 
+from cql_runner.data.types import OfflineData
 from cql_runner.peers import venv as peer_venv
 from cql_runner.peers.job import PEER_METHODS, PeerBudget, export_npz, make_job, peer_command, write_job
 
@@ -76,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = compose_train_config(list(args.overrides))
     validate(cfg)
-    data = load_data(cfg)  # before building the venv: a missing dataset fails in seconds, not minutes
+    # Before building the venv: a missing dataset fails in seconds, not minutes. The peers train on
+    # flat transitions (continuous datasets), not on image frames.
+    data = cast(OfflineData, load_data(cfg))
     venv = peer_venv.build(peer_venv.PeerVenv(args.venv), log=args.venv.with_suffix(".log"))
     budget = PeerBudget(
         seeds=tuple(args.seeds),
