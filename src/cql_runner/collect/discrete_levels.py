@@ -181,7 +181,8 @@ def collect_discrete(cfg: Any) -> str:
     """Build the dataset ``cfg`` asks for on a Discrete-action env; print the summary."""
     env = make_env(cfg.env, cfg.max_episode_steps, discrete=True)
     try:
-        spec, n_actions = env.spec, int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; a Discrete env's has
+        # gymnasium types action_space as Space, which has no .n; make_env(discrete=True) gives a Discrete one.
+        spec, n_actions = env.spec, int(env.action_space.n)  # type: ignore[attr-defined]
         shape, space_name = env.observation_space.shape, str(env.observation_space)
         is_box = isinstance(env.observation_space, gym.spaces.Box)
     finally:

@@ -111,7 +111,8 @@ def train_dqn(env_id: str, dqn: Any, seed: int, max_episode_steps: int | None = 
         env.close()
         raise EnvError(f"cql-collect needs a Box observation space; {env_id!r} has {space}")
     # Observations of any Box shape (MinAtar's 10×10×C grids) are flattened for the MLP.
-    obs_dim, n_actions = int(np.prod(space.shape)), int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; make_env(discrete=True) gives Discrete
+    # gymnasium types action_space as Space, which has no .n; make_env(discrete=True) gives a Discrete one.
+    obs_dim, n_actions = int(np.prod(space.shape)), int(env.action_space.n)  # type: ignore[attr-defined]
     total = int(dqn.steps)
     agent = make_dqn_agent(obs_dim, n_actions, seed, dqn)
     assert isinstance(agent.q, EnsembleMLP)  # make_dqn_agent keeps the default MLP encoder

@@ -144,9 +144,8 @@ class DiscreteCQLAgent(nn.Module):
                 next_q_online=next_online.squeeze(-1),
                 next_q_target=next_target.squeeze(-1),
             )
-            td = losses.td_loss(
-                q_data=q_data, target=target_mean, kind=cast(losses.TDKind, d.td_loss)
-            )  # validate() checks it is mse or huber
+            # validate() checks that discrete.td_loss is mse or huber.
+            td = losses.td_loss(q_data=q_data, target=target_mean, kind=cast(losses.TDKind, d.td_loss))
         gap = losses.conservative_gap(q_values=q, actions=batch.actions, temperature=c.temperature)
         # The continuous agent's penalty, on a gap of one critic: (K,) → (K, 1).
         penalty = cql_penalty(

@@ -142,7 +142,8 @@ class DiscreteEvaluator:
         env_seeds([0], self.episodes, self.seed_offset)
         self.extra = dict(meta.extra)
         env = make_eval_env(self.env_id, self.max_episode_steps, self.extra)
-        self.n_actions = int(env.action_space.n)  # type: ignore[attr-defined]  # Space has no .n; a Discrete env's has
+        # gymnasium types action_space as Space, which has no .n; a discrete eval env's is Discrete.
+        self.n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
         env.close()
         n_data = meta.extra.get("n_actions")
         # Data inferred from logged actions (DQN replay) may never use the highest action indices.
