@@ -27,6 +27,9 @@ LEVEL_BY_FILE = {
     "test_sweeps.py": "cli",
     "test_packaging.py": "cli",
     "test_bench_memory.py": "cli",
+    # The failure campaign is about what a user sees from cql-train (one line, exit status, files intact),
+    # including the cases it drives in process (signals, a full disk).
+    "test_failure_behaviour.py": "cli",
 }
 
 # Tests whose level differs from their file's, or that the source rule below would not see.
