@@ -37,7 +37,7 @@ from cql_runner.rollout import Episode
 
 from .behaviour import _atomic, select_medium
 from .config import default_dataset_id
-from .levels import _score, collect_episodes
+from .levels import _score, collect_episodes, level_metadata
 from .online_dqn import greedy_policy, greedy_return, q_network, replay_episodes, train_dqn
 from .policies import REF_OFFSET, numpy_generator
 from .replay import ReplayBuffer
@@ -209,24 +209,9 @@ def collect_discrete(cfg: Any) -> str:
         torch.set_num_threads(threads)
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
-    keep = (
-        "random_return",
-        "medium_return",
-        "expert_return",
-        "medium_step",
-        "expert_step",
-        "threshold",
-        "updates_per_second",
-        "dqn_seconds",
+    extra = level_metadata(
+        cfg, ep_returns, returns, behaviour.dir if behaviour is not None else None, timing_key="dqn_seconds"
     )
-    extra = {
-        "level": cfg.level,
-        "version": code_version(),
-        "dataset_mean_return": float(ep_returns.mean()),
-        "behaviour": {k: returns[k] for k in keep if k in returns},
-        "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
-        "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
-    }
     how = "greedy" if cfg.collect.deterministic else f"epsilon-greedy (epsilon {cfg.collect.epsilon})"
     description = (
         f"D4RL-style '{cfg.level}' dataset {dataset_id} for {cfg.env}, built by cql-collect with {code_version()}, "

@@ -181,25 +181,14 @@ def collect(cfg: Any) -> str:
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
     n_steps = int(sum(ep.length for ep in episodes))
-    keep = (
-        "random_return",
-        "medium_return",
-        "expert_return",
-        "medium_step",
-        "expert_step",
-        "threshold",
-        "updates_per_second",
-        "sac_seconds",
+    extra = level_metadata(
+        cfg,
+        ep_returns,
+        returns,
+        behaviour.dir if behaviour is not None else None,
+        timing_key="sac_seconds",
+        reference_sources={"ref_min_score": ref_min_choice.source, "ref_max_score": ref_max_choice.source},
     )
-    extra = {
-        "level": cfg.level,
-        "version": code_version(),
-        "dataset_mean_return": float(ep_returns.mean()),
-        "behaviour": {k: returns[k] for k in keep if k in returns},
-        "behaviour_cache": str(behaviour.dir) if behaviour is not None else None,
-        "reference_sources": {"ref_min_score": ref_min_choice.source, "ref_max_score": ref_max_choice.source},
-        "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
-    }
     info = DatasetInfo(
         dataset_id,
         spec,
@@ -249,6 +238,40 @@ def announce_expert_for_reference(cfg: Any, obs_dim: int, act_dim: int) -> None:
 
 def _score(ret: float, lo: float, hi: float) -> float:
     return 100.0 * (ret - lo) / (hi - lo) if hi != lo else math.nan
+
+
+# The behaviour run's summary entries every dataset's metadata keeps (beside its learner's timing key).
+BEHAVIOUR_SUMMARY_KEYS = (
+    "random_return",
+    "medium_return",
+    "expert_return",
+    "medium_step",
+    "expert_step",
+    "threshold",
+    "updates_per_second",
+)
+
+
+def level_metadata(
+    cfg: Any,
+    ep_returns: np.ndarray,
+    returns: dict[str, Any],
+    behaviour_dir: Path | None,
+    *,
+    timing_key: str,
+    **more: Any,
+) -> dict[str, Any]:
+    """The dataset metadata's ``extra`` of a level, shared by the continuous and the discrete builder."""
+    keep = (*BEHAVIOUR_SUMMARY_KEYS, timing_key)
+    return {
+        "level": cfg.level,
+        "version": code_version(),
+        "dataset_mean_return": float(ep_returns.mean()),
+        "behaviour": {k: returns[k] for k in keep if k in returns},
+        "behaviour_cache": str(behaviour_dir) if behaviour_dir is not None else None,
+        **more,
+        "config": OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else None,
+    }
 
 
 def _description(cfg: Any, dataset_id: str) -> str:
