@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from cql_runner.data.buffer import SAMPLER_SEED_OFFSET
+from cql_runner.data.returns import returns_to_go
 from cql_runner.data.types import DatasetMeta
 
 from .nstep import n_step_transitions
@@ -90,7 +91,9 @@ class FrameSampler:
         # After a termination the next state is never used (discount 0): point it at the row itself.
         self.next_index = put(np.where(terminal, boot, next_frame))
         self.offsets = torch.arange(-data.stack + 1, 1, device=self.device)
-        self.returns_to_go = put(_returns_to_go(data.rewards, data.episode_starts, discount))
+        self.returns_to_go = put(
+            returns_to_go(rewards=data.rewards, episode_starts=data.episode_starts, discount=discount)
+        )
         self.last_indices: Tensor | None = None
         self.generators = [torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds]
 
@@ -135,16 +138,6 @@ class FrameSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
-
-
-def _returns_to_go(rewards: np.ndarray, starts: np.ndarray, discount: float) -> np.ndarray:
-    out = np.empty(len(rewards), np.float32)
-    for s, e in zip(starts, np.append(starts[1:], len(rewards))):
-        acc = 0.0
-        for t in range(e - 1, s - 1, -1):
-            acc = float(rewards[t]) + discount * acc
-            out[t] = acc
-    return out
 
 
 def prepare_frames(data: FrameData, reward_scale: float, reward_bias: float, normalize_obs: bool) -> FrameData:
