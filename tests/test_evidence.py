@@ -259,3 +259,15 @@ def test_tiny_suite_end_to_end_and_resumes_without_rerunning(tmp_path):
         assert [(d / f).stat().st_mtime_ns for f in ("summary.json", "metrics.jsonl", "value_check.json")] == before
     timing = json.loads((out / "timing.json").read_text())
     assert len(timing["invocations"]) == 2 and timing["total_s"] > 0
+
+
+def test_the_d3rlpy_equivalent_method_composes_to_the_readme_conversion(compose_cfg) -> None:
+    """Parity cell (b): `cql-as-d3rlpy` is d3rlpy 2.8.1's CQL defaults in our keys, and they compose."""
+    plan = make_plan("default", methods=["cql-as-d3rlpy"], datasets=["hopper-medium"])
+    method = plan.methods[0]
+    cfg = compose_cfg(["env=hopper-medium", *method.overrides])
+    c = cfg.cql
+    assert (c.alpha, c.lagrange, c.lagrange_form, c.tau) == (2.5, True, "raw", 10)
+    assert (c.alpha_lr, c.alpha_prime_lr, c.policy_lr, c.critic_lr) == (1e-4, 1e-4, 1e-4, 3e-4)
+    assert (c.entropy_alpha_init, c.alpha_prime_init) == (1.0, 1.0)
+    assert c.deterministic_backup and c.target_action == "mean"

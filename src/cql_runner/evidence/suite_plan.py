@@ -58,6 +58,27 @@ METHODS: tuple[MethodSpec, ...] = (
 # (the original code's weighted Lagrange form, α′·(α·gap − τ)); the peers need the peer venv.
 OPTIONAL_METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("cql-default", ("cql=default",)),
+    # d3rlpy 2.8.1's CQL defaults converted by the README table (½ in our TD term: conservative_weight 5 ->
+    # alpha 2.5; alpha_threshold 10 on the raw gap; temperature and α′ lr 1e-4, both initialised at 1;
+    # actor/critic lr 1e-4/3e-4; deterministic backup at the mean next action): the parity cell (b).
+    MethodSpec(
+        "cql-as-d3rlpy",
+        (
+            "cql=default",
+            "cql.alpha=2.5",
+            "cql.lagrange=true",
+            "cql.lagrange_form=raw",
+            "cql.tau=10",
+            "cql.alpha_lr=1e-4",
+            "cql.alpha_prime_lr=1e-4",
+            "cql.policy_lr=1e-4",
+            "cql.critic_lr=3e-4",
+            "cql.entropy_alpha_init=1.0",
+            "cql.alpha_prime_init=1.0",
+            "cql.deterministic_backup=true",
+            "cql.target_action=mean",
+        ),
+    ),
     MethodSpec("d3rlpy-cql", (), peer="cql"),
     MethodSpec("d3rlpy-bc", (), peer="bc"),
 )
