@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cql_runner.evidence.conservatism import ALPHA_PRIME, cell_checks, conservatism_lines
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
 from cql_runner.evidence.results_reading import CQL_METHODS, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
@@ -336,6 +337,10 @@ def write_results(out: Path, docs: Path) -> Path:
     plot_curves(groups(cells), SCORE_KEY, paths[0])
     plot_q_values(groups(cells), paths[1])
     plot_value_check(by_dataset(cells), paths[2])
+    tuned = [c for c in cells if cell_checks(c)]
+    if tuned:  # α′ curves of the cells that tune it (mean ± std over seeds)
+        figures["α′ during training (cells with a Lagrange multiplier)"] = fig_dir / "alpha_prime.png"
+        plot_curves(groups(tuned), ALPHA_PRIME, fig_dir / "alpha_prime.png")
     (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
     timing = _load(out / "timing.json")
     lines = [
@@ -348,6 +353,7 @@ def write_results(out: Path, docs: Path) -> Path:
         *score_lines(cells),
         *plateau_lines(cells),
         *value_lines(cells),
+        *conservatism_lines(cells),
         *parity_lines(docs),
         *figure_lines(figures, docs),
         *reading(by_dataset(cells)),

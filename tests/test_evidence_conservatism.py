@@ -1,0 +1,53 @@
+"""The evidence page's conservatism check: α′ and Q on dataset pairs against their Monte-Carlo return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cql_runner.evidence.conservatism import ALPHA_PRIME_FLOOR, cell_checks, conservatism_lines, seed_check
+from cql_runner.evidence.gather_runs import Cell
+from cql_runner.report.collect_runs import Run
+
+
+def _run(seed: int, alpha: list[float], q: list[float], mc: list[float], every: int = 250) -> Run:
+    metrics = [
+        {"step": every * (i + 1), "alpha_prime": a, "q/data": qv, "q/dataset_mc_return": m}
+        for i, (a, qv, m) in enumerate(zip(alpha, q, mc, strict=True))
+    ]
+    return Run(Path(f"/x/runs/hopper-medium/cql-default/seed{seed}"), {}, metrics, None, "completed")
+
+
+def test_a_seed_that_stays_below_its_return_with_alpha_prime_alive_is_conservative() -> None:
+    c = seed_check(_run(0, [1.0, 0.8, 0.6, 0.5], [10, 20, 30, 40], [100, 100, 100, 100]))
+    assert c is not None
+    assert c.steps == (250, 500, 750, 1000) and c.alpha_prime == (1.0, 0.8, 0.6, 0.5)
+    assert c.q_data == (10, 20, 30, 40) and c.mc_return == (100, 100, 100, 100)
+    assert c.worst_excess == -60 and c.q_below_mc and c.alpha_prime_kept and c.conservative
+
+
+def test_annealed_alpha_prime_or_one_step_above_the_return_fails_the_check() -> None:
+    annealed = seed_check(_run(1, [1.0, 0.3, 0.03, 0.012], [10, 20, 30, 40], [100] * 4))
+    assert annealed is not None and annealed.q_below_mc and not annealed.alpha_prime_kept
+    assert not annealed.conservative and annealed.alpha_prime[-1] < ALPHA_PRIME_FLOOR
+    # One logged step above the return anywhere (here mid-training) is enough to fail.
+    above = seed_check(_run(2, [1.0] * 4, [10, 105, 30, 40], [100] * 4))
+    assert above is not None and above.worst_excess == 5 and not above.conservative
+
+
+def test_runs_without_a_multiplier_are_left_out_and_the_section_says_so_per_cell() -> None:
+    no_alpha = Run(Path("/x/runs/hopper-medium/bc/seed0"), {}, [{"step": 250, "q/data": 1.0}], None, "completed")
+    assert seed_check(no_alpha) is None
+    assert conservatism_lines([Cell("hopper-medium", "bc", [no_alpha])]) == []
+    cell = Cell(
+        "hopper-medium",
+        "cql-default",
+        [_run(1, [1.0, 0.3, 0.03, 0.012], [1, 2, 3, 4], [9] * 4), _run(0, [1.0] * 4, [1, 2, 3, 4], [9] * 4)],
+    )
+    assert [c.seed for c in cell_checks(cell)] == ["seed0", "seed1"]
+    text = "\n".join(conservatism_lines([cell]))
+    assert (
+        "| hopper-medium | cql-default | seed0 | 250, 500, 750, 1k | 1, 1, 1, 1 | 1/9, 2/9, 3/9, 4/9 | -5.0 | yes |"
+        in text
+    )
+    assert "| seed1 |" in text and text.count("| no |") == 1
+    assert "hopper-medium / cql-default: conservative in 1 of 2 seeds" in text
