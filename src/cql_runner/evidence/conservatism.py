@@ -64,7 +64,7 @@ def seed_check(run: Run) -> SeedCheck | None:
     if not alpha or not paired:
         return None
     end = paired[-1]
-    marks = [int(round(f * end)) for f in FRACTIONS]
+    marks = [round(f * end) for f in FRACTIONS]
     q_points = [(s, q[s]) for s in paired]
     mc_points = [(s, mc[s]) for s in paired]
     at_q = [_at(q_points, m) for m in marks]
