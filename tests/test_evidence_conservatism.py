@@ -51,3 +51,18 @@ def test_runs_without_a_multiplier_are_left_out_and_the_section_says_so_per_cell
     )
     assert "| seed1 |" in text and text.count("| no |") == 1
     assert "hopper-medium / cql-default: conservative in 1 of 2 seeds" in text
+
+
+def test_a_longer_run_is_scored_as_of_a_common_step() -> None:
+    """`cql-evidence results --at-step N`: a 20k run compared with 10k runs counts its evaluations up to 10k."""
+    from cql_runner.evidence.gather_runs import as_of_step
+    from cql_runner.report.collect_runs import final_and_best
+
+    metrics = [{"step": s, "eval/normalized_score": v} for s, v in [(5000, 30.0), (10000, 20.0), (20000, 50.0)]]
+    summary = {"steps": 20000, "final_normalized_score": 50.0, "best_normalized_score": 50.0, "wall_time_s": 400.0}
+    run = Run(Path("/x/runs/hopper-medium/cql-default/seed0"), {}, metrics, summary, "completed")
+    assert final_and_best(run) == (50.0, 50.0)
+    at = as_of_step(run, 10000)
+    assert final_and_best(at) == (20.0, 30.0)
+    assert at.summary is not None and at.summary["wall_time_s"] == 200.0 and at.last_step == 10000
+    assert as_of_step(at, 10000) is at  # a run that ends at or before the step is unchanged

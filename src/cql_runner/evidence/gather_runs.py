@@ -7,6 +7,7 @@ runs/<dataset>/<method>/[seed<k>/].
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -85,13 +86,38 @@ def quarter_change(runs: list[Run], key: str) -> tuple[float, float] | None:
     return float(c.mean[last].mean()), float(c.mean[third].mean())
 
 
+def as_of_step(run: Run, step: int) -> Run:
+    """The run as it stood at ``step``, so cells trained for different budgets compare at a common one.
+
+    Metrics after ``step`` are dropped, so the final score is the last evaluation at or before it and the
+    best the best up to it; the run's wall time is pro-rated by ``step`` over its steps (evaluations are
+    evenly spaced, so this is close). A run that stopped at or before ``step`` is returned unchanged.
+    """
+    last = run.last_step
+    if last is None or last <= step:
+        return run
+    summary = None
+    if run.summary is not None:
+        ran = float(run.summary.get("steps") or last)
+        wall = run.summary.get("wall_time_s")
+        summary = {
+            "steps": step,
+            "steps_per_s": run.summary.get("steps_per_s"),
+            "wall_time_s": wall * step / ran if isinstance(wall, (int, float)) else None,
+        }
+    metrics = [m for m in run.metrics if isinstance(m.get("step"), (int, float)) and m["step"] <= step]
+    # "running": cql-report then scores it from its logged evaluations, not from the summary's final score.
+    return dataclasses.replace(run, metrics=metrics, summary=summary, status="running")
+
+
 def _where(run_dir: Path, runs_root: Path) -> tuple[str, str] | None:
     parts = run_dir.resolve().relative_to(runs_root.resolve()).parts
     return (parts[0], parts[1]) if len(parts) >= 2 else None
 
 
-def gather(out: Path, method_order: list[str] | None = None) -> list[Cell]:
-    """Cells in dataset order, methods in ``method_order`` (then any others, sorted)."""
+def gather(out: Path, method_order: list[str] | None = None, at_step: int | None = None) -> list[Cell]:
+    """Cells in dataset order, methods in ``method_order`` (then any others, sorted); every run scored as
+    of ``at_step`` when given (see as_of_step)."""
     runs_root = out / "runs"
     cells: dict[tuple[str, str], Cell] = {}
     for run in collect([runs_root]).runs:
@@ -99,7 +125,7 @@ def gather(out: Path, method_order: list[str] | None = None) -> list[Cell]:
         if where is None:
             continue
         cell = cells.setdefault(where, Cell(*where))
-        cell.runs.append(run)
+        cell.runs.append(run if at_step is None else as_of_step(run, at_step))
         check = run.path / VALUE_FILE
         if check.is_file():
             cell.checks.append(json.loads(check.read_text()))

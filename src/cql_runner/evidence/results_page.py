@@ -258,6 +258,17 @@ def value_lines(cells: list[Cell]) -> list[str]:
     ]
 
 
+def at_step_lines(at_step: int | None) -> list[str]:
+    if at_step is None:
+        return []
+    return [
+        f"**Every run is scored as of step {at_step}** (`--at-step {at_step}`): a run trained further counts "
+        f"its evaluations up to step {at_step} only (final = the last of them), and its training time is "
+        "pro-rated to that step.",
+        "",
+    ]
+
+
 def parity_lines(docs: Path) -> list[str]:
     """The parity table (ours vs d3rlpy, written by scripts/parity/table.py into docs/PARITY.md), repeated
     here so RESULTS.md holds every comparison; nothing when no parity cell has been measured."""
@@ -323,9 +334,12 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
     }
 
 
-def write_results(out: Path, docs: Path) -> Path:
-    """Write RESULTS.md and its figures for the suite in ``out``; returns the markdown's path."""
-    cells = gather(out, [m.name for m in (*METHODS, *OPTIONAL_METHODS)])
+def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
+    """Write RESULTS.md and its figures for the suite in ``out``; returns the markdown's path.
+
+    ``at_step``: score every run as of that step (cells trained for different budgets, compared at a
+    common one); the page says so under its budget."""
+    cells = gather(out, [m.name for m in (*METHODS, *OPTIONAL_METHODS)], at_step)
     fig_dir = docs / FIG_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -350,6 +364,7 @@ def write_results(out: Path, docs: Path) -> Path:
         "`cql-evidence results OUT --out docs` to refresh it from the run dirs.",
         "",
         *budget_lines(timing.get("plan") or _load(out / "plan.json"), _load(out / "datasets.json"), timing),
+        *at_step_lines(at_step),
         *score_lines(cells),
         *plateau_lines(cells),
         *value_lines(cells),
@@ -367,8 +382,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cql-evidence results", description=__doc__.splitlines()[0])
     p.add_argument("suite_out", type=Path, help="the suite's output dir (holds runs/, timing.json)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="docs dir to write RESULTS.md into")
+    p.add_argument(
+        "--at-step", type=int, default=None, help="score every run as of this gradient step (a common budget)"
+    )
     args = p.parse_args(argv)
-    print(f"wrote {write_results(args.suite_out, args.out)}")
+    if args.at_step is not None and args.at_step <= 0:
+        p.error(f"--at-step must be a positive step count (got {args.at_step})")
+    print(f"wrote {write_results(args.suite_out, args.out, args.at_step)}")
     return 0
 
 
