@@ -270,42 +270,6 @@ def test_tiny_suite_runs_a_peer_into_the_results_table(tmp_path: Path) -> None:
     assert "d3rlpy-bc" in (docs / "RESULTS.md").read_text()
 
 
-def test_parity_table_reads_cells_and_results_page_repeats_it(tmp_path: Path) -> None:
-    from cql_runner.evidence.results_page import parity_lines
-
-    spec = importlib.util.spec_from_file_location(
-        "parity_table", Path(__file__).parents[1] / "scripts" / "parity" / "table.py"
-    )
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
-    root, docs = tmp_path / "parity", tmp_path / "docs"
-    for k, score in enumerate((10.0, 20.0, 30.0)):
-        d = root / "runs" / "idp-medium" / "ours-b" / f"seed{k}"
-        d.mkdir(parents=True)
-        rows = (
-            [
-                {"step": 500, "alpha_prime": 0.5 + k},
-                {"step": 1000, "eval/normalized_score": score},
-                {"step": 2000, "eval/normalized_score": score + 1},
-            ]
-            if k < 2
-            else [{"step": 1000, "eval/normalized_score": score}]
-        )
-        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "logs").mkdir()
-    (root / "logs" / "queue.log").write_text("2026-11-30T14:00:00Z start idp-medium/ours-b: cql.alpha=2.5\n")
-    assert table.main(["--root", str(root), "--docs", str(docs)]) == 0
-    cell = json.loads((docs / "parity" / "cells.json").read_text())["cells"]["idp-medium/ours-b"]
-    # Only the steps every seed reached are summarised: 1000, not 2000 (seed 2 stopped before it).
-    assert list(cell["score_at"]) == ["1000"] and cell["score_at"]["1000"]["mean"] == pytest.approx(20.0)
-    assert cell["settings"] == "cql.alpha=2.5" and cell["per_seed"]["seed1"]["alpha_prime"] == {"500": 1.5}
-    md = (docs / "PARITY.md").read_text()
-    assert "| idp-medium | ours-b | 3 | 1000 | 20.0 ± 8.2 |" in md and "0 cell(s) finished" in md
-    lines = parity_lines(docs)
-    assert any(line.startswith("| idp-medium | ours-b |") for line in lines)
-    assert parity_lines(tmp_path / "nothing") == []
-
-
 def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [

@@ -269,32 +269,6 @@ def at_step_lines(at_step: int | None) -> list[str]:
     ]
 
 
-def parity_lines(docs: Path) -> list[str]:
-    """The parity table (ours vs d3rlpy, written by scripts/parity/table.py into docs/PARITY.md), repeated
-    here so RESULTS.md holds every comparison; nothing when no parity cell has been measured."""
-    path = docs / "PARITY.md"
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8").splitlines()
-    table = [line for line in text if line.startswith("|")]
-    machine = [line for line in text if line.startswith("Machine:")]
-    status = [line for line in text if line.startswith("Status:")]
-    return [
-        "## Parity with d3rlpy 2.8.1 (same data, seeds, budget and evaluation)",
-        "",
-        "Normalized score, mean ± std over 3 seeds at each evaluation step every seed reached; settings "
-        "(a) = each tool's defaults, (b) = ours converted to d3rlpy's defaults through the README's "
-        "conversion table. Cell settings, α′ and Q curves: [PARITY.md](PARITY.md).",
-        "",
-        *machine,
-        "",
-        *status,
-        "",
-        *table,
-        "",
-    ]
-
-
 def figure_lines(figures: dict[str, Path], docs: Path) -> list[str]:
     lines = ["## Figures", ""]
     for title, path in figures.items():
@@ -369,7 +343,6 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *plateau_lines(cells),
         *value_lines(cells),
         *conservatism_lines(cells),
-        *parity_lines(docs),
         *figure_lines(figures, docs),
         *reading(by_dataset(cells)),
     ]
