@@ -92,12 +92,12 @@ def test_mixed_batches_hold_exactly_the_configured_offline_share(ratio: float) -
 def test_mixed_sampler_waits_for_a_finished_episode_and_draws_per_seed() -> None:
     seeds = [0, 1]
     empty = OnlineReplay(5, OBS, ACT)
-    assert not MixedSampler(
+    assert MixedSampler(
         DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, _online_buffer(5, -1)], seeds, 8, 0.5, "cpu"
-    ).ready()
+    ).ready() == [False, True]
     assert MixedSampler(
         DeviceSampler(_offline(), seeds, "cpu", discount=0.9), [empty, empty], seeds, 8, 1.0, "cpu"
-    ).ready()
+    ).ready() == [True, True]
     # Seed 1's rows do not depend on which other seeds it is sampled with.
     pair = MixedSampler(
         DeviceSampler(_offline(), seeds, "cpu", discount=0.9),
@@ -225,7 +225,7 @@ def test_online_episodes_enter_the_pool_only_when_they_end_with_their_returns_to
     assert buf.rewards[: buf.size].max() <= 1.0
     # Updates wait for the first finished episodes (env step 10, the vector step that ends them
     # updates too), then utd = 1 per env step: 2 at step 10 and 2 at step 12.
-    assert result.updates == 4
+    assert result.updates == [4]
 
 
 def _final_actor(**over) -> list[torch.Tensor]:

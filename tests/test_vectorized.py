@@ -61,3 +61,67 @@ def test_num_seeds_via_the_cli_resumes_per_seed(minari_root: Path, tmp_path: Pat
     for seed in (5, 6):
         assert [r["step"] for r in read_jsonl(run_dir / f"seed{seed}" / "metrics.jsonl")] == [50, 100, 150]
         assert json.loads((run_dir / f"seed{seed}" / "summary.json").read_text())["steps"] == 150
+
+
+INVERTED_DATASET = "test/inverted-pendulum/tiny-v0"
+# InvertedPendulum ends an episode when the pole falls, after a seed-dependent number of steps,
+# so the seeds of one run finish their first online episodes (and start updating) at different
+# env steps: the case where one seed's schedule could leak into another's.
+FINE_TUNE = [
+    "debug=tiny",
+    "dataset.path=null",
+    f"dataset.id={INVERTED_DATASET}",
+    "logger=none",
+    "cql=calql",
+    "train.steps=20",
+    "train.log_every=4",
+    "train.checkpoint_every=1000",
+    "online.steps=24",
+    "online.envs=2",
+    "online.random_steps=2",
+    "eval.every=12",
+    "eval.episodes=1",
+    "eval.max_episode_steps=20",
+    "eval.env_id=InvertedPendulum-v5",
+    "network.hidden=[16,16]",
+    "cql.n_actions=2",
+    "train.batch_size=16",
+]
+
+
+def test_vectorized_fine_tuning_matches_single_runs(
+    minari_root: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    """seeds=[0,1] with online.steps>0: seed 1 fine-tunes exactly as a run with seed=1 alone,
+    although the two seeds start their online updates at different env steps."""
+    from data_helpers import make_minari_dataset
+
+    torch.set_num_threads(1)
+    make_minari_dataset(INVERTED_DATASET, env_id="InvertedPendulum-v5", n_episodes=6, max_steps=20, ref_max_score=20.0)
+    vec, single = tmp_path / "vec", tmp_path / "single"
+    run(compose_cfg([*FINE_TUNE, "seeds=[0,1]", f"run_dir={vec}"]))
+    run(compose_cfg([*FINE_TUNE, "seed=1", f"run_dir={single}"]))
+
+    online = {
+        seed: [r for r in read_jsonl(vec / f"seed{seed}" / "metrics.jsonl") if "online/env_steps" in r]
+        for seed in (0, 1)
+    }
+    # The case under test happens: the seeds' update counts differ at some log step.
+    assert any(a.get("online/updates") != b.get("online/updates") for a, b in zip(online[0], online[1]))
+
+    a, b = _params(single), _params(vec / "seed1")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    opt_a = load_checkpoint(single / "checkpoints" / "last.pt")["agent"]["optimizer"]["state"]
+    opt_b = load_checkpoint(vec / "seed1" / "checkpoints" / "last.pt")["agent"]["optimizer"]["state"]
+    assert opt_a.keys() == opt_b.keys()
+    for idx in opt_a:
+        for key, value in opt_a[idx].items():
+            torch.testing.assert_close(opt_b[idx][key], value, rtol=1e-5, atol=1e-6, msg=f"{idx}/{key}")
+    rows_a, rows_b = read_jsonl(single / "metrics.jsonl"), read_jsonl(vec / "seed1" / "metrics.jsonl")
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    for ra, rb in zip(rows_a, rows_b):
+        assert ra.keys() == rb.keys(), ra["step"]
+        for key, value in ra.items():
+            if not key.startswith("perf/"):
+                assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)

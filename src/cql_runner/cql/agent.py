@@ -22,6 +22,7 @@ from cql_runner.config import CQLConfig, NetworkConfig
 from cql_runner.cql import losses, terms
 from cql_runner.cql.calibration import calibration_bound
 from cql_runner.cql.diagnostics import cql_diagnosis
+from cql_runner.cql.masked_step import masked_adam_step
 from cql_runner.data.types import Batch
 from cql_runner.networks import Actor, Critic
 from cql_runner.seeds import StackedLayout
@@ -56,6 +57,7 @@ class CQLAgent(nn.Module):
     obs_mean: Tensor
     obs_std: Tensor
     update_count: Tensor
+    sat_out_count: Tensor
 
     def __init__(
         self,
@@ -110,6 +112,11 @@ class CQLAgent(nn.Module):
         # Updates taken, on the device: the BC warm-start switch reads it inside the step, so an
         # eager step and a replayed CUDA graph decide it the same way. Checkpointed as num_updates.
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64), persistent=False)
+        # Per seed, the updates it sat out while other seeds updated (online, where each seed starts
+        # updating when its own first episode ends): seed k has taken update_count − sat_out[k]
+        # updates. Kept on the host for the optimizer step and on the device for the BC switch.
+        self.sat_out = [0] * self.n_agents
+        self.register_buffer("sat_out_count", torch.zeros(self.n_agents, dtype=torch.int64), persistent=False)
         self.to(self.device)
 
         self.generators = [torch.Generator(self.device).manual_seed(seed + NOISE_SEED_OFFSET) for seed in self.seeds]
@@ -122,14 +129,21 @@ class CQLAgent(nn.Module):
             ],
             capturable,
         )
+        # Rows per seed of each optimizer parameter, for steps that only some seeds take.
+        self._optimizer_members = self.stacked_layout().optimizer
         # The loss graph is compiled; the optimizer step and Polyak update stay eager.
         self._losses = torch.compile(self.compute_losses, dynamic=False) if compile else self.compute_losses
 
     # ----- sampling -------------------------------------------------------------------
-    def draw_noise(self, batch_size: int) -> Noise:
+    def draw_noise(self, batch_size: int, active: Sequence[bool] | None = None) -> Noise:
+        """Per-seed draws; a seed not ``active`` gets zeros and its generator does not advance."""
         shape = (self.cql.n_actions, batch_size, self.act_dim)
         per_agent = []
-        for g in self.generators:
+        for k, g in enumerate(self.generators):
+            if active is not None and not active[k]:
+                zeros = torch.zeros(shape, device=self.device)
+                per_agent.append((zeros, zeros, zeros))
+                continue
             policy = torch.randn(shape, generator=g, device=self.device)
             next_policy = torch.randn(shape, generator=g, device=self.device)
             uniform = torch.rand(shape, generator=g, device=self.device) * 2.0 - 1.0
@@ -253,7 +267,8 @@ class CQLAgent(nn.Module):
         if self.cql.bc_steps > 0:
             # The behaviour-cloning warm start, switched by the device-side update count.
             bc_log_prob = losses.squashed_gaussian_log_prob(policy.mean, policy.log_std, batch.actions)
-            objective = torch.where(self.update_count < self.cql.bc_steps, bc_log_prob, q_policy_min)
+            seed_updates = (self.update_count - self.sat_out_count).unsqueeze(-1)  # (K, 1)
+            objective = torch.where(seed_updates < self.cql.bc_steps, bc_log_prob, q_policy_min)
         loss = losses.actor_loss(entropy_alpha=entropy_alpha, log_prob=log_prob, objective=objective)
         alpha_loss = (
             losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob, target_entropy=self.target_entropy)
@@ -269,22 +284,45 @@ class CQLAgent(nn.Module):
         self.calibrate = bool(on) and bool(self.cql.calibration)
 
     # ----- one gradient step ----------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, Tensor]:
-        """One CQL step on ``batch``; returns per-agent metrics (K,) left on the device."""
-        noise = self.draw_noise(batch.obs.shape[1])
+    def update(self, batch: Batch, active: Sequence[bool] | None = None) -> dict[str, Tensor]:
+        """One CQL step on ``batch``; returns per-agent metrics (K,) left on the device.
+
+        ``active``: which seeds take this step (default all). A seed left out keeps its
+        parameters, optimizer state and generators exactly as they were; its rows of ``batch``
+        and of the returned metrics are ignored.
+        """
+        active = [True] * self.n_agents if active is None else [bool(a) for a in active]
+        if len(active) != self.n_agents:
+            raise ValueError(f"active names {len(active)} seeds, the agent has {self.n_agents}")
+        # The plain fused step while every seed has taken every update (always, offline).
+        masked = not all(active) or any(self.sat_out)
+        noise = self.draw_noise(batch.obs.shape[1], active if masked else None)
         total, metrics = self._losses(batch, noise)
         # Every loss is built before any step, so no optimizer modifies a tensor another
         # loss still needs (the original code's failure on newer PyTorch).
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.optimizer.step()
+        if masked:
+            masked_adam_step(self.optimizer, members=self._optimizer_members, active=active, sat_out=self.sat_out)
+        else:
+            self.optimizer.step()
         losses.project_log_alpha_prime(self.log_alpha_prime)
         with torch.no_grad():
-            torch._foreach_lerp_(
-                self.target_critic.net.param_list(), self.critic.net.param_list(), self.cql.target_update_rate
-            )
+            targets, sources = self.target_critic.net.param_list(), self.critic.net.param_list()
+            if masked:
+                n = self.critic.n_critics
+                seeds = [k for k, on in enumerate(active) if on]
+                targets = [t[k * n : (k + 1) * n] for t in targets for k in seeds]
+                sources = [s[k * n : (k + 1) * n] for s in sources for k in seeds]
+            torch._foreach_lerp_(targets, sources, self.cql.target_update_rate)
             self.update_count += 1
+        if masked:
+            self._set_sat_out([n + (not on) for n, on in zip(self.sat_out, active)])
         return metrics
+
+    def _set_sat_out(self, counts: Sequence[int]) -> None:
+        self.sat_out = [int(c) for c in counts]
+        self.sat_out_count.copy_(torch.as_tensor(self.sat_out, dtype=torch.int64))
 
     # ----- diagnostics ----------------------------------------------------------------
     def diagnose(self, record: Mapping[str, float]) -> str | None:
@@ -311,13 +349,16 @@ class CQLAgent(nn.Module):
 
     # ----- checkpointing --------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "modules": self.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generators": [g.get_state() for g in self.generators],
             "num_updates": self.num_updates,
             "seeds": self.seeds,
         }
+        if any(self.sat_out):  # only a stacked state of seeds with different update counts
+            state["sat_out"] = list(self.sat_out)
+        return state
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         if list(state["seeds"]) != self.seeds:
@@ -330,6 +371,7 @@ class CQLAgent(nn.Module):
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
         self.update_count.fill_(int(state["num_updates"]))
+        self._set_sat_out(state.get("sat_out", [0] * self.n_agents))
 
     def stacked_layout(self) -> StackedLayout:
         """How many ensemble members of each tensor belong to one seed (see cql_runner.seeds)."""

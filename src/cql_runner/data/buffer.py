@@ -48,9 +48,15 @@ class DeviceSampler:
         self.last_indices: torch.Tensor | None = None
         self.generators = [torch.Generator(self.device).manual_seed(int(s) + SAMPLER_SEED_OFFSET) for s in seeds]
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, active: Sequence[bool] | None = None) -> Batch:
+        """(K, B) rows; a seed not ``active`` gets row 0 repeated and its generator does not advance."""
         idx = torch.stack(
-            [torch.randint(self.size, (batch_size,), generator=g, device=self.device) for g in self.generators]
+            [
+                torch.randint(self.size, (batch_size,), generator=g, device=self.device)
+                if active is None or active[k]
+                else torch.zeros(batch_size, dtype=torch.int64, device=self.device)
+                for k, g in enumerate(self.generators)
+            ]
         )  # (K, B)
         self.last_indices = idx
         return Batch(

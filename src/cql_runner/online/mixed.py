@@ -2,7 +2,8 @@
 
 With ``offline_ratio`` r and batch B, every batch holds exactly round(r·B) offline rows first and
 B − round(r·B) online rows after them, per seed. Each seed draws its online rows with its own
-generator, so seed k's batches do not depend on the other seeds of a vectorised run.
+generator, so seed k's batches do not depend on the other seeds of a vectorised run, nor on
+when they start drawing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from cql_runner.data.buffer import DeviceSampler
@@ -39,26 +41,32 @@ class MixedSampler:
         self.device = torch.device(device)
         self.generators = [torch.Generator().manual_seed(int(s) + ONLINE_SAMPLER_SEED_OFFSET) for s in seeds]
 
-    def ready(self) -> bool:
-        """Whether a batch can be drawn: every online buffer has rows, unless none are asked for."""
-        return self.n_online == 0 or all(buf.size > 0 for buf in self.online)
+    def ready(self) -> list[bool]:
+        """Per seed, whether a batch can be drawn: its online buffer has rows, unless none are asked for."""
+        return [self.n_online == 0 or buf.size > 0 for buf in self.online]
 
     @property
     def offline_share(self) -> float:
         return self.n_offline / self.batch_size
 
-    def sample(self) -> Batch:
-        """A (K, B) batch: offline rows, then online rows. Call only when :meth:`ready`."""
+    def sample(self, active: Sequence[bool] | None = None) -> Batch:
+        """A (K, B) batch: offline rows, then online rows, for the ``active`` seeds (default all;
+        each must be :meth:`ready`). The other seeds' rows are zeros and none of their
+        generators advances, so each seed's batches depend only on its own schedule."""
+        active = [True] * len(self.online) if active is None else list(active)
         parts: list[dict[str, torch.Tensor]] = []
         if self.n_offline:
-            off = self.offline.sample(self.n_offline)
+            off = self.offline.sample(self.n_offline, active)
             if off.returns_to_go is None:
                 raise ValueError("the offline sampler keeps no returns-to-go; build it with discount=")
             parts.append(off._asdict())
         if self.n_online:
             rows = []
-            for buf, g in zip(self.online, self.generators):
-                idx = torch.randint(buf.size, (self.n_online,), generator=g).numpy()
+            for buf, g, on in zip(self.online, self.generators, active):
+                if on:
+                    idx = torch.randint(buf.size, (self.n_online,), generator=g).numpy()
+                else:
+                    idx = np.zeros(self.n_online, np.int64)  # rows of an empty buffer: zeros
                 rows.append(buf.gather(idx))
             parts.append({name: torch.stack([r[name] for r in rows]).to(self.device) for name in rows[0]})
         return Batch(**{name: torch.cat([p[name] for p in parts], dim=1) for name in Batch._fields})

@@ -3,9 +3,12 @@
 Per seed, ``online.envs`` envs in one SyncVectorEnv are stepped with the agent's sampled
 actions (uniform ones for the first ``online.random_steps``); each finished episode gets its
 returns-to-go and only then enters that seed's online buffer. After every env step the agent
-takes ``online.utd`` updates on mixed batches (:class:`MixedSampler`), once every buffer holds a
-finished episode. The agent, its optimizer and the offline sampler are the offline phase's own:
-there is one CQL agent, and ``cql.alpha=0`` makes it SAC.
+takes ``online.utd`` updates on mixed batches (:class:`MixedSampler`), once that seed's buffer
+holds a finished episode: each seed's schedule is its own, so seed k of a vectorised run
+updates exactly when a single run with seed k would, and seeds not yet updating sit the
+update out untouched (``CQLAgent.update(active=...)``). The agent, its optimizer and the
+offline sampler are the offline phase's own: there is one CQL agent, and ``cql.alpha=0``
+makes it SAC.
 
 Env (k, e) runs episodes with reset seeds from the ``online`` stream of seed k
 (:func:`cql_runner.collect.policies.episode_seed`), numbered in the order seed k starts them.
@@ -130,7 +133,7 @@ class _Episode:
 class OnlineResult:
     status: str  # "completed" | "interrupted"
     env_steps: int
-    updates: int
+    updates: list[int]  # per seed
     preemption: PreemptionFlag | None = None
 
 
@@ -157,11 +160,12 @@ class OnlinePhase:
         )
         self.uniform_rngs = [numpy_generator(s, "online") for s in self.seeds]
         self.noise = [torch.Generator(agent.device).manual_seed(s + EXPLORATION_SEED_OFFSET) for s in self.seeds]
-        self.env_steps = self.updates = 0
+        self.env_steps = 0
+        self.updates = [0] * k  # per seed: each starts when its own first episode ends
         self._episodes_started = [0] * k
         self._finished: list[list[float]] = [[] for _ in range(k)]
         self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._count = [0] * k
 
     # ----- envs ---------------------------------------------------------------------------
     def _learner_obs(self, raw: Any) -> np.ndarray:
@@ -262,9 +266,10 @@ class OnlinePhase:
                         self._step_env(k, i, vec.envs[i], episodes, unit[k, i], env_actions[k, i])
                 self.env_steps += n
                 window_steps += n
-                if self.sampler.ready():
+                ready = self.sampler.ready()
+                if any(ready):
                     for _ in range(n * s.utd):
-                        self._update()
+                        self._update(ready)
 
                 step = s.offline_steps + self.env_steps
                 for lg in self.loggers:
@@ -298,7 +303,7 @@ class OnlinePhase:
         """Seed k's online progress: buffer, generators, episodes in progress, metrics window."""
         return {
             "env_steps": self.env_steps,
-            "updates": self.updates,
+            "updates": self.updates[k],
             "complete": complete,
             "episodes_started": self._episodes_started[k],
             "buffer": self.buffers[k].state(),
@@ -317,13 +322,15 @@ class OnlinePhase:
             ],
             "finished": list(self._finished[k]),
             "metric_sums": {n: v[k : k + 1].cpu().clone() for n, v in self._sums.items()},
-            "metric_count": self._count,
+            "metric_count": self._count[k],
         }
 
     def restore(self, states: Sequence[dict[str, Any]]) -> None:
         """Continue from per-seed online states written at the same env step."""
         first = states[0]
-        self.env_steps, self.updates = int(first["env_steps"]), int(first["updates"])
+        self.env_steps = int(first["env_steps"])
+        self.updates = [int(st["updates"]) for st in states]
+        self._count = [int(st["metric_count"]) for st in states]
         for k, st in enumerate(states):
             self._episodes_started[k] = int(st["episodes_started"])
             self.buffers[k] = OnlineReplay.from_state(st["buffer"], self.setup.steps)
@@ -334,7 +341,6 @@ class OnlinePhase:
             self._finished[k] = list(st["finished"])
         device = self.agent.device
         self._sums = {n: torch.cat([st["metric_sums"][n] for st in states]).to(device) for n in first["metric_sums"]}
-        self._count = int(first["metric_count"])
         self._restored = list(states)
 
     def _step_env(
@@ -357,9 +363,10 @@ class OnlinePhase:
             self._end_episode(k, ep)
             episodes[k][i] = self._new_episode(k, env)
 
-    def _update(self) -> None:
-        batch = self.sampler.sample()
-        metrics = self.agent.update(batch)
+    def _update(self, active: list[bool]) -> None:
+        """One update of the ``active`` seeds; the others' metrics are not accumulated."""
+        batch = self.sampler.sample(active)
+        metrics = self.agent.update(batch, active)
         assert batch.returns_to_go is not None
         # The same Q diagnostics as offline: Q on data and policy actions against the batch's
         # Monte-Carlo return, here over the mixed batch.
@@ -367,21 +374,31 @@ class OnlinePhase:
         metrics["online/offline_share"] = torch.full_like(
             metrics["q/dataset_mc_return"], self.sampler.n_offline / batch.obs.shape[1]
         )
-        self.updates += 1
         if not self._sums:
             self._sums = {name: torch.zeros_like(v) for name, v in metrics.items()}
-        torch._foreach_add_(list(self._sums.values()), [metrics[n] for n in self._sums])
-        self._count += 1
+        if all(active):
+            torch._foreach_add_(list(self._sums.values()), [metrics[n] for n in self._sums])
+        else:
+            mask = torch.as_tensor(active, device=self.agent.device)
+            torch._foreach_add_(list(self._sums.values()), [torch.where(mask, metrics[n], 0.0) for n in self._sums])
+        for k, on in enumerate(active):
+            self.updates[k] += on
+            self._count[k] += on
 
     def _drain(self, env_steps_per_s: float) -> list[dict[str, float]]:
-        names = list(self._sums)
+        # A seed that took no update in the window logs no update metrics (as a single run would).
+        counts = self._count
+        names = list(self._sums) if any(counts) else []
         means = (
-            (torch.stack([self._sums[n] for n in names]) / self._count).float().cpu()
-            if self._count
+            (torch.stack([self._sums[n] for n in names]) / torch.as_tensor(counts).clamp(min=1).to(self.agent.device))
+            .float()
+            .cpu()
+            if names
             else torch.zeros(0, len(self.seeds))
         )
-        self._sums, self._count = {}, 0
-        bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i]).all()]
+        self._sums, self._count = {}, [0] * len(self.seeds)
+        updating = [c > 0 for c in counts]
+        bad = [n for i, n in enumerate(names) if not torch.isfinite(means[i][updating]).all()]
         if bad:
             raise NonFiniteLossError(
                 f"{', '.join(bad)} became NaN/inf in the online phase before env step {self.env_steps}; "
@@ -389,11 +406,11 @@ class OnlinePhase:
             )
         records = []
         for k in range(len(self.seeds)):
-            rec = {n: float(means[i, k]) for i, n in enumerate(names)}
+            rec = {n: float(means[i, k]) for i, n in enumerate(names)} if updating[k] else {}
             rec.update(
                 {
                     "online/env_steps": float(self.env_steps),
-                    "online/updates": float(self.updates),
+                    "online/updates": float(self.updates[k]),
                     "perf/env_steps_per_s": env_steps_per_s,
                 }
             )
