@@ -134,6 +134,18 @@ def test_console_plain_lines_when_not_a_tty() -> None:
     assert "eta 0s" in second
 
 
+def test_console_names_the_online_rate_env_steps() -> None:
+    """A fine-tuning run's lines after train.steps count env steps (with their updates), not updates."""
+    stream = io.StringIO()
+    console = ConsoleLogger(total_steps=30, stream=stream, online_from=10)
+    for step in (10, 20):
+        time.sleep(0.002)  # a finite rate
+        console.log({}, step)
+    offline, online = stream.getvalue().splitlines()
+    assert " steps/s" in offline and "env steps/s" not in offline
+    assert "env steps/s" in online
+
+
 def test_console_resumed_run_counts_from_start_step() -> None:
     stream = io.StringIO()
     console = ConsoleLogger(total_steps=100, start_step=50, stream=stream)

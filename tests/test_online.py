@@ -358,10 +358,18 @@ def test_cql_train_fine_tunes_end_to_end(tmp_path: Path) -> None:
     assert any("online/return" in r for r in online) and "eval/normalized_score" in records[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 60
+    # Each phase's rate over its own steps and time: offline gradient steps/s, and online env
+    # steps/s (each with its online.utd=1 update; the first ones wait for a finished episode).
+    assert summary["steps_per_s"] == pytest.approx(20 / summary["train_time_s"], rel=0.02)
+    assert summary["online_env_steps"] == 40 and 0 < summary["online_updates"] <= 40
+    assert summary["online_env_steps_per_s"] == pytest.approx(40 / summary["online_time_s"], rel=0.02)
     # The same command again: the online phase is done, nothing is repeated.
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _records(run_dir) == records
+    rerun = json.loads((run_dir / "summary.json").read_text())
+    for key in ("steps_per_s", "online_env_steps", "online_updates", "online_time_s", "online_env_steps_per_s"):
+        assert rerun[key] == summary[key], key
 
 
 def test_cql_train_online_sac_from_scratch(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from cql_runner.logging import ConsoleLogger, JsonlLogger, MultiLogger
 from cql_runner.logging.sweep import swept_keys, swept_values
 from cql_runner.memory_estimate import check_batch, check_sizes
 from cql_runner.online.checks import check_fine_tuning
-from cql_runner.online.phase import fine_tune
+from cql_runner.online.phase import OnlineResult, fine_tune
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
 from cql_runner.trainer import TrainerState
@@ -161,6 +161,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     trainer.wall_origin = started - trainer.state.wall_s
 
     status, error, result = "failed", None, None
+    online: OnlineResult | None = None
     try:
         result = trainer.fit()
         status = result.status
@@ -176,7 +177,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         wall = time.perf_counter() - trainer.wall_origin
         summaries = []
         for k, (s, d, logger) in enumerate(zip(seeds, seed_dirs, loggers)):
-            summary = make_summary(cfg, s, data, trainer.state, k, status, error, wall)
+            summary = make_summary(cfg, s, data, trainer.state, k, status, error, wall, online)
             if result is not None and result.preemption is not None:
                 summary["interrupted_by"] = result.preemption.signal_name
             write_summary(d / "summary.json", summary)
@@ -209,7 +210,12 @@ def make_loggers(
     loggers: list[Any] = [JsonlLogger(run_dir / "metrics.jsonl", resume_step=resume_step)]
     if console:
         loggers.append(
-            ConsoleLogger(cfg.train.steps + cfg.online.steps, start_step=resume_step or 0, enabled=cfg.train.progress)
+            ConsoleLogger(
+                cfg.train.steps + cfg.online.steps,
+                start_step=resume_step or 0,
+                enabled=cfg.train.progress,
+                online_from=cfg.train.steps if cfg.online.steps > 0 else None,
+            )
         )
     config = cast(dict[str, Any], OmegaConf.to_container(one, resolve=True))  # a DictConfig gives a dict
     swept = swept_keys()
@@ -367,8 +373,13 @@ def make_summary(
     status: str,
     error: str | None,
     wall_time_s: float,
+    online: OnlineResult | None = None,
 ) -> dict[str, Any]:
-    return {
+    """summary.json. ``steps`` is the shared axis (offline updates, then env steps);
+    ``steps_per_s`` is offline gradient steps per second of update time, and a fine-tuning run
+    adds the online phase's own rate: env steps per second, each with its online.utd updates."""
+    offline_steps = min(int(state.step), int(cfg.train.steps))
+    summary = {
         "status": status,
         "error": error,
         "env": cfg.env.name,
@@ -380,9 +391,21 @@ def make_summary(
         "final_return": _finite_or_none(state.last_returns[k]),
         "wall_time_s": round(wall_time_s, 3),
         "train_time_s": round(state.elapsed_s, 3),
-        "steps_per_s": round(state.step / state.elapsed_s, 2) if state.elapsed_s > 0 else None,
+        "steps_per_s": round(offline_steps / state.elapsed_s, 2) if state.elapsed_s > 0 else None,
         "behaviour_mean_return": float(np.mean(data.episode_returns())),
     }
+    if online is not None:
+        summary.update(
+            {
+                "online_env_steps": online.env_steps,
+                "online_updates": online.updates[k],
+                "online_time_s": round(online.elapsed_s, 3),
+                "online_env_steps_per_s": (
+                    round(online.env_steps / online.elapsed_s, 2) if online.elapsed_s > 0 else None
+                ),
+            }
+        )
+    return summary
 
 
 def aggregate_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:

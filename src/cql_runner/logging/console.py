@@ -4,6 +4,9 @@ Plain lines are for CI, SLURM logs and pipes, where a redrawn bar turns into tho
 carriage-return fragments. One line per :meth:`ConsoleLogger.log` call::
 
     step 1000/20000 (5.0%) | 123.4 steps/s | eta 2m31s | loss/critic 1.23 | eval/return 45.6
+
+After ``online_from`` (a fine-tuning run's ``train.steps``) the axis counts env steps, and the
+rate reads ``env steps/s``: env steps per second, each with its online updates.
 """
 
 from __future__ import annotations
@@ -76,8 +79,10 @@ class ConsoleLogger:
         enabled: bool = True,
         stream: TextIO | None = None,
         keys: Sequence[str] = DEFAULT_KEYS,
+        online_from: int | None = None,
     ) -> None:
         self.total_steps = int(total_steps)
+        self.online_from = online_from
         self.start_step = int(start_step)
         self.enabled = enabled
         self.keys = tuple(keys)
@@ -147,7 +152,8 @@ class ConsoleLogger:
         pct = 100.0 * step / self.total_steps if self.total_steps > 0 else 0.0
         parts = [f"step {step}/{self.total_steps} ({pct:.1f}%)"]
         if math.isfinite(rate):
-            parts.append(f"{rate:.1f} steps/s")
+            online = self.online_from is not None and step > self.online_from
+            parts.append(f"{rate:.1f} {'env steps/s' if online else 'steps/s'}")
         parts.append(f"eta {format_duration(eta)}")
         parts.extend(f"{k} {v}" for k, v in self._shown(metrics))
         return " | ".join(parts)

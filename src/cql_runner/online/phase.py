@@ -134,7 +134,18 @@ class OnlineResult:
     status: str  # "completed" | "interrupted"
     env_steps: int
     updates: list[int]  # per seed
+    # Seconds spent stepping envs and updating (not evaluating, logging or checkpointing),
+    # summed over resumes: the online counterpart of the offline phase's train_time_s.
+    elapsed_s: float = 0.0
     preemption: PreemptionFlag | None = None
+
+    @classmethod
+    def from_states(cls, states: Sequence[dict[str, Any]], status: str = "completed") -> OnlineResult:
+        """The result recorded in per-seed online checkpoint states."""
+        first = states[0]
+        return cls(
+            status, int(first["env_steps"]), [int(st["updates"]) for st in states], float(first.get("elapsed_s", 0.0))
+        )
 
 
 class OnlinePhase:
@@ -161,6 +172,7 @@ class OnlinePhase:
         self.uniform_rngs = [numpy_generator(s, "online") for s in self.seeds]
         self.noise = [torch.Generator(agent.device).manual_seed(s + EXPLORATION_SEED_OFFSET) for s in self.seeds]
         self.env_steps = 0
+        self.elapsed_s = 0.0
         self.updates = [0] * k  # per seed: each starts when its own first episode ends
         self._episodes_started = [0] * k
         self._finished: list[list[float]] = [[] for _ in range(k)]
@@ -257,6 +269,7 @@ class OnlinePhase:
         with PreemptionFlag() as preempt:
             window_start, window_steps = time.perf_counter(), 0
             while self.env_steps < s.steps:
+                step_start = time.perf_counter()
                 n = min(s.envs, s.steps - self.env_steps)
                 obs = np.stack([[episodes[k][i].obs for i in range(n)] for k in range(len(vecs))])
                 unit = self._actions(obs)
@@ -270,6 +283,7 @@ class OnlinePhase:
                 if any(ready):
                     for _ in range(n * s.utd):
                         self._update(ready)
+                self.elapsed_s += time.perf_counter() - step_start
 
                 step = s.offline_steps + self.env_steps
                 for lg in self.loggers:
@@ -288,11 +302,11 @@ class OnlinePhase:
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested and not done:
                     self._save(episodes)
-                    return OnlineResult("interrupted", self.env_steps, self.updates, preempt)
+                    return OnlineResult("interrupted", self.env_steps, self.updates, self.elapsed_s, preempt)
                 # At the end too, marked complete, so rerunning the command does not repeat it.
                 if (s.checkpoint_every and self.env_steps % s.checkpoint_every < n) or done:
                     self._save(episodes, complete=done)
-        return OnlineResult("completed", self.env_steps, self.updates)
+        return OnlineResult("completed", self.env_steps, self.updates, self.elapsed_s)
 
     # ----- exact resume -------------------------------------------------------------------
     def _save(self, episodes: list[list[_Episode]], complete: bool = False) -> None:
@@ -303,6 +317,7 @@ class OnlinePhase:
         """Seed k's online progress: buffer, generators, episodes in progress, metrics window."""
         return {
             "env_steps": self.env_steps,
+            "elapsed_s": self.elapsed_s,
             "updates": self.updates[k],
             "complete": complete,
             "episodes_started": self._episodes_started[k],
@@ -329,6 +344,7 @@ class OnlinePhase:
         """Continue from per-seed online states written at the same env step."""
         first = states[0]
         self.env_steps = int(first["env_steps"])
+        self.elapsed_s = float(first.get("elapsed_s", 0.0))
         self.updates = [int(st["updates"]) for st in states]
         self._count = [int(st["metric_count"]) for st in states]
         for k, st in enumerate(states):
@@ -441,15 +457,18 @@ def fine_tune(
     loggers: Sequence[MultiLogger],
     resumed: Sequence[dict[str, Any]] | None,
 ) -> OnlineResult | None:
-    """Run the online phase after a completed offline phase; None when there is none to run.
+    """Run the online phase after a completed offline phase; None when there is none.
 
+    A phase that an earlier invocation completed is not repeated: its recorded result is returned.
     The online phase checkpoints every ``train.checkpoint_every`` env steps, on SIGTERM/SIGUSR1
     and at its end (marked complete, so rerunning the command does not repeat it), at step
     train.steps + env steps; rerunning an interrupted command continues it exactly.
     """
     steps = int(cfg.online.steps)
-    if steps <= 0 or finished(resumed, steps):
+    if steps <= 0:
         return None
+    if resumed and finished(resumed, steps):
+        return OnlineResult.from_states([p["online"] for p in resumed])
     # online.steps > 0 only with continuous actions (check_fine_tuning): a CQLAgent on flat transitions.
     assert isinstance(data, OfflineData) and isinstance(agent, CQLAgent) and isinstance(offline, DeviceSampler)
     setup = online_setup(cfg, data)
