@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from wandb_records import read_records
 
 from cql_runner.config import LoggerConfig
 from cql_runner.logging import (
@@ -405,3 +406,39 @@ def test_wandb_log_failure_disables_after_one_warning(wandb_env: Path, monkeypat
         logger.log({"x": 2.0}, 2)
     assert caplog.text.count("socket closed") == 1 and not logger.active
     logger.close()  # finishes the broken run, guarded
+
+
+def test_wandb_plots_the_online_phase_against_env_steps(wandb_env: Path, monkeypatch) -> None:
+    """Offline records on the gradient-step axis; online records (they carry online/env_steps)
+    under online/, declared on the env-step axis, without a gradient step."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = wandb_env / "run"
+    logger = WandbLogger(LoggerConfig(), run_dir, config={"seed": 0})
+    logger.log({"loss/critic": 1.0, "eval/normalized_score": 10.0}, step=20)
+    logger.log({"loss/critic": 2.0, "online/return": 5.0, "online/env_steps": 10.0}, step=30)
+    logger.log({"eval/normalized_score": 30.0, "online/env_steps": 20.0}, step=40)
+    logger.close()
+    _teardown_wandb()  # the wandb service writes the run file out as it shuts down
+
+    (wandb_file,) = [p for p in _offline_files(run_dir) if p.suffix == ".wandb"]
+    deadline = time.monotonic() + 30
+    records = read_records(wandb_file)
+    while not any(r.HasField("exit") for r in records) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the run's exit record is on disk
+        records = read_records(wandb_file)
+    metrics = {(r.metric.name or r.metric.glob_name): r.metric for r in records if r.HasField("metric")}
+    assert metrics["*"].step_metric == "gradient_step"
+    assert metrics["online/env_steps"].options.hidden
+    for name in ("online/loss/critic", "online/return", "online/eval/normalized_score"):
+        assert metrics[name].step_metric == "online/env_steps", name
+    assert metrics["online/eval/normalized_score"].summary.last and metrics["eval/normalized_score"].summary.last
+    rows = [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.HasField("history")
+    ]
+    offline, first, second = (r for r in rows if "_step" in r)
+    assert offline["gradient_step"] == 20 and offline["loss/critic"] == 1.0
+    assert first == {**first, "online/loss/critic": 2.0, "online/return": 5.0, "online/env_steps": 10.0, "_step": 30}
+    assert second["online/eval/normalized_score"] == 30.0 and "eval/normalized_score" not in second
+    assert "gradient_step" not in first and "loss/critic" not in first

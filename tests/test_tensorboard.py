@@ -120,3 +120,27 @@ def test_several_loggers_and_wandb_metric_declarations(minari_root: Path, tmp_pa
             item.key or ".".join(item.nested_key): json.loads(item.value_json) for h in history for item in h.item
         }
         assert "gradient_step" in logged
+
+
+def test_tensorboard_plots_the_online_phase_against_env_steps(tmp_path: Path) -> None:
+    """Online records go to tb/online, under online/, at their env step; a resume in the online
+    phase purges what the interrupted attempt logged after the checkpoint, so each env step appears once."""
+    from types import SimpleNamespace
+
+    from cql_runner.logging.tensorboard_logger import TensorBoardLogger
+
+    cfg = SimpleNamespace(subdir="tb", flush_secs=1)
+    first = TensorBoardLogger(cfg, tmp_path)
+    first.log({"loss/critic": 1.0}, 20)  # offline: 20 gradient steps
+    for env_step in (10, 20, 30):
+        first.log({"loss/critic": float(env_step), "online/env_steps": float(env_step)}, 20 + env_step)
+    first.close()
+    # Resumed from the checkpoint at env step 20 (shared step 40): env step 30 is logged again.
+    again = TensorBoardLogger(cfg, tmp_path, resume_step=40)
+    again.log({"loss/critic": 31.0, "online/return": 2.0, "online/env_steps": 30.0}, 50)
+    again.close()
+
+    assert read_scalars(tmp_path / "tb") == {"loss/critic": [(20, 1.0)]}
+    online = read_scalars(tmp_path / "tb" / "online")
+    assert online["online/loss/critic"] == [(10, 10.0), (20, 20.0), (30, 31.0)]
+    assert online["online/return"] == [(30, 2.0)] and "online/env_steps" not in online

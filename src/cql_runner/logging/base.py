@@ -10,6 +10,21 @@ from typing import Any, Protocol, runtime_checkable
 log = logging.getLogger("cql_runner")
 
 
+# Every record of the online phase carries this key: the env steps of fine-tuning so far. Records
+# share one step axis (train.steps + env steps, as in metrics.jsonl, where cql-report marks the
+# switch); the wandb and TensorBoard mirrors plot the online phase against env steps instead.
+ONLINE_STEP_METRIC = "online/env_steps"
+
+
+def online_view(metrics: Mapping[str, float]) -> dict[str, float] | None:
+    """An online-phase record with every key in the ``online/`` family (``loss/critic`` becomes
+    ``online/loss/critic``), so its curves never share a chart with the offline ones; None for an
+    offline record."""
+    if ONLINE_STEP_METRIC not in metrics:
+        return None
+    return {(k if k.startswith("online/") else f"online/{k}"): v for k, v in metrics.items()}
+
+
 @runtime_checkable
 class Logger(Protocol):
     """What the trainer talks to. ``step`` is the gradient-step count."""

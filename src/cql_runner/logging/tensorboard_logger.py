@@ -3,6 +3,10 @@
 Event files go to ``<run_dir>/tb/``. A resumed run opens a new event file whose purge step is the
 first step after the checkpoint, so TensorBoard hides what the interrupted attempt logged after it:
 each step appears once, as in metrics.jsonl (which the JSONL logger truncates the same way).
+
+The online phase of fine-tuning writes to ``<run_dir>/tb/online/`` (its own TensorBoard run),
+with every tag under ``online/`` and the env step as global step: its curves have their own
+charts and an x-axis that counts env steps, not gradient steps.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cql_runner.logging.base import ONLINE_STEP_METRIC, online_view
+
 log = logging.getLogger("cql_runner")
+
+ONLINE_SUBDIR = "online"
 
 # Summary keys shown as metrics in the HParams view, under "summary/<key>".
 HPARAM_METRICS = ("final_normalized_score", "best_normalized_score", "final_return")
@@ -54,10 +62,11 @@ class TensorBoardLogger:
 
         self.log_dir = Path(run_dir) / str(getattr(cfg, "subdir", "tb"))
         self._config = dict(config) if config is not None else {}
+        self._resume_step = resume_step
+        self._flush_secs = int(getattr(cfg, "flush_secs", 30))
         purge = None if resume_step is None else int(resume_step) + 1
-        self._writer = SummaryWriter(
-            log_dir=str(self.log_dir), purge_step=purge, flush_secs=int(getattr(cfg, "flush_secs", 30))
-        )
+        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge, flush_secs=self._flush_secs)
+        self._online_writer: Any = None
         if config is not None and resume_step is None:
             import yaml
 
@@ -66,8 +75,28 @@ class TensorBoardLogger:
             self._writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, float(value), int(step))
+        online = online_view(metrics)
+        if online is None:
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, float(value), int(step))
+            return
+        env_step = int(online[ONLINE_STEP_METRIC])
+        writer = self._online(offline_steps=int(step) - env_step)
+        for key, value in online.items():
+            if key != ONLINE_STEP_METRIC:  # the x-axis itself
+                writer.add_scalar(key, float(value), env_step)
+
+    def _online(self, offline_steps: int) -> Any:
+        """The online phase's writer, opened at its first record. A resumed run purges what the
+        interrupted attempt logged after the checkpoint's env step, as for the offline writer."""
+        if self._online_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = None if self._resume_step is None else max(int(self._resume_step) - offline_steps, 0) + 1
+            self._online_writer = SummaryWriter(
+                log_dir=str(self.log_dir / ONLINE_SUBDIR), purge_step=purge, flush_secs=self._flush_secs
+            )
+        return self._online_writer
 
     def log_video(self, key: str, path: Path, step: int) -> None:
         """The GIF as an animated image (TensorBoard's Images tab plays it); no video encoder needed."""
@@ -99,6 +128,8 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self._writer.close()
+        if self._online_writer is not None:
+            self._online_writer.close()
 
 
 def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:

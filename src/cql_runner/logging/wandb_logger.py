@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cql_runner.logging.base import ONLINE_STEP_METRIC, online_view
+
 log = logging.getLogger("cql_runner")
 
 ID_FILE = "wandb_id.txt"
@@ -147,12 +149,19 @@ def _plain_config(config: Any) -> dict[str, Any]:
     return dict(config)
 
 
-# Logged with every record and declared as every metric's x-axis: the gradient step. (cql-train
-# learns offline, so no metric of it counts environment steps.)
+# Logged with every offline record and declared as every offline metric's x-axis: the gradient step.
 STEP_METRIC = "gradient_step"
 # Summaries shown in the runs table and parallel-coordinates view: the best score is its maximum, the
 # final score the last value logged (and its maximum, to compare with the best).
 SUMMARIES = {"eval/best_normalized_score": "max", "eval/normalized_score": "last,max", "eval/return": "last,max"}
+# The online phase of fine-tuning: its metrics (all under online/, see online_view) are plotted
+# against env steps, so offline and online curves never share an axis that means two things.
+ONLINE_SUMMARIES = {
+    "online/eval/best_normalized_score": "max",
+    "online/eval/normalized_score": "last,max",
+    "online/eval/return": "last,max",
+    "online/return": "last,max",
+}
 
 
 def declare_metrics(run: Any) -> None:
@@ -161,6 +170,9 @@ def declare_metrics(run: Any) -> None:
     run.define_metric("*", step_metric=STEP_METRIC)
     for name, summary in SUMMARIES.items():
         run.define_metric(name, step_metric=STEP_METRIC, summary=summary)
+    run.define_metric(ONLINE_STEP_METRIC, hidden=True)
+    for name, summary in ONLINE_SUMMARIES.items():
+        run.define_metric(name, step_metric=ONLINE_STEP_METRIC, summary=summary)
 
 
 class WandbLogger:
@@ -193,6 +205,8 @@ class WandbLogger:
         # Steps the resumed wandb run already has; wandb drops (and warns about) logs
         # below its current step, so we skip them quietly instead.
         self._min_step = 0
+        # Online metrics declared on the env-step axis so far (by exact name: a name beats the "*" glob).
+        self._online_declared = set(ONLINE_SUMMARIES)
         if self.mode == "disabled":
             return
         try:
@@ -292,7 +306,15 @@ class WandbLogger:
         if run is None or step < self._min_step:
             return
         try:
-            run.log({**metrics, STEP_METRIC: step}, step=step)
+            online = online_view(metrics)
+            if online is None:
+                run.log({**metrics, STEP_METRIC: step}, step=step)
+                return
+            for name in online.keys() - self._online_declared - {ONLINE_STEP_METRIC}:
+                run.define_metric(name, step_metric=ONLINE_STEP_METRIC)
+                self._online_declared.add(name)
+            # wandb's own step stays the shared, increasing axis (resume relies on it).
+            run.log(online, step=step)
         except Exception as exc:
             self._disable("log", exc)
 

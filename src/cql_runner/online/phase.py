@@ -38,7 +38,7 @@ from cql_runner.data.transforms import sparse_reward_neg, transform_rewards
 from cql_runner.data.types import OfflineData
 from cql_runner.envs import make_vector_env
 from cql_runner.evaluation import resolve_env_id
-from cql_runner.logging.base import MultiLogger
+from cql_runner.logging.base import ONLINE_STEP_METRIC, MultiLogger
 from cql_runner.online.checks import offline_ratio
 from cql_runner.online.mixed import MixedSampler
 from cql_runner.online.replay import OnlineReplay
@@ -298,7 +298,8 @@ class OnlinePhase:
                     record = results if record is None else [{**a, **b} for a, b in zip(record, results)]
                 if record is not None:
                     for lg, rec in zip(self.loggers, record):
-                        lg.log(rec, step)
+                        # Every online record names its env step: the mirrors' x-axis for the phase.
+                        lg.log({**rec, ONLINE_STEP_METRIC: float(self.env_steps)}, step)
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested and not done:
                     self._save(episodes)
@@ -425,7 +426,6 @@ class OnlinePhase:
             rec = {n: float(means[i, k]) for i, n in enumerate(names)} if updating[k] else {}
             rec.update(
                 {
-                    "online/env_steps": float(self.env_steps),
                     "online/updates": float(self.updates[k]),
                     "perf/env_steps_per_s": env_steps_per_s,
                 }
