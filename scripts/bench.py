@@ -17,6 +17,10 @@ What is timed (sampling excluded for both, or included for both):
   ours CUDA graph         train.cuda_graph=true: sample+update replayed as one graph (GPU only)
   ours CUDA graph+compile train.cuda_graph=true train.compile=true: the graph of the compiled step
   ours K seeds CUDA graph train.num_seeds=K train.cuda_graph=true, seed-steps/s (GPU only)
+  ours online utd 1       the online phase of fine-tuning at online.utd=1 (OnlinePhase.advance):
+                          one Hopper-v5 env step with the policy's sampled action, then one update
+                          on a mixed batch (half offline, half from the online buffer), as env
+                          steps/s; ``online.ratio_vs_offline`` sets it against the sample+update row
   d3rlpy fp32 update      CQLImpl.update(TorchMiniBatch) on pre-converted batches
   d3rlpy sample+update    CQL.update(ReplayBuffer.sample_transition_batch(B)): its real step
   gemm ceiling            (B·(1+3N)·n_critics/2 × H) @ (H × H) fp32 matmuls, as steps/s at
@@ -56,10 +60,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cql_runner.config import CQLConfig, NetworkConfig
+from cql_runner.config import CQLConfig, EvalConfig, NetworkConfig, OnlineConfig, RunConfig, TrainConfig
 from cql_runner.cql.agent import Batch, CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.types import DatasetMeta, OfflineData
+from cql_runner.online.phase import OnlinePhase, online_setup
 from cql_runner.update_step import GraphedStep
 
 SCHEMA = "cql-runner-bench/1"
@@ -150,6 +155,47 @@ def graph_row(
     agent = make_agent(args, n_seeds=n_seeds, capturable=True, compile=compile)
     step = GraphedStep(agent, DeviceSampler(data, seeds=list(range(n_seeds)), device=device), args.batch)
     return Workload(name, label, step, agents=n_seeds, warmup=max(args.warmup, 5), optional=compile, note=note)
+
+
+# Finished-episode rows put in the online buffer before timing, so every timed env step also updates.
+ONLINE_PREFILL = 200
+
+
+def online_row(
+    args: argparse.Namespace, data: OfflineData, device: torch.device, stack: contextlib.ExitStack
+) -> Workload:
+    """The online phase's unit of work at online.utd=1, on the same agent, network and batch as
+    the offline rows. The setup is what cql-train builds (online_setup from the run config, its
+    defaults: utd 1, one env per seed); the envs stay open until ``stack`` closes."""
+    total = args.warmup + args.rounds * args.steps + ONLINE_PREFILL
+    cfg = RunConfig(
+        online=OnlineConfig(steps=total, offline_ratio=0.5),
+        train=TrainConfig(batch_size=args.batch),
+        eval=EvalConfig(env_id=args.online_env),
+    )
+    sampler = DeviceSampler(data, seeds=[0], device=device, discount=cfg.cql.discount)
+    phase = OnlinePhase(online_setup(cfg, data), make_agent(args), sampler, trainer=None, loggers=[])
+    buf, rows = phase.buffers[0], ONLINE_PREFILL
+    truncated = np.zeros(rows)
+    truncated[-1] = 1.0
+    buf.add_episode(
+        buf.start_episode(0),
+        data.observations[:rows],
+        data.actions[:rows],
+        data.rewards[:rows],
+        data.next_observations[:rows],
+        np.zeros(rows),
+        truncated,
+        discount=cfg.cql.discount,
+        sparse_reward_neg=None,
+    )
+    envs = stack.enter_context(phase.open_envs())
+    return Workload(
+        "ours_online_utd1_sampled",
+        "ours online env step+update (utd 1)",
+        lambda: phase.advance(envs),
+        note=f"{args.online_env} env step + 1 update on a half-offline mixed batch (OnlinePhase.advance)",
+    )
 
 
 def cycle(items: list[Any]) -> Callable[[], Any]:
@@ -424,6 +470,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="on CUDA, skip the CUDA graph + torch.compile row (its compilation takes minutes)",
     )
     p.add_argument("--dataset-size", type=int, default=1_000_000, help="synthetic transitions (Hopper-medium: 1M)")
+    p.add_argument(
+        "--online-env",
+        default="Hopper-v5",
+        help="env of the online fine-tuning row (obs 11, act 3: the bench's shapes)",
+    )
+    p.add_argument("--no-online", action="store_true", help="skip the online fine-tuning row")
     p.add_argument("--gemm-reps", type=int, default=20, help="matmuls per timed step of the ceiling row")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here")
     p.add_argument("--quiet", action="store_true")
@@ -437,7 +489,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    with contextlib.ExitStack() as stack:  # the online row's envs
+        return _main(parse_args(argv), stack)
+
+
+def _main(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -474,6 +530,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         note="DeviceSampler.sample + update: the real training step",
     )
     rows += [ours, ours_s]
+
+    # The online phase of fine-tuning, against the same sample+update step.
+    online = None
+    if args.no_online:
+        notes.append("online row skipped (--no-online)")
+    else:
+        try:
+            online = online_row(args, data, device, stack)
+        except Exception as exc:  # no MuJoCo, or an env of other shapes
+            notes.append(f"online row missing: {args.online_env} failed ({type(exc).__name__}: {exc})")
+        else:
+            rows.append(online)
 
     # Seed-vectorised: K agents in one process, counted per seed-step.
     ours_k = None
@@ -611,7 +679,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(ceiling)
 
     # Each ratio's two rows next to each other, so they are timed back to back in a round.
-    order = [ours, peer, ours_s, peer_s, ours_g, ours_gc, ours_k, ours_gk, ours_bf16, ceiling]
+    order = [ours, peer, online, ours_s, peer_s, ours_g, ours_gc, ours_k, ours_gk, ours_bf16, ceiling]
     rows = [w for w in order if w is not None and w in rows] + [w for w in rows if w not in order]
 
     log(f"timing {len(rows)} rows: warmup {args.warmup}, {args.rounds} rounds of {args.steps} steps")
@@ -680,6 +748,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # The same with both sides replayed as CUDA graphs (GPU only).
             "cuda_graph_aggregate_steps_per_s": statistics.median(ours_gk.rates) if ours_gk else None,
             "cuda_graph_ratio_vs_single": paired_ratio(ours_gk, ours_g),
+        },
+        "online": {
+            "env": None if online is None else args.online_env,
+            "utd": 1,
+            "offline_ratio": 0.5,
+            # Env steps/s, each with its one update; and over the offline sample+update step, same round.
+            "env_steps_per_s": statistics.median(online.rates) if online else None,
+            "ratio_vs_offline": paired_ratio(online, ours_s),
         },
         "flops": {
             "per_step": flops["total"],
@@ -755,6 +831,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"CUDA graph+compile {_fmt(report['ratios_sampled']['cuda_graph_compile'])}",
         f"{report['seeds']['k']} vectorised seeds: {_fmt(report['seeds']['aggregate_steps_per_s'])} seed-steps/s "
         f"in all, {_fmt(report['seeds']['ratio_vs_single'])}x one seed's sample+update",
+        f"online fine-tuning ({report['online']['env'] or 'skipped'}, utd 1, half-offline batches): "
+        f"{_fmt(report['online']['env_steps_per_s'])} env steps/s (each with its update), "
+        f"{_fmt(report['online']['ratio_vs_offline'])}x the offline sample+update step",
     ]
     if report["seeds"]["cuda_graph_ratio_vs_single"] is not None:
         lines.append(

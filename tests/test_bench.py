@@ -64,7 +64,14 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     assert isinstance(report["notes"], list)
 
     rows = {r["name"]: r for r in report["rows"]}
-    for name in ("ours_fp32", "ours_fp32_sampled", "ours_seeds2_sampled", "ours_bf16", "gemm_ceiling"):
+    for name in (
+        "ours_fp32",
+        "ours_fp32_sampled",
+        "ours_online_utd1_sampled",
+        "ours_seeds2_sampled",
+        "ours_bf16",
+        "gemm_ceiling",
+    ):
         assert name in rows, sorted(rows)
     for r in rows.values():
         s = r["steps_per_s"]
@@ -77,6 +84,15 @@ def test_bench_smoke_writes_the_json_schema(tmp_path: Path) -> None:
     seeds = report["seeds"]
     assert seeds["k"] == 2 and seeds["aggregate_steps_per_s"] == rows["ours_seeds2_sampled"]["steps_per_s"]["median"]
     assert seeds["ratio_vs_single"] > 0
+    # The online fine-tuning row (a Hopper-v5 env step + one mixed-batch update), set against the
+    # offline sample+update step of the same rounds.
+    online = report["online"]
+    assert online["env"] == "Hopper-v5" and online["utd"] == 1 and online["offline_ratio"] == 0.5
+    assert online["env_steps_per_s"] == rows["ours_online_utd1_sampled"]["steps_per_s"]["median"]
+    assert online["ratio_vs_offline"] == pytest.approx(
+        rows["ours_online_utd1_sampled"]["per_round"][0] / rows["ours_fp32_sampled"]["per_round"][0]
+    )
+    assert "env steps/s" in proc.stdout
     # CPU: no graph rows.
     assert report["ratios_sampled"]["cuda_graph"] is None and report["ratios_sampled"]["cuda_graph_compile"] is None
     assert seeds["cuda_graph_ratio_vs_single"] is None and seeds["cuda_graph_aggregate_steps_per_s"] is None

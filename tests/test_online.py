@@ -13,13 +13,22 @@ import torch
 from conftest import run_cli
 from data_helpers import make_d4rl_file
 
-from cql_runner.config import ConfigError, CQLConfig, NetworkConfig, validate
+from cql_runner.config import (
+    ConfigError,
+    CQLConfig,
+    EvalConfig,
+    NetworkConfig,
+    OnlineConfig,
+    RunConfig,
+    TrainConfig,
+    validate,
+)
 from cql_runner.cql.agent import CQLAgent
 from cql_runner.data.buffer import DeviceSampler
 from cql_runner.data.types import DatasetMeta, OfflineData
 from cql_runner.online.checks import check_fine_tuning, offline_ratio
 from cql_runner.online.mixed import MixedSampler
-from cql_runner.online.phase import OnlinePhase, OnlineSetup
+from cql_runner.online.phase import OnlinePhase, OnlineSetup, online_setup
 from cql_runner.online.replay import OnlineReplay
 
 OBS, ACT = 3, 1  # Pendulum-v1
@@ -173,32 +182,15 @@ class _Evaluator:
 
 
 def _setup(**over) -> OnlineSetup:
-    base = dict(
-        steps=12,
-        utd=1,
-        envs=2,
-        random_steps=0,
-        calibrate=True,
-        offline_ratio=0.5,
-        batch_size=8,
-        log_every=4,
-        eval_every=0,
-        checkpoint_every=0,
-        offline_steps=0,
-        discount=0.9,
-        reward_scale=1.0,
-        reward_bias=0.0,
-        sparse_reward_neg=None,
-        env_id="Pendulum-v1",
-        max_episode_steps=5,
-        obs_keys=None,
-        obs_mean=None,
-        obs_std=None,
-        action_low=np.full(ACT, -2.0, np.float32),
-        action_high=np.full(ACT, 2.0, np.float32),
+    """The setup cql-train builds (online_setup from the run config), at test sizes: 12 env steps
+    in 2 Pendulum envs with 5-step episodes, no offline steps; ``over`` replaces fields."""
+    cfg = RunConfig(
+        online=OnlineConfig(steps=12, envs=2, offline_ratio=0.5),
+        train=TrainConfig(steps=0, batch_size=8, log_every=4, checkpoint_every=0),
+        eval=EvalConfig(every=0, max_episode_steps=5),
+        cql=CQLConfig(discount=0.9),
     )
-    base.update(over)
-    return OnlineSetup(**base)
+    return dataclasses.replace(online_setup(cfg, _offline()), **over)
 
 
 def _phase(seeds=(0,), calibration: bool = True, checkpoint=None, **over) -> OnlinePhase:

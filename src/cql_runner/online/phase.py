@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -127,6 +128,16 @@ class _Episode:
     env_return: float = 0.0  # undiscounted, in env units (before the reward transform)
     # What the env received: replayed after its reset seed to restore the env on resume.
     env_actions: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class OnlineEnvs:
+    """Every seed's envs and the episode each sub-env is in (see :meth:`OnlinePhase.open_envs`)."""
+
+    vecs: list[SyncVectorEnv]
+    episodes: list[list[_Episode]]  # [seed][sub-env]
+    low: np.ndarray  # env action bounds the unit actions are mapped to
+    high: np.ndarray
 
 
 @dataclass
@@ -242,14 +253,17 @@ class OnlinePhase:
         return squashed_gaussian_sample(mean.float(), log_std.float(), eps)[0].cpu().numpy()
 
     # ----- the loop -----------------------------------------------------------------------
-    def run(self) -> OnlineResult:
+    @contextmanager
+    def open_envs(self) -> Iterator[OnlineEnvs]:
+        """Every seed's envs, each in a fresh episode (or the checkpointed one, after
+        :meth:`restore`), closed on exit."""
         s = self.setup
         self.agent.set_calibration(s.calibrate)
         vecs = [make_vector_env(s.env_id, s.envs, s.max_episode_steps) for _ in self.seeds]
-        space = cast(Box, vecs[0].single_action_space)  # make_env admits bounded Box actions only
-        low = s.action_low if s.action_low is not None else space.low
-        high = s.action_high if s.action_high is not None else space.high
         try:
+            space = cast(Box, vecs[0].single_action_space)  # make_env admits bounded Box actions only
+            low = s.action_low if s.action_low is not None else space.low
+            high = s.action_high if s.action_high is not None else space.high
             if self._restored is None:
                 episodes = [[self._new_episode(k, env) for env in vec.envs] for k, vec in enumerate(vecs)]
             else:
@@ -257,33 +271,43 @@ class OnlinePhase:
                     [self._replay_episode(env, saved) for env, saved in zip(vec.envs, st["episodes"])]
                     for vec, st in zip(vecs, self._restored)
                 ]
-            return self._loop(vecs, episodes, low, high)
+            yield OnlineEnvs(vecs, episodes, low, high)
         finally:
             for vec in vecs:
                 vec.close()
 
-    def _loop(
-        self, vecs: list[SyncVectorEnv], episodes: list[list[_Episode]], low: np.ndarray, high: np.ndarray
-    ) -> OnlineResult:
+    def run(self) -> OnlineResult:
+        with self.open_envs() as envs:
+            return self._loop(envs)
+
+    def advance(self, envs: OnlineEnvs) -> int:
+        """One vector step of every seed's envs, then ``online.utd`` updates per env step for each
+        seed whose buffer is ready: the unit of work of the phase. Returns the env steps per seed."""
+        s = self.setup
+        start = time.perf_counter()
+        n = min(s.envs, s.steps - self.env_steps)
+        episodes = envs.episodes
+        obs = np.stack([[episodes[k][i].obs for i in range(n)] for k in range(len(envs.vecs))])
+        unit = self._actions(obs)
+        env_actions = from_unit_actions(unit, envs.low, envs.high)
+        for k, vec in enumerate(envs.vecs):
+            for i in range(n):
+                self._step_env(k, i, vec.envs[i], episodes, unit[k, i], env_actions[k, i])
+        self.env_steps += n
+        ready = self.sampler.ready()
+        if any(ready):
+            for _ in range(n * s.utd):
+                self._update(ready)
+        self.elapsed_s += time.perf_counter() - start
+        return n
+
+    def _loop(self, envs: OnlineEnvs) -> OnlineResult:
         s = self.setup
         with PreemptionFlag() as preempt:
             window_start, window_steps = time.perf_counter(), 0
             while self.env_steps < s.steps:
-                step_start = time.perf_counter()
-                n = min(s.envs, s.steps - self.env_steps)
-                obs = np.stack([[episodes[k][i].obs for i in range(n)] for k in range(len(vecs))])
-                unit = self._actions(obs)
-                env_actions = from_unit_actions(unit, low, high)
-                for k, vec in enumerate(vecs):
-                    for i in range(n):
-                        self._step_env(k, i, vec.envs[i], episodes, unit[k, i], env_actions[k, i])
-                self.env_steps += n
+                n = self.advance(envs)
                 window_steps += n
-                ready = self.sampler.ready()
-                if any(ready):
-                    for _ in range(n * s.utd):
-                        self._update(ready)
-                self.elapsed_s += time.perf_counter() - step_start
 
                 step = s.offline_steps + self.env_steps
                 for lg in self.loggers:
@@ -302,11 +326,11 @@ class OnlinePhase:
                         lg.log({**rec, ONLINE_STEP_METRIC: float(self.env_steps)}, step)
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested and not done:
-                    self._save(episodes)
+                    self._save(envs.episodes)
                     return OnlineResult("interrupted", self.env_steps, self.updates, self.elapsed_s, preempt)
                 # At the end too, marked complete, so rerunning the command does not repeat it.
                 if (s.checkpoint_every and self.env_steps % s.checkpoint_every < n) or done:
-                    self._save(episodes, complete=done)
+                    self._save(envs.episodes, complete=done)
         return OnlineResult("completed", self.env_steps, self.updates, self.elapsed_s)
 
     # ----- exact resume -------------------------------------------------------------------
