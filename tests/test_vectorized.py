@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,7 +91,7 @@ FINE_TUNE = [
 
 
 def test_vectorized_fine_tuning_matches_single_runs(
-    minari_root: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+    minari_root: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     """seeds=[0,1] with online.steps>0: seed 1 fine-tunes exactly as a run with seed=1 alone,
     although the two seeds start their online updates at different env steps."""
@@ -125,3 +126,17 @@ def test_vectorized_fine_tuning_matches_single_runs(
         for key, value in ra.items():
             if not key.startswith("perf/"):
                 assert rb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (ra["step"], key)
+
+    # Stopped halfway (the seeds' update counts differ there) and continued: the per-seed
+    # checkpoints carry each seed's own counts and stack back into the same run.
+    split = tmp_path / "split"
+    half = [*FINE_TUNE, "seeds=[0,1]", f"run_dir={split}"]
+    run(compose_cfg([*half, "online.steps=12"]))
+    states = [load_checkpoint(split / f"seed{k}" / "checkpoints" / "last.pt") for k in (0, 1)]
+    assert states[0]["agent"]["num_updates"] != states[1]["agent"]["num_updates"]
+    with caplog.at_level(logging.INFO, logger="cql_runner.online.phase"):
+        run(compose_cfg(half))
+    assert "resuming the online phase at env step 12" in caplog.text
+    a, b = _params(vec / "seed1"), _params(split / "seed1")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
