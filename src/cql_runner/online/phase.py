@@ -327,11 +327,11 @@ class OnlinePhase:
                     window_start, window_steps = time.perf_counter(), 0
                 if preempt.requested and not done:
                     self._save(envs.episodes)
-                    return OnlineResult("interrupted", self.env_steps, self.updates, self.elapsed_s, preempt)
+                    return OnlineResult("interrupted", self.env_steps, list(self.updates), self.elapsed_s, preempt)
                 # At the end too, marked complete, so rerunning the command does not repeat it.
                 if (s.checkpoint_every and self.env_steps % s.checkpoint_every < n) or done:
                     self._save(envs.episodes, complete=done)
-        return OnlineResult("completed", self.env_steps, self.updates, self.elapsed_s)
+        return OnlineResult("completed", self.env_steps, list(self.updates), self.elapsed_s)
 
     # ----- exact resume -------------------------------------------------------------------
     def _save(self, episodes: list[list[_Episode]], complete: bool = False) -> None:
