@@ -83,7 +83,11 @@ def _rollout(env: gym.Env, seed: int, max_steps: int, end: str | None) -> Episod
     if end is not None:
         terms[-1], truncs[-1] = end == "terminated", end == "truncated"
     if isinstance(observations[0], dict):
-        stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+        # Text entries (a MiniGrid mission) stay a list of str, as Minari stores them.
+        stacked = {
+            k: [o[k] for o in observations] if isinstance(v, str) else np.stack([o[k] for o in observations])
+            for k, v in observations[0].items()
+        }
     else:
         stacked = np.stack(observations)
     return EpisodeBuffer(
@@ -242,3 +246,136 @@ def write_dqn_replay(
             with gzip.open(folder / f"$store$_{name}_ckpt.{n}.gz", "wb") as f:
                 np.save(f, array, allow_pickle=False)
     return folder
+
+
+# MiniGrid FourRooms's spaces (Minari's D4RL/minigrid/fourrooms-v0): Dict of a Discrete(4) direction,
+# a 7×7×3 uint8 image and a text mission, 7 actions.
+GRID_ENV_ID = "CqlRunnerGrid-v0"
+GRID_MISSION = "reach the goal"
+
+
+def grid_observation_space() -> gym.spaces.Dict:
+    charset = "abcdefghijklmnopqrstuvwxyz "
+    return gym.spaces.Dict(
+        {
+            "direction": gym.spaces.Discrete(4),
+            "image": gym.spaces.Box(0, 255, (7, 7, 3), np.uint8),
+            "mission": gym.spaces.Text(max_length=14, min_length=1, charset=charset),
+        }
+    )
+
+
+class GridEnv(gym.Env):
+    """A stand-in for MiniGrid-FourRooms-v0 (same spaces) that needs no minigrid: action 2 scores."""
+
+    metadata: dict = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
+
+    def __init__(self) -> None:
+        self.observation_space = grid_observation_space()
+        self.action_space = gym.spaces.Discrete(7)
+        self._t = 0
+        self._dir = 0
+
+    def _obs(self) -> dict:
+        image = np.full((7, 7, 3), self._t % 11, np.uint8)
+        image[0, 0] = (self._dir, 5, 2)
+        return {"direction": self._dir, "image": image, "mission": GRID_MISSION}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t, self._dir = 0, int(self.np_random.integers(4))
+        return self._obs(), {}
+
+    def step(self, action):
+        self._t += 1
+        self._dir = (self._dir + (1 if action == 1 else -1 if action == 0 else 0)) % 4
+        return self._obs(), float(action == 2), self._t >= 9, False, {}
+
+
+if GRID_ENV_ID not in gym.registry:
+    gym.register(GRID_ENV_ID, entry_point=f"{__name__}:GridEnv", max_episode_steps=100)
+
+
+def make_minigrid_dataset(dataset_id: str = "D4RL/minigrid/fourrooms-v0", n_episodes: int = 4, seed: int = 0) -> Path:
+    """A tiny Minari set with FourRooms's observation and action spaces, recorded from :class:`GridEnv`
+    but with MiniGrid-FourRooms-v0's env spec (as the published set records it)."""
+    from gymnasium.envs.registration import EnvSpec
+
+    env = gym.make(GRID_ENV_ID)
+    buffers = [_rollout(env, seed + i, 12, None) for i in range(n_episodes)]
+    env.close()
+    spec = EnvSpec(id="MiniGrid-FourRooms-v0", entry_point="minigrid.envs:FourRoomsEnv")
+    minari.create_dataset_from_buffers(
+        dataset_id=dataset_id,
+        buffer=buffers,
+        env=spec,
+        eval_env=spec,
+        observation_space=grid_observation_space(),
+        action_space=gym.spaces.Discrete(7),
+        algorithm_name="random",
+        author="cql-runner tests",
+        author_email="tests@example.invalid",
+        code_permalink="https://example.invalid/cql-runner",
+        description="tiny FourRooms-shaped dataset for tests",
+    )
+    return get_dataset_path(dataset_id)
+
+
+def atari_screens(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n raw 210×160 RGB screens: flat colour blocks, so the 84×84 resize is not trivial."""
+    blocks = rng.integers(0, 256, (n, 7, 5, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(blocks, 30, axis=1), 32, axis=2)
+
+
+def make_atari_dataset(
+    dataset_id: str = "atari/pong/expert-v0",
+    episode_lengths: Sequence[int] = (9, 7, 8),
+    seed: int = 0,
+    n_actions: int = 6,
+) -> Path:
+    """A tiny Minari set shaped like Minari's atari/<game>/expert-v0: raw RGB screens, 6 actions (Pong's),
+    the ALE/Pong-v5 spec the published sets record (frame skip 4, no sticky actions). The last
+    episode is truncated, the others terminate."""
+    from gymnasium.envs.registration import EnvSpec
+
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for i, n in enumerate(episode_lengths):
+        last = i == len(episode_lengths) - 1
+        buffers.append(
+            EpisodeBuffer(
+                seed=seed + i,
+                observations=atari_screens(rng, n + 1),
+                actions=rng.integers(0, n_actions, n),
+                rewards=rng.choice([-1.0, 0.0, 1.0], n),
+                terminations=np.arange(n) == n - 1 if not last else np.zeros(n, bool),
+                truncations=np.arange(n) == n - 1 if last else np.zeros(n, bool),
+            )
+        )
+    spec = EnvSpec(
+        id="ALE/Pong-v5",
+        entry_point="ale_py.env:AtariEnv",
+        max_episode_steps=27000,
+        kwargs={
+            "game": "pong",
+            "obs_type": "rgb",
+            "repeat_action_probability": 0,
+            "full_action_space": False,
+            "frameskip": 4,
+            "max_num_frames_per_episode": 108000,
+        },
+    )
+    minari.create_dataset_from_buffers(
+        dataset_id=dataset_id,
+        buffer=buffers,
+        env=spec,
+        eval_env=spec,
+        observation_space=gym.spaces.Box(0, 255, (210, 160, 3), np.uint8),
+        action_space=gym.spaces.Discrete(n_actions),
+        algorithm_name="random",
+        author="cql-runner tests",
+        author_email="tests@example.invalid",
+        code_permalink="https://example.invalid/cql-runner",
+        description="tiny Atari-shaped dataset for tests",
+    )
+    return get_dataset_path(dataset_id)

@@ -23,6 +23,7 @@ ROBOTICS_PREFIXES = ("AntMaze", "PointMaze", "Adroit", "FrankaKitchen")
 ROBOTICS_INSTALL_HINT = 'pip install "cql-runner[robotics]"'
 MINATAR_INSTALL_HINT = 'pip install "cql-runner[minatar]"'
 ATARI_INSTALL_HINT = 'pip install "cql-runner[atari]"'
+MINIGRID_INSTALL_HINT = 'pip install "cql-runner[minigrid]"'
 
 
 class EnvError(RuntimeError):
@@ -143,11 +144,25 @@ def _ensure_ale_registered(env_id: str) -> None:
     gym.register_envs(ale_py)
 
 
+def _ensure_minigrid_registered(env_id: str) -> None:
+    """Register the ``MiniGrid-*`` / ``BabyAI-*`` envs (importing minigrid does), or say how to get it."""
+    if env_id in gym.registry or not env_id.startswith(("MiniGrid-", "BabyAI-")):
+        return
+    try:
+        import minigrid  # noqa: F401 (importing registers the envs)
+    except ImportError as exc:
+        raise EnvError(
+            f"environment {env_id!r} comes from minigrid, which is not installed; "
+            f"install it with `{MINIGRID_INSTALL_HINT}`"
+        ) from exc
+
+
 def _make_unchecked(env_id: str, max_episode_steps: int | None = None, **make_kwargs: object) -> gym.Env:
     """``gym.make`` with one-line errors for unknown ids and missing extras; no action-space check."""
     _ensure_robotics_registered(env_id)
     _ensure_minatar_registered(env_id)
     _ensure_ale_registered(env_id)
+    _ensure_minigrid_registered(env_id)
     kwargs: dict[str, Any] = dict(make_kwargs)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)

@@ -13,7 +13,9 @@ Minari stores T+1 observations per episode of T steps, the last being the final 
 ``terminals`` are Minari's ``terminations`` and ``timeouts`` its ``truncations``; they
 are kept apart because a truncated step must still bootstrap. Actions are mapped to
 [-1, 1] from the dataset's Box bounds, and Dict observations are concatenated in the
-order of :func:`dict_obs_keys`.
+order of :func:`dict_obs_keys` (a Dict with Discrete entries, one-hot, or Text entries, dropped,
+follows a :class:`DictLayout` that the discrete evaluator applies to its env too). Image
+observations (Minari's Atari screens) are refused here: MinariAtariSource keeps them uint8.
 
 The flat arrays are cached (see :mod:`cql_runner.data.cache`): by default in
 ``<MINARI_DATASETS_PATH>/.cql_runner_cache`` for store datasets (a hidden folder, which
@@ -46,7 +48,7 @@ from cql_runner.data.errors import (
     one_line,
 )
 from cql_runner.data.memory import release_freed_memory
-from cql_runner.data.spaces import dict_obs_keys, flatten_obs, to_unit_actions
+from cql_runner.data.spaces import DictLayout, dict_obs_keys, flatten_entries, flatten_obs, to_unit_actions
 from cql_runner.data.types import DatasetMeta, OfflineData
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ class MinariSource:
         self.cfg = SimpleNamespace(**{k: kwargs[k] if k in kwargs else getattr(cfg, k, None) for k in _CONFIG_FIELDS})
 
     def load(self) -> OfflineData:
-        data_dir, dataset_id, fix = self._locate()
+        data_dir, dataset_id, fix = self.locate()
         cache = ArrayCache(self._cache_dirs(), dataset_id, data_dir)
         cached = cache.load()
         if cached is not None:
@@ -123,7 +125,7 @@ class MinariSource:
         release_freed_memory()
         return data
 
-    def _locate(self) -> tuple[Path, str, str]:
+    def locate(self) -> tuple[Path, str, str]:
         """(the dataset's data/ folder, a name for it, the fix to suggest if it is corrupt)."""
         path = self.cfg.path
         if path:
@@ -241,9 +243,16 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
     stayed resident: a first load left the process at about 2x the dataset's size, against
     1.05x for a load from the cache (scripts/bench_memory.py).
     """
-    keys = _obs_keys(dataset.observation_space)
+    keys, layout = _obs_layout(dataset.observation_space)
     # Discrete actions are kept as their indices (a float32 column); Box actions go to [-1, 1].
     n_actions = discrete_action_count(dataset.action_space)
+    if layout is not None:
+        if n_actions is None:
+            raise DatasetError(
+                f"dataset '{dataset.id}' has Discrete or Text observation entries and continuous actions; "
+                "only discrete-action datasets (MiniGrid's) may have them"
+            )
+        _note_dropped_entries(dataset, layout)
     low, high = _action_bounds(dataset.action_space) if n_actions is None else (None, None)
     cols = _FlatColumns(_expected_steps(dataset))
     lengths: list[int] = []
@@ -251,7 +260,7 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
         n = len(ep.rewards)
         if n == 0:
             continue
-        obs = _episode_obs(ep.observations, keys, ep.id)
+        obs = _episode_obs(ep.observations, keys, ep.id, layout)
         if obs.shape[0] != n + 1:
             raise DatasetCorruptError(
                 f"episode {ep.id} has {obs.shape[0]} observations for {n} steps "
@@ -284,7 +293,7 @@ def flatten_dataset(dataset: minari.MinariDataset, data_dir: Path | None = None)
         terminals=flat["terminals"],
         timeouts=flat["timeouts"],
         episode_starts=starts,
-        meta=build_meta(dataset, keys, low, high, data_dir, n_actions),
+        meta=build_meta(dataset, keys, low, high, data_dir, n_actions, layout),
     )
 
 
@@ -334,19 +343,65 @@ class _FlatColumns:
         return {k: a if len(a) == self.size else a[: self.size].copy() for k, a in self.arrays.items()}
 
 
-def _obs_keys(space: gym.Space) -> list[str] | None:
-    """Flattening order for a Dict space, None for a Box; anything else is rejected."""
+def _obs_layout(space: gym.Space) -> tuple[list[str] | None, DictLayout | None]:
+    """(flattening order, None) for a Box or Dict-of-Box; (None, layout) for a Dict that also has
+    Discrete or Text entries (MiniGrid's); anything else is rejected."""
     if isinstance(space, gym.spaces.Box):
-        return None
+        if is_image_space(space):
+            raise DatasetError(
+                f"observation space {space} holds images, which this loader would turn into float32 "
+                "vectors; for Minari's Atari sets use env=atari-<game>-expert (or "
+                "dataset._target_=cql_runner.discrete.minari_frames.MinariAtariSource)"
+            )
+        return None, None
     if isinstance(space, gym.spaces.Dict):
-        bad = [k for k, s in space.spaces.items() if not isinstance(s, gym.spaces.Box)]
+        entries = space.spaces
+        bad = [
+            k for k, s in entries.items() if not isinstance(s, gym.spaces.Box | gym.spaces.Discrete | gym.spaces.Text)
+        ]
         if bad:
             raise DatasetError(
-                f"observation entries {bad} are not Box spaces; only Box and "
-                "Dict-of-Box observations can be flattened for CQL"
+                f"observation entries {bad} are not Box, Discrete or Text spaces; only those can be flattened for CQL"
             )
-        return dict_obs_keys(list(space.spaces.keys()))
+        keys = dict_obs_keys(list(entries.keys()))
+        if all(isinstance(s, gym.spaces.Box) for s in entries.values()):
+            return keys, None
+        one_hot = {}
+        for k, s in entries.items():
+            if isinstance(s, gym.spaces.Discrete):
+                if int(s.start) != 0:
+                    raise DatasetError(
+                        f"observation entry {k!r} is {s}; only Discrete spaces starting at 0 are supported"
+                    )
+                one_hot[k] = int(s.n)
+        dropped = tuple(k for k in keys if isinstance(entries[k], gym.spaces.Text))
+        return None, DictLayout(tuple(k for k in keys if k not in dropped), one_hot, dropped)
     raise DatasetError(f"observation space {space} is not supported; CQL here needs Box or Dict-of-Box observations")
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """A Box of uint8 pixels (H, W) or (H, W, C) with H, W ≥ 32: a camera or screen image."""
+    shape = tuple(getattr(space, "shape", None) or ())
+    return (
+        isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(shape) in (2, 3) and min(shape[:2]) >= 32
+    )
+
+
+def _note_dropped_entries(dataset: minari.MinariDataset, layout: DictLayout) -> None:
+    """Log the text entries left out, with the values the first episode holds (a task's mission
+    is constant, so it carries no information the policy could use)."""
+    if not layout.dropped:
+        return
+    first = next(iter(dataset.iterate_episodes()), None)
+    seen = {k: sorted({str(v) for v in first.observations[k]}) for k in layout.dropped} if first is not None else {}
+    log.info(
+        "dropping the text observation entries %s (constant per task; first episode: %s); "
+        "flattening %s in that order (Discrete entries one-hot: %s)",
+        list(layout.dropped),
+        seen,
+        list(layout.keys),
+        layout.one_hot,
+    )
 
 
 def discrete_action_count(space: gym.Space) -> int | None:
@@ -375,7 +430,13 @@ def _action_bounds(space: gym.Space) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _episode_obs(obs: Any, keys: list[str] | None, episode: int) -> np.ndarray:
+def _episode_obs(obs: Any, keys: list[str] | None, episode: int, layout: DictLayout | None = None) -> np.ndarray:
+    if layout is not None:
+        if not isinstance(obs, dict) or not set(layout.keys) <= set(obs):
+            raise DatasetCorruptError(
+                f"episode {episode} observations do not hold the Dict entries {list(layout.keys)}; rebuild the dataset"
+            )
+        return flatten_entries(obs, layout, batch_dims=1)
     if keys is None:
         arr = np.asarray(obs)
         return arr.reshape(arr.shape[0], -1).astype(np.float32)
@@ -417,6 +478,7 @@ def build_meta(
     high: np.ndarray | None,
     data_dir: Path | None = None,
     n_actions: int | None = None,
+    layout: DictLayout | None = None,
 ) -> DatasetMeta:
     """Meta from the dataset's metadata.json (reference scores as stored, not recomputed)."""
     md = dataset.storage.metadata
@@ -428,6 +490,8 @@ def build_meta(
         extra["data_path"] = str(data_dir.resolve())
     if n_actions is not None:
         extra["n_actions"] = int(n_actions)
+    if layout is not None:
+        extra["obs_layout"] = layout.to_json()
     return DatasetMeta(
         dataset_id=str(md.get("dataset_id", dataset.id)),
         eval_env_id=eval_id,

@@ -27,6 +27,7 @@ import numpy as np
 
 from cql_runner.data.errors import DatasetError, DatasetNotFoundError
 from cql_runner.data.types import DatasetMeta
+from cql_runner.discrete.atari import DOPAMINE
 from cql_runner.discrete.frames import FrameData
 
 FIELDS = ("observation", "action", "reward", "terminal")
@@ -121,7 +122,7 @@ class DQNReplaySource:
                 "source": "dqn-replay",
                 "n_actions": int(actions.max()) + 1,
                 "frame_stack": self.stack,
-                "atari": True,
+                "atari": DOPAMINE,
                 "fraction": self.fraction,
                 "checkpoints": checkpoints,
                 "data_path": str(folder),

@@ -16,13 +16,15 @@ from typing import Any, cast
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import SyncVectorEnv
-from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+from gymnasium.wrappers import FrameStackObservation, TransformObservation
 
-from cql_runner.data.spaces import flatten_obs
+from cql_runner.data.spaces import DictLayout, flatten_entries, flatten_obs
 from cql_runner.data.types import DatasetMeta
 from cql_runner.envs import EnvError, make_env
 from cql_runner.evaluation import MISSING_REFS, normalized_score, reference_scores, resolve_env_id
 from cql_runner.rollout import Episode, RolloutResult, env_seeds
+
+from .atari import DOPAMINE, make_atari_env
 
 log = logging.getLogger(__name__)
 # (K, E, obs_dim) float32 observations → (K, E) action indices.
@@ -112,16 +114,33 @@ def discrete_rollout(
 
 
 def make_eval_env(env_id: str, max_episode_steps: int | None, extra: dict[str, Any]) -> gym.Env:
-    """The eval env as the data saw it: for Atari data the standard preprocessing (Machado et al. 2018
-    and the DQN Replay Dataset: sticky actions 0.25, 30 no-ops, frame skip 4 with max-pooling, 84×84
-    grey), then the dataset's frame stack."""
-    if extra.get("atari") and env_id.startswith("ALE/"):
-        env = make_env(env_id, max_episode_steps, discrete=True, frameskip=1, repeat_action_probability=0.25)
-        env = AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    """The eval env as the data saw it: Atari frames through the dataset's own pipeline
+    (:mod:`cql_runner.discrete.atari`) and its frame stack; a Dict observation with Discrete or Text
+    entries (MiniGrid) flattened by the dataset's :class:`DictLayout`."""
+    atari = extra.get("atari")
+    if atari and env_id.startswith("ALE/"):
+        # Datasets whose metadata says only `atari: true` came from the DQN Replay Dataset.
+        env = make_atari_env(env_id, max_episode_steps, DOPAMINE if atari is True else atari)
     else:
         env = make_env(env_id, max_episode_steps, discrete=True)
+    layout = extra.get("obs_layout")
+    if layout is not None:
+        env = flatten_dict_env(env, DictLayout.from_json(layout))
     stack = extra.get("frame_stack")
     return FrameStackObservation(env, int(stack)) if stack else env
+
+
+def flatten_dict_env(env: gym.Env, layout: DictLayout) -> gym.Env:
+    """The env's Dict observations as the loader flattened the data: one float32 vector each."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Dict) or not set(layout.keys) <= set(space.spaces):
+        raise EnvError(
+            f"the dataset's observations are Dict entries {list(layout.keys)}, but the eval env observes {space}; "
+            "check eval.env_id"
+        )
+    width = sum(layout.one_hot.get(k, int(np.prod(space[k].shape))) for k in layout.keys)
+    box = gym.spaces.Box(-np.inf, np.inf, (width,), np.float32)
+    return TransformObservation(env, lambda obs: flatten_entries(obs, layout, batch_dims=0), box)
 
 
 class DiscreteEvaluator:
