@@ -302,3 +302,53 @@ def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("cql_runner.peers: error:") and "missing-v0" in line
     assert not (tmp_path / "venv").exists()
+
+
+def test_discrete_actions_are_refused_before_the_peer_runs() -> None:
+    from cql_runner.config import ConfigError
+    from cql_runner.peers.__main__ import peer_data
+
+    data = _flat_data()
+    assert peer_data(data) is data
+    data.meta.extra["n_actions"] = 3
+    with pytest.raises(ConfigError, match="has discrete actions"):
+        peer_data(data)
+
+
+def test_image_frames_are_one_line_and_build_no_venv(tmp_path: Path) -> None:
+    from data_helpers import write_dqn_replay
+
+    write_dqn_replay(tmp_path / "replay" / "Pong" / "1" / "replay_logs", checkpoints=1, rows=20)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cql_runner.peers",
+            "run",
+            "--algo",
+            "cql",
+            "--venv",
+            str(tmp_path / "venv"),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--steps",
+            "10",
+            "--eval-every",
+            "10",
+            "--",
+            "env=atari-replay",
+            f"dataset.path={tmp_path / 'replay'}",
+            "game=Pong",
+            "dataset.fraction=1.0",
+            "logger=none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cql_runner.peers: error:") and "image frames" in line and "dqn-replay/Pong/1" in line
+    assert not (tmp_path / "venv").exists() and not (tmp_path / "run").exists()

@@ -15,11 +15,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import cast
 
 from omegaconf import DictConfig
 
 from cql_runner.data.types import OfflineData
+from cql_runner.discrete.frames import FrameData
 from cql_runner.peers import venv as peer_venv
 from cql_runner.peers.job import PEER_METHODS, PeerBudget, export_npz, make_job, peer_command, write_job
 
@@ -72,15 +72,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def peer_data(data: OfflineData | FrameData) -> OfflineData:
+    """The data if the peers can train on it: d3rlpy's continuous CQL and BC read flat transitions with
+    Box actions, so image frames and discrete actions are refused in one line."""
+    from cql_runner.config import ConfigError
+
+    name = data.meta.dataset_id
+    if isinstance(data, FrameData):
+        raise ConfigError(
+            f"dataset {name!r} holds image frames, which the peers cannot read (they train d3rlpy's continuous "
+            "CQL/BC on flat transitions); compare on a dataset with vector observations and Box actions"
+        )
+    if data.meta.extra.get("n_actions") is not None:
+        raise ConfigError(
+            f"dataset {name!r} has discrete actions; the peers train d3rlpy's continuous CQL/BC, so compare on a "
+            "dataset with Box actions"
+        )
+    return data
+
+
 def run(args: argparse.Namespace) -> int:
     from cql_runner.config import validate
     from cql_runner.run import load_data
 
     cfg = compose_train_config(list(args.overrides))
     validate(cfg)
-    # Before building the venv: a missing dataset fails in seconds, not minutes. The peers train on
-    # flat transitions (continuous datasets), not on image frames.
-    data = cast(OfflineData, load_data(cfg))
+    # Before building the venv: a missing dataset fails in seconds, not minutes.
+    data = peer_data(load_data(cfg))
     venv = peer_venv.build(peer_venv.PeerVenv(args.venv), log=args.venv.with_suffix(".log"))
     budget = PeerBudget(
         seeds=tuple(args.seeds),
