@@ -120,7 +120,7 @@ class CQLAgent(nn.Module):
         self.to(self.device)
 
         self.generators = [torch.Generator(self.device).manual_seed(seed + NOISE_SEED_OFFSET) for seed in self.seeds]
-        self.optimizer = _make_optimizer(
+        self.optimizer = make_optimizer(
             [
                 {"params": list(self.actor.parameters()), "lr": cql.policy_lr},
                 {"params": list(self.critic.parameters()), "lr": cql.critic_lr},
@@ -410,7 +410,7 @@ def _split_temperature_group(opt_state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], capturable: bool = False) -> torch.optim.Optimizer:
     """Adam over all parameter groups in one fused kernel where this torch supports it.
 
     ``capturable`` keeps the step counters on the device so a CUDA graph can replay the step.

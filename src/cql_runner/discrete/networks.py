@@ -55,11 +55,41 @@ class EnsembleNatureCNN(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         k, b = frames.shape[:2]
         # (K, B, C, H, W) → (B, K·C, H, W): seed k owns channel group k.
-        x = frames.to(torch.float32).div_(255.0).transpose(0, 1).reshape(b, -1, *frames.shape[-2:])
-        for w, bias, stride in zip(self.weights, self.biases, self.strides):
+        x = frames.transpose(0, 1).reshape(b, -1, *frames.shape[-2:])
+        # With gradients, the 8×8 stride-4 conv runs as a 2×2 stride-1 conv over 4×4 pixel blocks: the
+        # same sums, and oneDNN's weight gradient of the 2×2 form ran 4× faster on a Xeon CPU (its forward
+        # was no faster, so passes without gradients keep the strided conv; scripts/bench_discrete.py).
+        first = None
+        if torch.is_grad_enabled() and self.weights[0].requires_grad:
+            first = space_to_depth_weight(self.weights[0], self.strides[0], x.shape[-2:])
+        if first is not None:
+            x = pixel_blocks(x, self.strides[0])
+        x = x.to(torch.float32).div_(255.0)
+        for i, (w, bias, stride) in enumerate(zip(self.weights, self.biases, self.strides)):
+            if i == 0 and first is not None:
+                w, stride = first, 1
             x = F.relu(F.conv2d(x, w.reshape(-1, *w.shape[2:]), bias.reshape(-1), stride=stride, groups=k))
         x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, features)
         return self.head(x)
+
+
+def space_to_depth_weight(weight: Tensor, stride: int, size: Sequence[int]) -> Tensor | None:
+    """(K, O, C, k, k) weights of a stride-s conv as (K, O, C·s², k/s, k/s) weights of a stride-1 conv
+    over ``F.pixel_unshuffle(x, s)``, whose channel c·s² + i·s + j is pixel (i, j) of each s×s block
+    of channel c; None where the rewrite does not apply (k or the frame size not a multiple of s)."""
+    kernel = weight.shape[-1]
+    if stride < 2 or kernel % stride or any(int(n) % stride for n in size):
+        return None
+    m, o, c, a = weight.shape[0], weight.shape[1], weight.shape[2], kernel // stride
+    blocks = weight.reshape(m, o, c, a, stride, a, stride).permute(0, 1, 2, 4, 6, 3, 5)
+    return blocks.reshape(m, o, c * stride * stride, a, a)
+
+
+def pixel_blocks(x: Tensor, s: int) -> Tensor:
+    """``F.pixel_unshuffle(x, s)`` as one reshape-permute copy: (B, C, H, W) → (B, C·s², H/s, W/s).
+    On uint8 frames torch's pixel_unshuffle took 6× longer than this copy."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // s, s, w // s, s).permute(0, 1, 3, 5, 2, 4).reshape(b, c * s * s, h // s, w // s)
 
 
 def make_q_network(
