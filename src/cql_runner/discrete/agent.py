@@ -78,6 +78,8 @@ class DiscreteCQLAgent(nn.Module):
                 self.q.init_member(k, g, network.orthogonal_init)
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha_prime = nn.Parameter(torch.full((self.n_agents,), math.log(cql.alpha_prime_init)))
+        # Without statistics the standardisation is the identity: skip its ops (checkpoints keep the buffers).
+        self.standardize = obs_mean is not None or obs_std is not None
         mean = np.zeros(obs_dim, np.float32) if obs_mean is None else obs_mean
         std = np.ones(obs_dim, np.float32) if obs_std is None else obs_std
         self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
@@ -97,8 +99,8 @@ class DiscreteCQLAgent(nn.Module):
 
     # ----- the networks ---------------------------------------------------------------
     def normalize(self, obs: Tensor) -> Tensor:
-        # Frames stay uint8 until the CNN scales them; vectors are standardised (identity by default).
-        return obs if self.images else (obs - self.obs_mean) / self.obs_std
+        # Frames stay uint8 until the CNN scales them; vectors are standardised when the run has statistics.
+        return obs if self.images or not self.standardize else (obs - self.obs_mean) / self.obs_std
 
     def _observations(self, obs: np.ndarray) -> Tensor:
         """Raw (K, M, ...) observations from an env or the data → the network's input."""
@@ -123,7 +125,7 @@ class DiscreteCQLAgent(nn.Module):
         c, d = self.cql, self.discrete
         obs, next_obs = self.normalize(batch.obs), self.normalize(batch.next_obs)
         theta = self.quantiles(obs)  # (K, B, A, N)
-        q = theta.mean(-1)
+        q = theta.mean(-1) if self.quantile else theta.squeeze(-1)
         with torch.no_grad():
             next_online = self.quantiles(next_obs)
             next_target = self.quantiles(next_obs, target=True)
@@ -159,7 +161,8 @@ class DiscreteCQLAgent(nn.Module):
             log_alpha_prime=self.log_alpha_prime,
         )
         critic = td + penalty.penalty.squeeze(-1)
-        total = (critic + penalty.alpha_prime_loss).sum()
+        # Without Lagrange the α′ loss is a constant 0: leave it out of the graph.
+        total = (critic + penalty.alpha_prime_loss).sum() if c.lagrange else critic.sum()
         metrics = {
             "loss/critic": critic,
             "loss/td": td,
@@ -180,7 +183,8 @@ class DiscreteCQLAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        project_log_alpha_prime(self.log_alpha_prime)
+        if self.cql.lagrange:  # α′ only moves under Lagrange
+            project_log_alpha_prime(self.log_alpha_prime)
         self.num_updates += 1
         self._update_target()
         return metrics

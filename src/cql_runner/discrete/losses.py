@@ -37,7 +37,12 @@ class ConservativeGap(NamedTuple):
 
 def conservative_gap(*, q_values: Tensor, actions: Tensor, temperature: float = 1.0) -> ConservativeGap:
     """The exact CQL(H) gap: ``q_values`` (K, B, A), dataset ``actions`` (K, B) int64."""
-    lse = temperature * torch.logsumexp(q_values / temperature, dim=-1)  # (K, B)
+    # T = 1 (the default) skips two ops that would scale by 1: a small network's step is mostly per-op cost.
+    lse = (
+        torch.logsumexp(q_values, dim=-1)
+        if temperature == 1.0
+        else temperature * torch.logsumexp(q_values / temperature, dim=-1)
+    )  # (K, B)
     q_data = q_values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (K, B)
     return ConservativeGap(gap=(lse - q_data).mean(-1), logsumexp=lse.mean(-1), q_data=q_data.mean(-1))
 
