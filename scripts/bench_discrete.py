@@ -63,6 +63,7 @@ def vector_data(size: int, seed: int = 0, episode_len: int = 200) -> OfflineData
     obs = rng.standard_normal((size + 1, 4)).astype(np.float32)
     terminals = np.zeros(size, np.float32)
     terminals[episode_len - 1 :: episode_len] = 1.0
+    terminals[-1] = 1.0  # the data ends an episode, as d3rlpy's dataset requires
     return OfflineData(
         observations=obs[:-1],
         actions=rng.integers(0, 2, (size, 1)).astype(np.float32),
@@ -79,6 +80,7 @@ def frame_data(size: int, seed: int = 0, episode_len: int = 500) -> FrameData:
     rng = np.random.default_rng(seed)
     terminals = np.zeros(size, np.float32)
     terminals[episode_len - 1 :: episode_len] = 1.0
+    terminals[-1] = 1.0
     return FrameData(
         frames=rng.integers(0, 256, (size, 84, 84), dtype=np.uint8),
         actions=rng.integers(0, 6, size),
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratios are the median over rounds of per-round ratios ours/d3rlpy"
         ),
         "notes": notes,
+        "command": "python scripts/bench_discrete.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     if args.memory_frames:
         report["memory"] = measure_memory(args.memory_frames, log)
@@ -383,8 +386,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text("```\n" + table + "\n```\n")
+        args.markdown.write_text(markdown(report, table))
     return report
+
+
+def markdown(report: dict[str, Any], table: str) -> str:
+    return (
+        "# Discrete CQL update: cql-runner against d3rlpy 2.8.1 DiscreteCQL\n\n"
+        f"Written by `{report['command']}` (schema {report['schema']}; numbers in the JSON next to this file).\n"
+        "Both sides run in one process on the same CPU, timed in interleaved rounds; ratios are medians of "
+        "per-round ratios.\n\n```\n" + table + "\n```\n"
+    )
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
