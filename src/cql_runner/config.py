@@ -304,7 +304,8 @@ class RunConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
     logger: LoggersConfig = field(default_factory=LoggersConfig)
     seed: int = 0
-    # The Atari game for env=atari-replay (dataset.path=DIR game=Pong); passed to dataset.game.
+    # The Atari game: env=atari-replay's folder name (dataset.path=DIR game=Pong; passed to dataset.game), or
+    # env=atari-expert's Minari name (game=breakout → dataset.id atari/breakout/expert-v0).
     game: str | None = None
     # continuous: CQL(H) on SAC; discrete: CQL on Double DQN / QR-DQN (see DiscreteConfig).
     action_space: str = "continuous"

@@ -56,8 +56,9 @@ def frame_transform(space: gym.spaces.Box) -> Callable[[np.ndarray], np.ndarray]
     """The ``resize-grey`` pipeline as a function of one raw screen: (H, W, 3) uint8 → (84, 84) uint8,
     through the same gymnasium wrappers the evaluation env uses."""
     grey = resize_grey(_FrameStub(space))
+    assert isinstance(grey, GrayscaleObservation)
     resize = grey.env
-    assert isinstance(grey, GrayscaleObservation) and isinstance(resize, ResizeObservation)
+    assert isinstance(resize, ResizeObservation)
     return lambda frame: grey.observation(resize.observation(frame))
 
 

@@ -138,7 +138,7 @@ def flatten_dict_env(env: gym.Env, layout: DictLayout) -> gym.Env:
             f"the dataset's observations are Dict entries {list(layout.keys)}, but the eval env observes {space}; "
             "check eval.env_id"
         )
-    width = sum(layout.one_hot.get(k, int(np.prod(space[k].shape))) for k in layout.keys)
+    width = sum(layout.one_hot.get(k, math.prod(space[k].shape or ())) for k in layout.keys)
     box = gym.spaces.Box(-np.inf, np.inf, (width,), np.float32)
     return TransformObservation(env, lambda obs: flatten_entries(obs, layout, batch_dims=0), box)
 
