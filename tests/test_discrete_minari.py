@@ -93,7 +93,7 @@ def test_minigrid_eval_env_needs_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_atari_set_loads_as_single_84x84_uint8_frames(store: Path) -> None:
-    import cv2
+    cv2 = pytest.importorskip("cv2")  # the atari extra's OpenCV resizes the screens
 
     make_atari_dataset(episode_lengths=(9, 7, 8))
     data = MinariAtariSource(id="atari/pong/expert-v0").load()
@@ -114,6 +114,13 @@ def test_atari_set_loads_as_single_84x84_uint8_frames(store: Path) -> None:
     # last step (no next frame recorded) is never sampled.
     assert sampler.frames.dtype == torch.uint8 and sampler.nbytes() < data.frames.nbytes + 60 * data.size
     assert 23 not in sampler.valid.tolist() and {8, 15} <= set(sampler.valid.tolist())
+
+
+def test_atari_set_without_opencv_names_the_extra(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_atari_dataset()
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(EnvError, match=r"OpenCV; install it with `pip install \"cql-runner\[atari\]\"`"):
+        MinariAtariSource(id="atari/pong/expert-v0").load()
 
 
 def test_the_vector_loader_refuses_image_sets_with_the_preset_to_use(store: Path) -> None:
@@ -199,6 +206,7 @@ def test_cql_train_minigrid_evaluates_in_minigrid(store: Path, tmp_path: Path) -
 
 
 def test_cql_train_on_a_tiny_atari_set(store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
     make_atari_dataset(n_actions=3)  # the stand-in eval env's action count
     run_dir = tmp_path / "run"
     args = _train_args(
