@@ -14,6 +14,7 @@ import gymnasium as gym
 import h5py
 import minari
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from minari.data_collector import EpisodeBuffer
 from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -296,11 +297,18 @@ if GRID_ENV_ID not in gym.registry:
     gym.register(GRID_ENV_ID, entry_point=f"{__name__}:GridEnv", max_episode_steps=100)
 
 
+class _RecordedAs(gym.Env):
+    """Spaces and an env spec, nothing else: Minari's writer makes the env of an EnvSpec it is given, so a
+    dataset that records MiniGrid's or ALE's spec is written from this stand-in, without those packages."""
+
+    def __init__(self, spec: EnvSpec, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.spec = spec
+        self.observation_space, self.action_space = observation_space, action_space
+
+
 def make_minigrid_dataset(dataset_id: str = "D4RL/minigrid/fourrooms-v0", n_episodes: int = 4, seed: int = 0) -> Path:
     """A tiny Minari set with FourRooms's observation and action spaces, recorded from :class:`GridEnv`
     but with MiniGrid-FourRooms-v0's env spec (as the published set records it)."""
-    from gymnasium.envs.registration import EnvSpec
-
     env = gym.make(GRID_ENV_ID)
     buffers = [_rollout(env, seed + i, 12, None) for i in range(n_episodes)]
     env.close()
@@ -308,10 +316,8 @@ def make_minigrid_dataset(dataset_id: str = "D4RL/minigrid/fourrooms-v0", n_epis
     minari.create_dataset_from_buffers(
         dataset_id=dataset_id,
         buffer=buffers,
-        env=spec,
+        env=_RecordedAs(spec, grid_observation_space(), gym.spaces.Discrete(7)),
         eval_env=spec,
-        observation_space=grid_observation_space(),
-        action_space=gym.spaces.Discrete(7),
         algorithm_name="random",
         author="cql-runner tests",
         author_email="tests@example.invalid",
@@ -336,8 +342,6 @@ def make_atari_dataset(
     """A tiny Minari set shaped like Minari's atari/<game>/expert-v0: raw RGB screens, 6 actions (Pong's),
     the ALE/Pong-v5 spec the published sets record (frame skip 4, no sticky actions). The last
     episode is truncated, the others terminate."""
-    from gymnasium.envs.registration import EnvSpec
-
     rng = np.random.default_rng(seed)
     buffers = []
     for i, n in enumerate(episode_lengths):
@@ -365,13 +369,12 @@ def make_atari_dataset(
             "max_num_frames_per_episode": 108000,
         },
     )
+    screens = gym.spaces.Box(0, 255, (210, 160, 3), np.uint8)
     minari.create_dataset_from_buffers(
         dataset_id=dataset_id,
         buffer=buffers,
-        env=spec,
+        env=_RecordedAs(spec, screens, gym.spaces.Discrete(n_actions)),
         eval_env=spec,
-        observation_space=gym.spaces.Box(0, 255, (210, 160, 3), np.uint8),
-        action_space=gym.spaces.Discrete(n_actions),
         algorithm_name="random",
         author="cql-runner tests",
         author_email="tests@example.invalid",

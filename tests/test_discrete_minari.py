@@ -238,3 +238,16 @@ def test_cql_train_atari_evaluates_greedily_in_ale(store: Path, tmp_path: Path) 
     # Pong lasts longer than 25 agent steps: each greedy evaluation ran to the cap.
     evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval/length" in r]
     assert evals and all(r["eval/length"] == 25 for r in evals)
+
+
+def test_cql_train_without_minigrid_stops_in_one_line_naming_the_extra(store: Path, tmp_path: Path) -> None:
+    make_minigrid_dataset()
+    # A module that fails to import, first on the path: the run sees minigrid as not installed.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "minigrid.py").write_text("raise ModuleNotFoundError('hidden by the test', name='minigrid')\n")
+    run_dir = tmp_path / "run"
+    proc = run_cli(_train_args("minigrid-fourrooms", run_dir), cwd=tmp_path, env={"PYTHONPATH": str(hide)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert "MiniGrid-FourRooms-v0" in line and 'pip install "cql-runner[minigrid]"' in line
