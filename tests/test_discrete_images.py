@@ -129,3 +129,32 @@ def test_cql_train_on_a_tiny_replay_directory(replay_root: Path, tmp_path: Path)
         env={"PYTHONPATH": str(TESTS)},
     )
     assert bad.returncode == 2 and "discrete.encoder=nature_cnn" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cql_train_on_replay_evaluates_greedily_in_ale(replay_root: Path, tmp_path: Path) -> None:
+    """ALE/Pong-v5 under the DQN Replay Dataset's preprocessing (ale-py and OpenCV: the atari extra)."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    run_dir = tmp_path / "run"
+    args = [
+        "env=atari-replay",
+        f"dataset.path={replay_root}",
+        "game=Pong",
+        "dataset.fraction=1.0",
+        "logger=none",
+        "eval.max_episode_steps=15",
+        "eval.episodes=1",
+        "eval.every=5",
+        "discrete.eval_epsilon=0",
+        "train.steps=10",
+        "train.batch_size=4",
+        "train.log_every=5",
+        "discrete.n_quantiles=5",
+        "train.checkpoint_every=5",
+        "train.progress=false",
+        f"run_dir={run_dir}",
+    ]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final_return"] is not None
