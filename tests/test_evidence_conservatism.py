@@ -66,3 +66,12 @@ def test_a_longer_run_is_scored_as_of_a_common_step() -> None:
     assert final_and_best(at) == (20.0, 30.0)
     assert at.summary is not None and at.summary["wall_time_s"] == 200.0 and at.last_step == 10000
     assert as_of_step(at, 10000) is at  # a run that ends at or before the step is unchanged
+
+
+def test_results_on_a_dir_without_runs_is_one_line(tmp_path: Path, capsys) -> None:
+    from cql_runner.evidence.results_page import main
+
+    (tmp_path / "runs").mkdir()
+    assert main([str(tmp_path), "--out", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cql-evidence results: error:") and "no run dirs" in err[0]

@@ -21,7 +21,7 @@ from cql_runner.evidence.results_reading import CQL_METHODS, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
 from cql_runner.report.aggregate import Stat
-from cql_runner.report.collect_runs import SCORE_KEY
+from cql_runner.report.collect_runs import SCORE_KEY, ReportError
 from cql_runner.report.group_stats import across_tasks, group_scores, row_stats
 from cql_runner.report.render import plot_curves, plot_q_values
 from cql_runner.report.stat_tables import fmt_estimate
@@ -361,7 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.at_step is not None and args.at_step <= 0:
         p.error(f"--at-step must be a positive step count (got {args.at_step})")
-    print(f"wrote {write_results(args.suite_out, args.out, args.at_step)}")
+    try:
+        md = write_results(args.suite_out, args.out, args.at_step)
+    except ReportError as e:  # e.g. no run dirs under OUT/runs: one line, not a traceback
+        print(f"cql-evidence results: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {md}")
     return 0
 
 
