@@ -75,3 +75,18 @@ def test_results_on_a_dir_without_runs_is_one_line(tmp_path: Path, capsys) -> No
     assert main([str(tmp_path), "--out", str(tmp_path / "docs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cql-evidence results: error:") and "no run dirs" in err[0]
+
+
+def test_the_page_says_what_each_method_trains() -> None:
+    from cql_runner.evidence.results_page import method_lines
+
+    plan = {
+        "methods": [
+            {"name": "cql-as-d3rlpy", "overrides": ["cql=default", "cql.alpha=2.5"], "peer": None},
+            {"name": "d3rlpy-cql", "overrides": [], "peer": "cql"},
+        ]
+    }
+    text = "\n".join(method_lines(plan))
+    assert "| cql-as-d3rlpy | `cql=default cql.alpha=2.5` |" in text
+    assert "| d3rlpy-cql | d3rlpy 2.8.1 `CQL` at its defaults" in text
+    assert method_lines({}) == []
