@@ -37,6 +37,12 @@ def test_annealed_alpha_prime_or_one_step_above_the_return_fails_the_check() -> 
 def test_runs_without_a_multiplier_are_left_out_and_the_section_says_so_per_cell() -> None:
     no_alpha = Run(Path("/x/runs/hopper-medium/bc/seed0"), {}, [{"step": 250, "q/data": 1.0}], None, "completed")
     assert seed_check(no_alpha) is None
+    # BC and fixed-α runs log α′ = 0 throughout, or say cql.lagrange=false: no multiplier to check.
+    zero = _run(0, [0.0] * 4, [1, 2, 3, 4], [9] * 4)
+    assert seed_check(zero) is None
+    fixed = _run(0, [1.0] * 4, [1, 2, 3, 4], [9] * 4)
+    fixed.config["cql.lagrange"] = False
+    assert seed_check(fixed) is None
     assert conservatism_lines([Cell("hopper-medium", "bc", [no_alpha])]) == []
     cell = Cell(
         "hopper-medium",

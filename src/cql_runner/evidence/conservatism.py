@@ -56,8 +56,13 @@ def _at(points: list[tuple[int, float]], step: int) -> tuple[int, float]:
 
 
 def seed_check(run: Run) -> SeedCheck | None:
-    """None for a run that does not log α′ (no Lagrange multiplier) or the Monte-Carlo return."""
+    """None for a run without a Lagrange multiplier (``cql.lagrange`` off, or α′ logged as 0 throughout,
+    as BC and fixed-α runs log it) or without the Monte-Carlo return."""
+    if run.config.get("cql.lagrange") is False:
+        return None
     alpha = eval_scores(run, ALPHA_PRIME)
+    if all(a == 0 for _, a in alpha):
+        return None
     q = dict(eval_scores(run, Q_DATA))
     mc = dict(eval_scores(run, MC_RETURN))
     paired = sorted(s for s in q if s in mc)
