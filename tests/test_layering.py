@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "resume_check",
             "failed_start",
             "memory_estimate",
+            "thread_contention",
             "sweep_tally",
             "data",
             "logging",

@@ -45,6 +45,7 @@ from cql_runner.online.checks import check_fine_tuning
 from cql_runner.online.phase import OnlineResult, fine_tune
 from cql_runner.resume_check import check_resume_config, check_resume_target, record_config_changes
 from cql_runner.run_lock import RunLock
+from cql_runner.thread_contention import contention_warning, current_load
 from cql_runner.trainer import TrainerState
 from cql_runner.video import VideoRecorder
 
@@ -331,6 +332,12 @@ def load_data(cfg: DictConfig) -> OfflineData | FrameData:
 def warn_about_config(cfg: DictConfig, device: torch.device) -> None:
     """Flag device settings that run but are almost certainly not what the user meant (config-only
     checks are :func:`cql_runner.config.unused_settings`, run by the CLI)."""
+    if device.type == "cpu":
+        contention = contention_warning(
+            threads_set=cfg.train.threads, torch_threads=torch.get_num_threads(), load_1min=current_load()
+        )
+        if contention:
+            log.warning(contention)
     if cfg.train.bf16 and device.type == "cpu" and not cpu_has_bf16():
         log.warning(
             "train.bf16=true on a CPU without AMX/AVX512-BF16: bf16 matmuls run far slower "
