@@ -33,6 +33,18 @@ def _load_peer_script():
     return module
 
 
+def _peers_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m cql_runner.peers ARGS`` in a subprocess with one torch thread, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "cql_runner.peers", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+
+
 def test_constraints_pin_our_public_versions() -> None:
     text = peer_venv.constraints({"torch": "2.13.0+cpu", "mujoco": "4.0.0", "numpy": "2.4.6", "other": "1"})
     assert text.splitlines() == ["torch==2.13.0", "mujoco==4.0.0", "numpy==2.4.6"]
@@ -174,11 +186,8 @@ def test_real_peer_trains_and_writes_a_run(minari_root: Path, tmp_path: Path) ->
     if not venv or not (Path(venv) / "bin" / "python").is_file():
         pytest.skip("set CQL_RUNNER_PEER_VENV to a peer venv built by `python -m cql_runner.peers build`")
     run_dir = tmp_path / "peer"
-    done = subprocess.run(
+    done = _peers_cli(
         [
-            sys.executable,
-            "-m",
-            "cql_runner.peers",
             "run",
             "--algo",
             "cql",
@@ -204,11 +213,7 @@ def test_real_peer_trains_and_writes_a_run(minari_root: Path, tmp_path: Path) ->
             "--",
             *TINY_OVERRIDES,
         ],
-        capture_output=True,
-        text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -271,11 +276,8 @@ def test_tiny_suite_runs_a_peer_into_the_results_table(tmp_path: Path) -> None:
 
 
 def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
+    done = _peers_cli(
         [
-            sys.executable,
-            "-m",
-            "cql_runner.peers",
             "run",
             "--algo",
             "bc",
@@ -292,11 +294,7 @@ def test_a_missing_dataset_is_one_line_and_builds_no_venv(minari_root: Path, tmp
             "dataset.id=test/none/missing-v0",
             "logger=none",
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = done.stderr.strip().splitlines()
@@ -319,11 +317,8 @@ def test_image_frames_are_one_line_and_build_no_venv(tmp_path: Path) -> None:
     from data_helpers import write_dqn_replay
 
     write_dqn_replay(tmp_path / "replay" / "Pong" / "1" / "replay_logs", checkpoints=1, rows=20)
-    done = subprocess.run(
+    done = _peers_cli(
         [
-            sys.executable,
-            "-m",
-            "cql_runner.peers",
             "run",
             "--algo",
             "cql",
@@ -342,11 +337,7 @@ def test_image_frames_are_one_line_and_build_no_venv(tmp_path: Path) -> None:
             "dataset.fraction=1.0",
             "logger=none",
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = done.stderr.strip().splitlines()
