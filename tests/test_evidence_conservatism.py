@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cql_runner.evidence.conservatism import ALPHA_PRIME_FLOOR, cell_checks, conservatism_lines, seed_check
+from cql_runner.evidence.conservatism import (
+    ALPHA_PRIME_FLOOR,
+    cell_checks,
+    checked_cells,
+    conservatism_lines,
+    seed_check,
+)
 from cql_runner.evidence.gather_runs import Cell
 from cql_runner.report.collect_runs import Run
 
@@ -43,14 +49,14 @@ def test_runs_without_a_multiplier_are_left_out_and_the_section_says_so_per_cell
     fixed = _run(0, [1.0] * 4, [1, 2, 3, 4], [9] * 4)
     fixed.config["cql.lagrange"] = False
     assert seed_check(fixed) is None
-    assert conservatism_lines([Cell("hopper-medium", "bc", [no_alpha])]) == []
+    assert conservatism_lines(checked_cells([Cell("hopper-medium", "bc", [no_alpha])])) == []
     cell = Cell(
         "hopper-medium",
         "cql-default",
         [_run(1, [1.0, 0.3, 0.03, 0.012], [1, 2, 3, 4], [9] * 4), _run(0, [1.0] * 4, [1, 2, 3, 4], [9] * 4)],
     )
     assert [c.seed for c in cell_checks(cell)] == ["seed0", "seed1"]
-    text = "\n".join(conservatism_lines([cell]))
+    text = "\n".join(conservatism_lines(checked_cells([cell])))
     assert (
         "| hopper-medium | cql-default | seed0 | 250, 500, 750, 1k | 1, 1, 1, 1 | 1/9, 2/9, 3/9, 4/9 | -5.0 | yes |"
         in text

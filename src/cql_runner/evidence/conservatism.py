@@ -88,12 +88,16 @@ def cell_checks(cell: Cell) -> list[SeedCheck]:
     return [c for c in checks if c is not None]
 
 
-def conservatism_lines(cells: Sequence[Cell]) -> list[str]:
+def checked_cells(cells: Sequence[Cell]) -> list[tuple[Cell, list[SeedCheck]]]:
+    """Each cell with its seeds' checks, read once for the table and the α′ figure."""
+    return [(cell, cell_checks(cell)) for cell in cells]
+
+
+def conservatism_lines(checked: Sequence[tuple[Cell, list[SeedCheck]]]) -> list[str]:
     """The markdown section; nothing when no cell tunes α′."""
     rows: list[str] = []
     verdicts: list[str] = []
-    for cell in cells:
-        checks = cell_checks(cell)
+    for cell, checks in checked:
         for c in checks:
             alpha = ", ".join(f"{a:.3g}" for a in c.alpha_prime)
             q_mc = ", ".join(f"{q:.0f}/{m:.0f}" for q, m in zip(c.q_data, c.mc_return, strict=True))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cql_runner.evidence.conservatism import ALPHA_PRIME, cell_checks, conservatism_lines
+from cql_runner.evidence.conservatism import ALPHA_PRIME, checked_cells, conservatism_lines
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
 from cql_runner.evidence.results_reading import CQL_METHODS, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
@@ -345,7 +345,8 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
     plot_curves(groups(cells), SCORE_KEY, paths[0])
     plot_q_values(groups(cells), paths[1])
     plot_value_check(by_dataset(cells), paths[2])
-    tuned = [c for c in cells if cell_checks(c)]
+    checked = checked_cells(cells)
+    tuned = [c for c, checks in checked if checks]
     if tuned:  # α′ curves of the cells that tune it (mean ± std over seeds)
         figures["α′ during training (cells with a Lagrange multiplier)"] = fig_dir / "alpha_prime.png"
         plot_curves(groups(tuned), ALPHA_PRIME, fig_dir / "alpha_prime.png")
@@ -364,7 +365,7 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *score_lines(cells),
         *plateau_lines(cells),
         *value_lines(cells),
-        *conservatism_lines(cells),
+        *conservatism_lines(checked),
         *figure_lines(figures, docs),
         *reading(by_dataset(cells)),
     ]
