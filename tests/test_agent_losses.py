@@ -157,7 +157,14 @@ def test_alpha_prime_comes_back_down_after_reaching_the_cap():
     """Pushed to the 1e6 cap while the gap exceeds τ, α′ falls again once the gap is below τ
     (a clamp on exp(log α′) would have frozen it there)."""
     cap = math.log(losses.ALPHA_PRIME_MAX)
-    agent = make_agent(lagrange=True, lagrange_form="raw", tau=0.0, alpha_prime_init=0.9e6, alpha_prime_lr=0.05)
+    agent = make_agent(
+        lagrange=True,
+        lagrange_form="raw",
+        tau=0.0,
+        alpha_prime_init=0.9e6,
+        alpha_prime_max=losses.ALPHA_PRIME_MAX,
+        alpha_prime_lr=0.05,
+    )
     batch = make_batch()
     for _ in range(5):
         m = agent.update(batch)
@@ -299,3 +306,19 @@ def test_temperature_losses_touch_only_their_own_variable(monkeypatch):
     g = _grads(penalty, [agent.log_alpha_prime, *agent.actor.parameters()])
     assert all((x == 0).all() for x in g)
     assert any(x.abs().sum() > 0 for x in _grads(penalty, list(agent.critic.parameters())))
+
+
+def test_default_alpha_prime_bound_keeps_alpha_as_the_largest_weight():
+    """At the default cql.alpha_prime_max = 1, a τ the gap cannot reach pins α′ at 1 (CQL with the fixed
+    weight alpha, not a penalty growing without bound), and a reachable τ still lowers it."""
+    agent = make_agent(lagrange=True, lagrange_form="weighted", tau=0.0, alpha_prime_lr=0.05)
+    assert agent.cql.alpha_prime_max == 1.0
+    batch = make_batch()
+    for _ in range(5):
+        m = agent.update(batch)
+        assert agent.log_alpha_prime.item() == pytest.approx(0.0, abs=1e-7)  # α′ = 1, the bound
+    assert m["cql/gap"].item() > 0  # the constraint is violated throughout
+    agent.cql.tau = 1e3
+    for _ in range(5):
+        agent.update(batch)
+    assert agent.log_alpha_prime.item() < -0.1  # relaxed below alpha once the gap is under τ

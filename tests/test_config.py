@@ -86,6 +86,9 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("cql.target_action=mean", "cql.target_action=mean has no log π for the entropy backup"),
         ("cql.alpha_prime_lr=0", "cql.alpha_prime_lr must be > 0"),
         ("cql.alpha_prime_init=2e6", "cql.alpha_prime_init must be in"),
+        ("cql.alpha_prime_init=2", "raise cql.alpha_prime_max"),
+        ("cql.alpha_prime_max=2e6", "cql.alpha_prime_max must be in"),
+        ("cql.alpha_prime_max=0", "cql.alpha_prime_max must be in"),
     ],
 )
 def test_out_of_range_values_raise_config_error(
@@ -248,7 +251,7 @@ def test_cuda_graph_on_cpu_is_a_config_error(
         (["cql=fixed"], []),
         (["cql=fixed", "cql.tau=5"], ["cql.tau"]),
         (
-            ["cql.lagrange=false", "cql.alpha_prime_init=2", "cql.alpha_prime_lr=1e-4"],
+            ["cql.lagrange=false", "cql.alpha_prime_init=0.5", "cql.alpha_prime_lr=1e-4"],
             ["cql.alpha_prime_lr", "cql.alpha_prime_init"],
         ),
     ],

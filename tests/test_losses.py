@@ -349,6 +349,10 @@ def test_alpha_prime_keeps_its_gradient_at_the_cap_and_projection_bounds_it():
     below = torch.tensor([0.5, -3.0], dtype=DT)
     losses.project_log_alpha_prime(below)
     torch.testing.assert_close(below, torch.tensor([0.5, -3.0], dtype=DT))  # inside the range: untouched
+    # A lower bound (cql.alpha_prime_max, default 1) projects to its own log.
+    bounded = torch.tensor([0.5, -3.0], dtype=DT)
+    losses.project_log_alpha_prime(bounded, alpha_prime_max=1.0)
+    torch.testing.assert_close(bounded, torch.tensor([0.0, -3.0], dtype=DT))
 
 
 # ----------------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ class CQLAgent(nn.Module):
             masked_adam_step(self.optimizer, members=self._optimizer_members, active=active, sat_out=self.sat_out)
         else:
             self.optimizer.step()
-        losses.project_log_alpha_prime(self.log_alpha_prime)
+        losses.project_log_alpha_prime(self.log_alpha_prime, alpha_prime_max=self.cql.alpha_prime_max)
         with torch.no_grad():
             targets, sources = self.target_critic.net.param_list(), self.critic.net.param_list()
             if masked:

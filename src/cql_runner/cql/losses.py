@@ -153,7 +153,7 @@ def cql_penalty(
       alpha·gap ≤ tau;
     - ``raw`` (CORL, d3rlpy 2.8.1): cql_i = α′·alpha·(gap_i − tau), so the constraint is gap ≤ tau.
     The dual loss is −½·Σ_i cql_i with the gap detached, so α′ grows while the constrained
-    quantity exceeds tau and shrinks below it. α′ is kept under ALPHA_PRIME_MAX by projecting
+    quantity exceeds tau and shrinks below it. α′ is kept under cql.alpha_prime_max by projecting
     log α′ after each optimizer step (:func:`project_log_alpha_prime`), not by a clamp here: a
     clamp's zero gradient would freeze α′ at the cap.
     """
@@ -173,13 +173,13 @@ def cql_penalty(
 
 
 @torch.no_grad()
-def project_log_alpha_prime(log_alpha_prime: Tensor) -> None:
-    """Project log α′ into (−inf, log ALPHA_PRIME_MAX] in place, after an optimizer step.
+def project_log_alpha_prime(log_alpha_prime: Tensor, *, alpha_prime_max: float = ALPHA_PRIME_MAX) -> None:
+    """Project log α′ into (−inf, log alpha_prime_max] in place, after an optimizer step.
 
     The gradient of the dual stays alive at the cap, so α′ comes back down as soon as the
     constraint is met. In-place and free of host syncs, so a CUDA graph can capture it.
     """
-    log_alpha_prime.clamp_(max=LOG_ALPHA_PRIME_MAX)
+    log_alpha_prime.clamp_(max=math.log(alpha_prime_max))
 
 
 def conservative_term_off(*, n_agents: int, n_critics: int, like: Tensor) -> tuple[ConservativeGap, CQLPenalty]:

@@ -184,7 +184,7 @@ class DiscreteCQLAgent(nn.Module):
         total.backward()
         self.optimizer.step()
         if self.cql.lagrange:  # α′ only moves under Lagrange
-            project_log_alpha_prime(self.log_alpha_prime)
+            project_log_alpha_prime(self.log_alpha_prime, alpha_prime_max=self.cql.alpha_prime_max)
         self.num_updates += 1
         self._update_target()
         return metrics
