@@ -92,6 +92,33 @@ def test_discovers_run_dirs_recursively_in_natural_order(tmp_path: Path) -> None
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["other/nested/run", "sweep/0", "sweep/2", "sweep/10"]
 
 
+def test_many_varied_keys_are_named_by_a_subset_that_keeps_the_same_groups(tmp_path: Path) -> None:
+    """Runs of another library carry few of our keys, so every key they lack varies; the groups are
+    named by a few keys that split the runs the same way, not by all of them."""
+    from cql_runner.report.aggregate import separating_keys
+
+    for method, tau in (("ours", 1.0), ("ours", 10.0)):
+        for seed in (0, 1):
+            make_run(tmp_path / f"{method}-{tau}-{seed}", seed=seed, tau=tau)
+    for seed in (0, 1):  # a peer's run: no cql.* keys, its own peer.* keys
+        d = tmp_path / f"peer-{seed}"
+        make_run(d, seed=seed)
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        config.pop("cql")
+        config["peer"] = {k: seed * 0 + i for i, k in enumerate("abcdefgh")}
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = collect([tmp_path]).runs
+    varied = varied_keys(runs)
+    assert len(varied) > 6
+    keys = separating_keys(runs, varied)
+    assert keys == ["cql.tau"]  # set in our runs, absent (its own value) in the peer's: three groups
+    assert sorted(len(g.runs) for g in group_runs(runs, keys)) == [2, 2, 2]
+    assert {frozenset(map(id, g.runs)) for g in group_runs(runs, keys)} == {
+        frozenset(map(id, g.runs)) for g in group_runs(runs, varied)
+    }
+    assert separating_keys(runs, varied[:3]) == varied[:3]  # few keys: all kept
+
+
 def test_varied_keys_ignore_seeds_paths_logger_and_per_task_settings(tmp_path: Path) -> None:
     for env in ("hopper-medium", "walker2d-medium"):  # dataset.id differs only across tasks
         for seed in (0, 1):

@@ -125,6 +125,38 @@ def varied_keys(runs: Sequence[Run]) -> list[str]:
     return sorted(varied)
 
 
+# More varied keys than this make unreadable group labels (runs of another library carry few of our
+# keys, so every key they lack "varies"); the groups are then named by a subset that separates them.
+MAX_LABEL_KEYS = 6
+
+
+def _partition(runs: Sequence[Run], keys: Sequence[str]) -> set[frozenset[int]]:
+    blocks: dict[tuple[Any, ...], set[int]] = defaultdict(set)
+    for i, run in enumerate(runs):
+        blocks[(run.task, *(_value(run, k) for k in keys))].add(i)
+    return {frozenset(b) for b in blocks.values()}
+
+
+def separating_keys(runs: Sequence[Run], keys: Sequence[str], limit: int = MAX_LABEL_KEYS) -> list[str]:
+    """``keys`` if there are at most ``limit``, else a small subset that splits the runs into exactly
+    the same groups: greedily the key that separates most, preferring keys every run sets."""
+    if len(keys) <= limit:
+        return list(keys)
+    target = _partition(runs, keys)
+    chosen: list[str] = []
+    while _partition(runs, chosen) != target:
+        best = max(
+            (k for k in keys if k not in chosen),
+            key=lambda k: (
+                len(_partition(runs, [*chosen, k])),
+                all(k in r.config for r in runs),
+                [-ord(c) for c in k],
+            ),
+        )
+        chosen.append(best)
+    return sorted(chosen)
+
+
 def check_group_keys(runs: Sequence[Run], keys: Sequence[str]) -> None:
     known = set().union(*(r.config for r in runs))
     for key in keys:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cql_runner.report.aggregate import check_group_keys, group_runs, metric_names, varied_keys
+from cql_runner.report.aggregate import check_group_keys, group_runs, metric_names, separating_keys, varied_keys
 from cql_runner.report.collect_runs import SCORE_KEY, Collection, ReportError, collect
 from cql_runner.report.figure_io import FORMATS, parse_formats
 from cql_runner.report.group_stats import across_tasks, compare, group_scores, row_stats
@@ -123,7 +123,9 @@ def make_report(
         raise ReportError(f"--out is not a directory: {out}")
 
     if group_by is None:
-        keys, how = varied_keys(runs), "detected"
+        varied = varied_keys(runs)
+        keys = separating_keys(runs, varied)
+        how = "detected" if keys == varied else f"detected; {len(varied) - len(keys)} more keys vary with these"
     else:
         keys, how = [k.strip() for k in group_by.split(",") if k.strip()], "--group-by"
         check_group_keys(runs, keys)
