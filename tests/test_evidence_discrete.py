@@ -216,6 +216,8 @@ def test_tiny_discrete_suite_end_to_end(tmp_path: Path) -> None:
             else:
                 assert math.isfinite(check["q_hat_s0"]) and math.isfinite(check["q_hat_dataset_s0"])
     md = (docs / "RESULTS.md").read_text()
+    assert md.startswith("# Evidence: discrete CQL against offline Double DQN and behaviour cloning")
+    assert "| cql-discrete | the dataset's preset" in md and "Discrete agents (one Q-network per seed" in md
     assert "DQN behaviour policy" in md and "one Q-network per seed" in md
     assert "SAC behaviour" not in md and "actor and 2 critics" not in md
     for method in plan.methods:

@@ -49,10 +49,16 @@ def discrete_dataset(
 
 
 def discrete_plan() -> Plan:
-    """CartPole-v1 and MinAtar Breakout, medium, 3 seeds: the budget sized for ~40 min of one CPU core.
+    """CartPole-v1 and MinAtar Breakout, medium, 3 seeds: sized for ~35 min of one CPU core, builds included.
 
-    The presets' network (256×256) and batch (64); the DQN budgets and step counts are set from
-    per-step costs measured on the project's 2-core Intel Xeon (see the README's evidence section).
+    The presets' network (256×256) and batch (64). Costs measured on the project's 2-core Intel Xeon
+    (AVX-512, no AMX) under load (nice 19, two other jobs on both cores), one torch thread:
+    cql-collect's DQN trains at ~240 env steps/s on CartPole and ~170 on MinAtar Breakout (evaluations
+    included) and writes ~2.4k (CartPole) / ~1.5k (Breakout) transitions/s; a 3-seed discrete CQL or
+    Double DQN process trains at 71 steps/s on CartPole and 36 on Breakout (evaluation every 1000 steps on
+    5 episodes included), BC about twice as fast. So: builds ~11 min (30k + 60k DQN steps, 100k
+    transitions each), training ~21 min (12k steps × 3 methods × 2 datasets), value checks and start-up
+    ~2 min. ``--train-steps 20000`` (the hand-run page's budget) adds ~14 min.
     """
     return Plan(
         name="discrete",
@@ -64,13 +70,13 @@ def discrete_plan() -> Plan:
             ),
         ),
         methods=DISCRETE_METHODS,
-        train_steps=10_000,
+        train_steps=12_000,
         hidden=(256, 256),
         batch_size=64,
         eval_every=1_000,
         eval_episodes=5,
         log_every=250,
-        checkpoint_every=5_000,
+        checkpoint_every=4_000,
         value_episodes=10,
     )
 
@@ -134,3 +140,27 @@ def behaviour_words(datasets: dict[str, dict[str, object]]) -> str:
     """'SAC behaviour policy', 'DQN behaviour policy', or 'SAC or DQN behaviour policy' for a mixed suite."""
     names = [BEHAVIOUR[s] for s in _spaces(list(datasets.values()))]
     return f"{' or '.join(names)} behaviour policy"
+
+
+def page_title(plan: dict[str, object]) -> str:
+    """The page's heading: the comparison its plan makes."""
+    datasets = plan.get("datasets") or []
+    spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    if spaces == [DISCRETE]:
+        return "Evidence: discrete CQL against offline Double DQN and behaviour cloning"
+    if DISCRETE in spaces:
+        return "Evidence: CQL against offline SAC, offline Double DQN and behaviour cloning"
+    return "Evidence: CQL against offline SAC and behaviour cloning"
+
+
+def discrete_value_note(checks: Sequence[dict[str, object]]) -> list[str]:
+    """How the value check reads for discrete agents, when the page has any."""
+    if not any(c.get("action_space") == DISCRETE for c in checks):
+        return []
+    return [
+        "Discrete agents (one Q-network per seed, so min and mean over critics coincide): Q̂(s0, a0) at the "
+        "first action a0 of the evaluation policy (greedy in Q, ε-greedy at `discrete.eval_epsilon`) against "
+        "the discounted Monte-Carlo return of that policy from the same reset states; 'Q̂(dataset s0)' is Q̂ "
+        "at the greedy action. BC's outputs are policy logits, not values, so its Q̂ columns are '–'.",
+        "",
+    ]

@@ -3,7 +3,11 @@
 It builds the datasets, trains CQL (Lagrange τ and fixed α), offline SAC and BC on each, checks the
 lower-bound property of every trained policy, and writes docs/RESULTS.md.
 
-    cql-evidence run [OUT] [--budget default|tiny|gpu] [--minari-root DIR] [--behaviour-cache DIR]
+    cql-evidence run [OUT] [--budget NAME] [--minari-root DIR] [--behaviour-cache DIR]   (default|tiny|gpu|discrete|...)
+
+The discrete budgets build CartPole (and MinAtar Breakout) with cql-collect's DQN and train discrete CQL,
+offline Double DQN and BC on them (see discrete_cells.py); a method that cannot act in a dataset's action
+space is skipped for it, with the reason in the log.
 
 `make evidence` runs it from the repository root. Relative paths (OUT's default runs/evidence, --docs'
 default docs) are taken from the current directory.
@@ -13,7 +17,7 @@ summary.json (at the planned step count) and a value_check.json is not run again
 continues from its checkpoints (cql-train resumes in place). Layout under OUT:
 
     minari/                      the Minari store (unless --minari-root)
-    behaviour/                   cql-collect's SAC cache (unless --behaviour-cache)
+    behaviour/                   cql-collect's SAC/DQN cache (unless --behaviour-cache)
     runs/<dataset>/<method>/     one cql-train run; seed<k>/ per seed (the run dir itself for one seed)
     logs/                        each subprocess's output
     datasets.json, timing.json   dataset sizes; seconds spent per phase and the machine
