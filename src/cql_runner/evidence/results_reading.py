@@ -83,7 +83,7 @@ def claims(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
         total = sum(len(c.checks) for c in cql_checks)
         lines.append(
             f"- Lower bound: CQL's Q̂(s0) was below the policy's Monte-Carlo return in {n} of {total} "
-            "trained CQL policies (both variants, all datasets and seeds)."
+            "trained CQL policies (every CQL variant, dataset and seed)."
         )
     if sac_checks:
         n = sum(len(c.checks) - c.n_underestimates for c in sac_checks)

@@ -103,7 +103,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=None)
     p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
-    p.add_argument("--sac-steps", type=int, default=None, help="cql-collect sac.steps for every dataset")
+    p.add_argument(
+        "--sac-steps",
+        type=int,
+        default=None,
+        help="cql-collect sac.steps (dqn.steps on discrete datasets) for every dataset",
+    )
     p.add_argument("--collect-steps", type=int, default=None, help="cql-collect collect.steps for every dataset")
     p.add_argument(
         "--train-override",
