@@ -226,3 +226,22 @@ def test_tiny_discrete_suite_end_to_end(tmp_path: Path) -> None:
     assert (docs / "evidence" / "value_check.png").stat().st_size > 0
     datasets = json.loads((out / "datasets.json").read_text())
     assert datasets[ds.key]["behaviour"] == "DQN" and datasets[ds.key]["action_space"] == "discrete"
+
+
+def test_every_cell_of_the_discrete_plan_composes_and_validates(
+    compose_cfg: Callable[..., DictConfig], minari_root, tmp_path: Path
+) -> None:
+    plan = make_plan("discrete")
+    for ds in plan.datasets:
+        for method in plan.methods:
+            args = [a for a in train_args(plan, ds, method, tmp_path) if not a.startswith("hydra.")]
+            cfg = compose_cfg(args)
+            validate(cfg)
+            assert cfg.action_space == "discrete" and cfg.train.steps == plan.train_steps, (ds.key, method.name)
+            assert cfg.dataset.id == ds.dataset_id and cfg.eval.env_id == ds.env_id
+            if method.name == "ddqn":
+                assert cfg.cql.alpha == 0 and not cfg.cql.lagrange
+            elif method.name == "bc":
+                assert cfg.cql.bc_steps >= cfg.train.steps
+            else:
+                assert cfg.cql.alpha == 1.0 and cfg.cql.bc_steps == 0
