@@ -126,3 +126,24 @@ def test_n_step_matches_a_loop_across_terminations_and_truncations(n: int) -> No
         assert got.returns[t] == pytest.approx(ret, rel=1e-5)
         assert got.bootstrap_index[t] == last
         assert got.discounts[t] == pytest.approx(disc, rel=1e-6)
+
+
+def test_bc_cross_entropy_is_the_mean_negative_log_softmax_of_the_dataset_actions() -> None:
+    logits = _q(k=2, b=5, a=4, seed=3)
+    actions = torch.randint(4, (2, 5), generator=torch.Generator().manual_seed(4))
+    out = losses.bc_cross_entropy(logits=logits, actions=actions)
+    for k in range(2):
+        nll, hits = [], []
+        for b in range(5):
+            row = [float(x) for x in logits[k, b]]
+            a = int(actions[k, b])
+            nll.append(-(row[a] - math.log(sum(math.exp(x) for x in row))))
+            hits.append(float(max(range(4), key=lambda j: row[j]) == a))
+        assert out.loss[k].item() == pytest.approx(np.mean(nll), rel=1e-5)
+        assert out.accuracy[k].item() == pytest.approx(np.mean(hits))
+    # Its gradient raises the dataset action's logit and lowers every other one.
+    x = logits[:1, :1].clone().requires_grad_(True)
+    losses.bc_cross_entropy(logits=x, actions=actions[:1, :1]).loss.sum().backward()
+    assert x.grad is not None
+    a = int(actions[0, 0])
+    assert x.grad[0, 0, a] < 0 and all(x.grad[0, 0, j] > 0 for j in range(4) if j != a)

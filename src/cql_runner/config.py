@@ -462,6 +462,12 @@ def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     for flag in ("cuda_graph", "compile", "bf16"):
         _check(not getattr(cfg.train, flag), f"train.{flag}=true is not supported with action_space=discrete; drop it")
     _check(cfg.eval.video_every == 0, "eval.video_every is not supported with action_space=discrete; drop it")
+    # Discrete BC reads the Q-network's outputs as policy logits, which are not Q-values to go on from.
+    _check(
+        cfg.cql.bc_steps == 0 or cfg.cql.bc_steps >= cfg.train.steps,
+        f"with action_space=discrete, behaviour cloning is the whole run: pass cql=bc (or cql.bc_steps=0), "
+        f"not cql.bc_steps={cfg.cql.bc_steps} < train.steps={cfg.train.steps}",
+    )
 
 
 def unused_settings(cfg: RunConfig | DictConfig) -> list[str]:

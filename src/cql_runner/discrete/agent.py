@@ -56,6 +56,9 @@ class DiscreteCQLAgent(nn.Module):
         self.cql, self.discrete = cql, discrete
         self.device = torch.device(device)
         self.quantile = discrete.backbone == "qr_dqn"
+        # cql.bc_steps > 0 (preset cql=bc): the whole run is behaviour cloning of the dataset actions,
+        # with the network's outputs as policy logits (validate_discrete refuses a BC warm start).
+        self.behaviour_cloning = cql.bc_steps > 0
         self.n_quantiles = int(discrete.n_quantiles) if self.quantile else 1
         # Image observations arrive as (C, H, W) uint8 frame stacks, vectors as (obs_dim,).
         self.obs_shape = tuple(int(d) for d in (obs_shape or (obs_dim,)))
@@ -122,6 +125,8 @@ class DiscreteCQLAgent(nn.Module):
 
     # ----- the losses -----------------------------------------------------------------
     def compute_losses(self, batch: DiscreteBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.behaviour_cloning:
+            return self._bc_losses(batch)
         c, d = self.cql, self.discrete
         obs, next_obs = self.normalize(batch.obs), self.normalize(batch.next_obs)
         theta = self.quantiles(obs)  # (K, B, A, N)
@@ -175,6 +180,12 @@ class DiscreteCQLAgent(nn.Module):
             "q/target": target_mean.mean(-1),
         }
         return total, {name: value.detach() for name, value in metrics.items()}
+
+    def _bc_losses(self, batch: DiscreteBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy of the dataset actions under softmax(outputs); no TD loss, no target network."""
+        bc = losses.bc_cross_entropy(logits=self.q_values(self.normalize(batch.obs)), actions=batch.actions)
+        metrics = {"loss/bc": bc.loss, "bc/accuracy": bc.accuracy}
+        return bc.loss.sum(), {name: value.detach() for name, value in metrics.items()}
 
     # ----- one gradient step ----------------------------------------------------------
     def update(self, batch: DiscreteBatch) -> dict[str, Tensor]:

@@ -101,3 +101,20 @@ def quantile_huber_loss(*, quantiles: Tensor, target: Tensor, kappa: float = 1.0
     huber = F.huber_loss(u, torch.zeros_like(u), reduction="none", delta=kappa)
     weight = (taus.unsqueeze(-1) - (u.detach() < 0).float()).abs()
     return (weight * huber / kappa).mean(-1).sum(-1).mean(-1)
+
+
+class BCLoss(NamedTuple):
+    loss: Tensor  # (K,): mean cross-entropy of the dataset actions
+    accuracy: Tensor  # (K,): fraction of the batch whose argmax is the dataset action
+
+
+def bc_cross_entropy(*, logits: Tensor, actions: Tensor) -> BCLoss:
+    """Discrete behaviour cloning: −E[log softmax(logits)(a_data)] for ``logits`` (K, B, A), ``actions`` (K, B).
+
+    The network's A outputs are read as the logits of a softmax policy whose greedy action is the
+    argmax, so BC acts exactly as the Q-learners do. (The cross-entropy equals the CQL gap at T = 1:
+    logsumexp_a l(s, a) − l(s, a_data); BC is that term alone, with no TD loss.)
+    """
+    nll = -torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (K, B)
+    accuracy = (logits.argmax(-1) == actions).float().mean(-1)
+    return BCLoss(loss=nll.mean(-1), accuracy=accuracy)

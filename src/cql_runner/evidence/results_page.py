@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from cql_runner.evidence.conservatism import ALPHA_PRIME, checked_cells, conservatism_lines
+from cql_runner.evidence.discrete_cells import (
+    DISCRETE_METHODS,
+    behaviour_words,
+    discrete_value_note,
+    network_words,
+    page_title,
+)
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
-from cql_runner.evidence.results_reading import CQL_METHODS, reading
+from cql_runner.evidence.results_reading import CQL_METHODS, UNCONSERVATIVE, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
 from cql_runner.report.aggregate import Stat
@@ -52,7 +59,7 @@ def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[st
     if plan:
         lines += [
             f"- plan `{plan.get('name')}`: {plan.get('train_steps')} gradient steps per run, "
-            f"network {plan.get('hidden')} (actor and 2 critics), batch {plan.get('batch_size')}, "
+            f"network {plan.get('hidden')} ({network_words(plan)}), batch {plan.get('batch_size')}, "
             f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
             f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
             f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."
@@ -85,19 +92,30 @@ def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[st
                 d.get("level"),
                 d.get("total_episodes"),
                 d.get("total_steps"),
-                d.get("sac_steps"),
+                f"{d.get('behaviour') or 'SAC'} {d.get('sac_steps')}",
                 _num(d.get("ref_min_score")),
                 _num(d.get("ref_max_score")),
             ]
             for k, d in datasets.items()
         ]
         lines += [
-            "Datasets, built by `cql-collect` (SAC behaviour policy; normalized score 0 = its random "
+            f"Datasets, built by `cql-collect` ({behaviour_words(datasets)}; normalized score 0 = its random "
             "reference, 100 = its expert snapshot):",
             "",
         ]
         lines += _table(
-            ["dataset", "Minari id", "env", "level", "episodes", "transitions", "SAC steps", "ref min", "ref max"], rows
+            [
+                "dataset",
+                "Minari id",
+                "env",
+                "level",
+                "episodes",
+                "transitions",
+                "behaviour steps",
+                "ref min",
+                "ref max",
+            ],
+            rows,
         )
     return lines
 
@@ -126,7 +144,13 @@ def method_lines(plan: dict[str, Any]) -> list[str]:
     rows = []
     for m in methods:
         peer = m.get("peer")
-        what = PEER_WORDS.get(peer, f"peer `{peer}`") if peer else "`" + " ".join(m.get("overrides") or []) + "`"
+        overrides = m.get("overrides") or []
+        if peer:
+            what = PEER_WORDS.get(peer, f"peer `{peer}`")
+        elif overrides:
+            what = "`" + " ".join(overrides) + "`"
+        else:  # e.g. cql-discrete: the env preset's own cql settings
+            what = "the dataset's preset (`env=<dataset>`) as it is"
         rows.append([m.get("name"), what])
     return ["## Methods", "", *_table(["method", "what it trains"], rows), ""]
 
@@ -191,7 +215,7 @@ def aggregate_lines(cells: list[Cell]) -> list[str]:
         *_table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows),
     ]
     by_method = {s.values[0]: s.final for s in settings}
-    pairs = [(a, b) for a in CQL_METHODS for b in ("sac", "bc") if a in by_method and b in by_method]
+    pairs = [(a, b) for a in CQL_METHODS for b in (*UNCONSERVATIVE, "bc") if a in by_method and b in by_method]
     if pairs:
         prob_rows = []
         for a, b in pairs:
@@ -275,6 +299,7 @@ def value_lines(cells: list[Cell]) -> list[str]:
             ],
             rows,
         ),
+        *discrete_value_note([check for c in cells for check in c.checks]),
     ]
 
 
@@ -333,7 +358,11 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
 
     ``at_step``: score every run as of that step (cells trained for different budgets, compared at a
     common one); the page says so under its budget."""
-    cells = gather(out, [m.name for m in (*METHODS, *OPTIONAL_METHODS)], at_step)
+    timing = _load(out / "timing.json")
+    plan = timing.get("plan") or _load(out / "plan.json")
+    planned = [str(m.get("name")) for m in plan.get("methods") or []]  # the plan's order first
+    order = [*planned, *(m.name for m in (*METHODS, *DISCRETE_METHODS, *OPTIONAL_METHODS))]
+    cells = gather(out, list(dict.fromkeys(order)), at_step)
     fig_dir = docs / FIG_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -351,10 +380,8 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         figures["α′ during training (cells with a Lagrange multiplier)"] = fig_dir / "alpha_prime.png"
         plot_curves(groups(tuned), ALPHA_PRIME, fig_dir / "alpha_prime.png")
     (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
-    timing = _load(out / "timing.json")
-    plan = timing.get("plan") or _load(out / "plan.json")
     lines = [
-        "# Evidence: CQL against offline SAC and behaviour cloning",
+        f"# {page_title(plan)}",
         "",
         "Generated by `make evidence` (`cql-evidence run`); rerun "
         "`cql-evidence results OUT --out docs` to refresh it from the run dirs.",

@@ -10,7 +10,9 @@ from __future__ import annotations
 from cql_runner.evidence.gather_runs import Cell, quarter_change
 from cql_runner.report.collect_runs import SCORE_KEY
 
-CQL_METHODS = ("cql-lagrange", "cql-fixed")
+CQL_METHODS = ("cql-lagrange", "cql-fixed", "cql-discrete")
+# The same learners without the conservative term: offline SAC (continuous), offline Double DQN (discrete).
+UNCONSERVATIVE = ("sac", "ddqn")
 
 
 def _score(cell: Cell) -> str:
@@ -45,7 +47,7 @@ def comparison_sentences(dataset: str, cells: dict[str, Cell]) -> list[str]:
     for cql in CQL_METHODS:
         if cql not in cells:
             continue
-        for other in ("bc", "sac"):
+        for other in ("bc", *UNCONSERVATIVE):
             if other in cells:
                 lines.append(
                     f"  - {cql} {_beats(cells[cql], cells[other])} {other} "
@@ -74,18 +76,23 @@ def claims(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
     """Whether the paper's two claims hold here: CQL under-estimates, offline SAC over-estimates."""
     cql_checks = [c for cells in by_dataset.values() for m, c in cells.items() if m in CQL_METHODS and c.checks]
     sac_checks = [c for cells in by_dataset.values() for m, c in cells.items() if m == "sac" and c.checks]
+    ddqn_checks = [c for cells in by_dataset.values() for m, c in cells.items() if m == "ddqn" and c.checks]
     lines = []
     if cql_checks:
         n = sum(c.n_underestimates for c in cql_checks)
         total = sum(len(c.checks) for c in cql_checks)
         lines.append(
             f"- Lower bound: CQL's Q̂(s0) was below the policy's Monte-Carlo return in {n} of {total} "
-            "trained CQL policies (both variants, all datasets and seeds)."
+            "trained CQL policies (every CQL variant, dataset and seed)."
         )
     if sac_checks:
         n = sum(len(c.checks) - c.n_underestimates for c in sac_checks)
         total = sum(len(c.checks) for c in sac_checks)
         lines.append(f"- Offline SAC's Q̂(s0) was above its Monte-Carlo return in {n} of {total} policies.")
+    if ddqn_checks:
+        n = sum(len(c.checks) - c.n_underestimates for c in ddqn_checks)
+        total = sum(len(c.checks) for c in ddqn_checks)
+        lines.append(f"- Offline Double DQN's Q̂(s0) was above its Monte-Carlo return in {n} of {total} policies.")
     return lines
 
 
@@ -129,7 +136,8 @@ def beyond_reference(by_dataset: dict[str, dict[str, Cell]]) -> list[str]:
         return []
     return [
         f"- Above 100: {', '.join(over)}. These policies return more than the dataset's expert reference, "
-        "which for a dataset built by cql-collect is the expert snapshot of its behaviour SAC, "
+        "which for a dataset built by cql-collect is the expert snapshot of its behaviour learner (SAC, or DQN "
+        "on discrete actions), "
         "not the task's ceiling."
     ]
 

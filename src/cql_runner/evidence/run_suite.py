@@ -3,7 +3,11 @@
 It builds the datasets, trains CQL (Lagrange τ and fixed α), offline SAC and BC on each, checks the
 lower-bound property of every trained policy, and writes docs/RESULTS.md.
 
-    cql-evidence run [OUT] [--budget default|tiny|gpu] [--minari-root DIR] [--behaviour-cache DIR]
+    cql-evidence run [OUT] [--budget NAME] [--minari-root DIR] [--behaviour-cache DIR]   (default|tiny|gpu|discrete|...)
+
+The discrete budgets build CartPole (and MinAtar Breakout) with cql-collect's DQN and train discrete CQL,
+offline Double DQN and BC on them (see discrete_cells.py); a method that cannot act in a dataset's action
+space is skipped for it, with the reason in the log.
 
 `make evidence` runs it from the repository root. Relative paths (OUT's default runs/evidence, --docs'
 default docs) are taken from the current directory.
@@ -13,7 +17,7 @@ summary.json (at the planned step count) and a value_check.json is not run again
 continues from its checkpoints (cql-train resumes in place). Layout under OUT:
 
     minari/                      the Minari store (unless --minari-root)
-    behaviour/                   cql-collect's SAC cache (unless --behaviour-cache)
+    behaviour/                   cql-collect's SAC/DQN cache (unless --behaviour-cache)
     runs/<dataset>/<method>/     one cql-train run; seed<k>/ per seed (the run dir itself for one seed)
     logs/                        each subprocess's output
     datasets.json, timing.json   dataset sizes; seconds spent per phase and the machine
@@ -40,10 +44,12 @@ from cql_runner.evidence.dataset_store import (
     run_logged,
     subprocess_env,
 )
+from cql_runner.evidence.discrete_cells import BEHAVIOUR, not_applicable
 from cql_runner.evidence.suite_plan import (
     DatasetSpec,
     MethodSpec,
     Plan,
+    collect_args,
     make_plan,
     peer_args,
     seed_dirs,
@@ -62,8 +68,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--budget",
         default="default",
-        choices=["default", "tiny", "gpu"],
-        help="named plan (tiny: CI; gpu: the long run)",
+        choices=["default", "tiny", "gpu", "discrete", "tiny-discrete"],
+        help="named plan (tiny: CI; gpu: the long run; discrete: CartPole and MinAtar Breakout, ~40 min of one core)",
     )
     p.add_argument("--minari-root", type=Path, default=None, help="an existing Minari store (default: OUT/minari)")
     p.add_argument(
@@ -97,7 +103,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=None)
     p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
-    p.add_argument("--sac-steps", type=int, default=None, help="cql-collect sac.steps for every dataset")
+    p.add_argument(
+        "--sac-steps",
+        type=int,
+        default=None,
+        help="cql-collect sac.steps (dqn.steps on discrete datasets) for every dataset",
+    )
     p.add_argument("--collect-steps", type=int, default=None, help="cql-collect collect.steps for every dataset")
     p.add_argument(
         "--train-override",
@@ -181,10 +192,7 @@ def ensure_dataset(ds: DatasetSpec, root: Path, cache: Path, out: Path, timing: 
             "rerun the suite when it has finished"
         )
         return False
-    say(
-        f"building {ds.dataset_id}: cql-collect env={ds.env_id} level={ds.level} sac.steps={ds.sac_steps} "
-        f"collect.steps={ds.collect_steps}"
-    )
+    say(f"building {ds.dataset_id}: cql-collect {' '.join(collect_args(ds, None))}")
     start = time.perf_counter()
     rc = build_dataset(ds, root, cache, out / "logs" / f"collect-{ds.key}.log", Path.cwd())
     timing.add(f"collect:{ds.key}", time.perf_counter() - start)
@@ -229,17 +237,14 @@ def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Pat
     if checked(plan, run_dir):
         return True
     # torch only when there is work
-    from cql_runner.evidence.value_check import load_config, load_dataset, write_check
+    from cql_runner.evidence.value_check import load_config, load_dataset, summary_line, write_check
 
     start = time.perf_counter()
     try:
         data = load_dataset(load_config(seed_dirs(plan, run_dir)[0]))
         for d in seed_dirs(plan, run_dir):
             rec = write_check(d, plan.value_episodes, data)
-            say(
-                f"{ds.key}/{method.name} seed {rec['seed']}: Q̂(s0)={rec['q_hat_s0']:.2f}  "
-                f"MC return={rec['mc_return_s0']:.2f}  Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}"
-            )
+            say(f"{ds.key}/{method.name} seed {rec['seed']}: {summary_line(rec)}")
     except Exception as exc:  # one bad run must not stop the suite; the rerun retries it
         say(f"FAILED value check of {ds.key}/{method.name}: {type(exc).__name__}: {exc}")
         return False
@@ -259,6 +264,8 @@ def write_datasets_json(plan: Plan, root: Path, out: Path) -> None:
                 "level": ds.level,
                 "sac_steps": ds.sac_steps,
                 "collect_steps": ds.collect_steps,
+                "action_space": ds.action_space,
+                "behaviour": BEHAVIOUR[ds.action_space],
             }
     path.write_text(json.dumps(known, indent=2) + "\n")
 
@@ -289,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures.append(f"collect:{ds.key}")
     write_datasets_json(plan, root, out)
 
+    cells = []
+    for ds in ready:
+        for method in plan.methods:
+            why = not_applicable(method, ds)
+            if why is None:
+                cells.append((ds, method))
+            else:
+                say(f"{ds.key}/{method.name}: not run: {why}")
     # Training runs in up to --jobs processes; value checks run here, in this thread, as runs finish.
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
@@ -304,8 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timing,
                 args.peer_venv,
             ): (ds, method)
-            for ds in ready
-            for method in plan.methods
+            for ds, method in cells
         }
         for future in as_completed(futures):
             ds, method = futures[future]

@@ -28,10 +28,12 @@ class DatasetSpec:
     dataset_id: str  # the Minari id cql-collect derives by default
     # conf/env/<name>.yaml to train with, or None: then hopper-medium is overridden field by field.
     env_config: str | None
-    sac_steps: int
+    sac_steps: int  # the behaviour learner's env steps: SAC's sac.steps, or dqn.steps on discrete data
     collect_steps: int
     # Extra cql-collect overrides (smaller SAC networks for the small tasks, tiny eval budgets in CI).
     collect_extra: tuple[str, ...] = ()
+    # continuous (SAC behaviour) | discrete (DQN behaviour; see discrete_cells.py)
+    action_space: str = "continuous"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class MethodSpec:
     name: str
     overrides: tuple[str, ...]
     peer: str | None = None
+    # The datasets' action spaces the method's agent can act in; others are skipped (discrete_cells.py).
+    action_spaces: tuple[str, ...] = ("continuous",)
 
 
 METHODS: tuple[MethodSpec, ...] = (
@@ -52,7 +56,7 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("cql-lagrange", ("cql=default", "cql.lagrange_form=raw")),
     MethodSpec("cql-fixed", ("cql=fixed",)),
     MethodSpec("sac", ("cql=sac",)),
-    MethodSpec("bc", ("cql=bc",)),
+    MethodSpec("bc", ("cql=bc",), action_spaces=("continuous", "discrete")),
 )
 # Not in a plan by default: asked for with --methods. cql-default is cql-train's own default
 # (the original code's weighted Lagrange form, α′·(α·gap − τ)); the peers need the peer venv.
@@ -229,7 +233,15 @@ def tiny_plan() -> Plan:
 
 def make_plan(budget: str, **changes: Any) -> Plan:
     """The named plan with CLI overrides applied (None values are ignored)."""
-    plans = {"default": default_plan, "tiny": tiny_plan, "gpu": gpu_plan}
+    from cql_runner.evidence.discrete_cells import DISCRETE_METHODS, discrete_plan, tiny_discrete_plan
+
+    plans = {
+        "default": default_plan,
+        "tiny": tiny_plan,
+        "gpu": gpu_plan,
+        "discrete": discrete_plan,
+        "tiny-discrete": tiny_discrete_plan,
+    }
     if budget not in plans:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(plans)}")
     plan = plans[budget]()
@@ -245,23 +257,33 @@ def make_plan(budget: str, **changes: Any) -> Plan:
     for key in ("datasets", "methods"):
         if key in changes:
             wanted = list(changes.pop(key))
-            known: tuple[Any, ...] = plan.datasets if key == "datasets" else (*plan.methods, *OPTIONAL_METHODS)
-            have = {x.key if key == "datasets" else x.name: x for x in known}
+            known: tuple[Any, ...] = (
+                plan.datasets if key == "datasets" else (*plan.methods, *METHODS, *DISCRETE_METHODS, *OPTIONAL_METHODS)
+            )
+            have: dict[str, Any] = {}
+            for x in known:  # the plan's own spec first (bc is in both method lists)
+                have.setdefault(x.key if key == "datasets" else x.name, x)
             unknown = [w for w in wanted if w not in have]
             if unknown:
                 raise ValueError(f"unknown {key} {unknown}; choose from {', '.join(have)}")
             chosen: dict[str, Any] = {key: tuple(have[w] for w in wanted)}
             plan = dataclasses.replace(plan, **chosen)
-    return dataclasses.replace(plan, **changes)
+    plan = dataclasses.replace(plan, **changes)
+    for m in plan.methods:  # a method no dataset of the plan can train is a mistake, not a skip
+        if not any(d.action_space in m.action_spaces for d in plan.datasets):
+            spaces = sorted({d.action_space for d in plan.datasets})
+            raise ValueError(f"method {m.name} cannot train on the plan's {'/'.join(spaces)}-action datasets; drop it")
+    return plan
 
 
 # ----- command lines -----------------------------------------------------------------------
 def collect_args(ds: DatasetSpec, behaviour_cache: Path | None) -> list[str]:
     """cql-collect overrides; the id is left for cql-collect to derive (we only predict it)."""
+    steps_key = "dqn.steps" if ds.action_space == "discrete" else "sac.steps"
     args = [
         f"env={ds.env_id}",
         f"level={ds.level}",
-        f"sac.steps={ds.sac_steps}",
+        f"{steps_key}={ds.sac_steps}",
         f"collect.steps={ds.collect_steps}",
         "progress=false",
         *ds.collect_extra,

@@ -1,7 +1,8 @@
 """The lower-bound check: is the learned Q̂(s0, π(s0)) below the policy's true discounted return?
 
 For one finished seed run dir: rebuild the agent from its resolved config.yaml and checkpoints/last.pt,
-roll out the deterministic policy tanh(mean) for ``episodes`` Monte-Carlo episodes in the eval env,
+roll out the deterministic policy tanh(mean) for ``episodes`` Monte-Carlo episodes in the eval env
+(discrete agents: their evaluation policy and Q̂(s0, a0), see value_check_discrete.py),
 and compare, on those same reset states s0, the discounted return with Q̂(s0, π(s0)). Where the env's
 state can be rebuilt from an observation (Hopper, InvertedDoublePendulum: see mujoco_states.py), the same
 comparison is made from ``episodes`` of the dataset's own episode starts (deterministic policy and
@@ -37,6 +38,7 @@ from cql_runner.data.types import OfflineData
 from cql_runner.envs import make_env
 from cql_runner.evaluation import resolve_env_id
 from cql_runner.evidence.mujoco_states import restore, supported
+from cql_runner.evidence.value_check_discrete import discrete_check, is_discrete
 from cql_runner.rollout import run_episodes
 
 # Env reset seeds are seed * 10_000 + offset + e; evaluation uses offset 100, so these episodes are new ones.
@@ -151,6 +153,8 @@ def check_run(run_dir: Path, episodes: int, data: OfflineData | None = None) -> 
     torch.set_num_threads(1)
     cfg = load_config(run_dir)
     data = load_dataset(cfg) if data is None else data
+    if is_discrete(cfg):  # one Q-network, integer actions: value_check_discrete.py
+        return discrete_check(run_dir, cfg, data, episodes)
     agent = load_agent(run_dir, cfg, data.obs_dim, data.act_dim)
     gamma = float(cfg.cql.discount)
     scale, bias = float(cfg.env.reward_scale), float(cfg.env.reward_bias)
@@ -230,6 +234,16 @@ def write_check(run_dir: Path, episodes: int, data: OfflineData | None = None) -
     return record
 
 
+def summary_line(rec: dict[str, Any]) -> str:
+    """Q̂ and MC of one record in a line; a BC run's empty Q̂ (policy logits, no Q-function) shows as '–'."""
+
+    def num(key: str) -> str:
+        value = rec.get(key)
+        return "–" if value is None else f"{value:.2f}"
+
+    return f"Q̂(s0)={num('q_hat_s0')}  MC return={num('mc_return_s0')}  Q̂(dataset s0)={num('q_hat_dataset_s0')}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cql-evidence value-check", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", type=Path, help="seed run dirs (config.yaml + checkpoints/last.pt)")
@@ -237,10 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     for d in args.run_dirs:
         rec = write_check(d, args.episodes)
-        print(
-            f"{d}: Q̂(s0)={rec['q_hat_s0']:.2f}  MC={rec['mc_return_s0']:.2f}  "
-            f"Q̂(dataset s0)={rec['q_hat_dataset_s0']:.2f}"
-        )
+        print(f"{d}: {summary_line(rec)}")
     return 0
 
 
