@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cql_runner.evidence.conservatism import ALPHA_PRIME, checked_cells, conservatism_lines
+from cql_runner.evidence.finetune_page import finetune_cells, finetune_lines, plot_finetune
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
 from cql_runner.evidence.results_reading import CQL_METHODS, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
@@ -353,6 +354,8 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
     (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
     timing = _load(out / "timing.json")
     plan = timing.get("plan") or _load(out / "plan.json")
+    fine_tuned = finetune_cells(cells)  # cells with an online phase: their own section and figure
+    ft_figure = plot_finetune(fine_tuned, fig_dir / "finetune_curves.png") if fine_tuned else None
     lines = [
         "# Evidence: CQL against offline SAC and behaviour cloning",
         "",
@@ -366,6 +369,7 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *plateau_lines(cells),
         *value_lines(cells),
         *conservatism_lines(checked),
+        *finetune_lines(fine_tuned, plan, ft_figure, docs),
         *figure_lines(figures, docs),
         *reading(by_dataset(cells)),
     ]
