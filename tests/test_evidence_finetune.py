@@ -47,6 +47,8 @@ def test_pre_switch_dip_final_and_regret_by_hand():
     rows = _rows([(500, 30.0), (1000, 40.0)], [(50, 20.0), (100, 10.0), (150, 5.0), (500, 60.0), (1000, 80.0)], 1000)
     assert pre_switch_score(rows) == 40.0  # the last offline eval, not the best
     assert dip_score(rows, 1000) == 10.0  # 5.0 at env step 150 is after the window
+    edge = _rows([(1000, 40.0)], [(70, 3.0), (140, 1.0)], 1000)
+    assert dip_score(edge, 700) == 3.0  # the window includes its boundary: env step 70 of 700
     assert final_online_score(rows) == 80.0
     # mean of (1 - s/100) over the 5 online evals: (0.8 + 0.9 + 0.95 + 0.4 + 0.2) / 5
     assert cumulative_regret(rows) == pytest.approx(0.65)
@@ -55,8 +57,8 @@ def test_pre_switch_dip_final_and_regret_by_hand():
 
 
 def test_scratch_run_has_no_pre_switch_and_regret_is_not_clipped_above_100():
-    rows = _rows([], [(100, 120.0), (200, 100.0)], 0)
-    assert pre_switch_score(rows) is None
+    rows = _rows([(0, 7.0)], [(100, 120.0), (200, 100.0)], 0)
+    assert pre_switch_score(rows) is None  # the step-0 evaluation of the untrained policy is no pre-training
     assert cumulative_regret(rows) == pytest.approx(((1 - 1.2) + 0.0) / 2)
     assert dip_score(rows, 1000) == 120.0
     assert dip_score(rows, 500) is None  # no evaluation in the first 50 env steps
@@ -181,8 +183,9 @@ def test_tiny_finetune_suite_writes_the_table_and_resumes_without_rerunning(tmp_
         assert summary["online_env_steps"] == plan.online_steps
     md = (docs / "RESULTS.md").read_text()
     assert "## Offline-to-online fine-tuning" in md and "cumulative regret" in md
+    section = md.split("## Offline-to-online fine-tuning")[1].split("\n## ")[0]
     for method in plan.methods:
-        line = next(x for x in md.splitlines() if x.startswith(f"| {ds.key} | {method.name} | 1 | "))
+        line = next(x for x in section.splitlines() if x.startswith(f"| {ds.key} | {method.name} | 1 | "))
         cols = [c.strip() for c in line.strip("|").split("|")]
         assert (cols[3] == "–") == (method.name == "ft-sac-scratch")  # pre-switch: only after pre-training
         assert cols[4] != "–" and cols[6] != "–" and math.isfinite(float(cols[8].split(" ± ")[0]))

@@ -55,8 +55,16 @@ def has_online_phase(rows: Iterable[Row]) -> bool:
 
 
 def pre_switch_score(rows: Sequence[Row]) -> float | None:
-    """The last offline evaluation (highest step without an env step); None for a run from scratch."""
-    offline = [(float(r.get("step", 0)), s) for r in rows if not is_online_row(r) and (s := _score(r)) is not None]
+    """The last offline evaluation (highest step without an env step); None for a run from scratch,
+    whose only such evaluation is of the untrained policy at step 0."""
+    offline = [
+        (float(r["step"]), s)
+        for r in rows
+        if not is_online_row(r)
+        and isinstance(r.get("step"), (int, float))
+        and r["step"] > 0
+        and (s := _score(r)) is not None
+    ]
     return max(offline)[1] if offline else None
 
 
@@ -67,7 +75,8 @@ def online_evals(rows: Sequence[Row]) -> list[tuple[float, float]]:
 
 def dip_score(rows: Sequence[Row], online_steps: float, window: float = DIP_WINDOW) -> float | None:
     """The lowest online evaluation at env step ≤ window · online_steps; None when none falls there."""
-    early = [s for step, s in online_evals(rows) if step <= window * online_steps]
+    limit = window * online_steps * (1 + 1e-9)  # the boundary counts, whatever float rounding does to it
+    early = [s for step, s in online_evals(rows) if step <= limit]
     return min(early) if early else None
 
 
