@@ -105,7 +105,7 @@ def finetune_lines(cells: Sequence[Cell], plan: dict[str, Any], figure: Path | N
         "(– when no evaluation falls there: make the evaluation interval at most that long); "
         "**drop** = pre-switch − dip per seed, positive when fine-tuning first lost score;",
         "- **final**: the last online evaluation, with its interquartile mean and 95% bootstrap CI (rliable; "
-        "with 3 seeds the IQM equals the mean);",
+        "with 3 seeds or fewer the IQM equals the mean);",
         "- **cumulative regret**: the mean over all online evaluations of (1 − normalized score / 100), as "
         "Cal-QL and CORL define it: 0 is expert-level from the first online evaluation on, 1 random-level; "
         "lower is better, and it rewards fine-tuning that never dips.",
