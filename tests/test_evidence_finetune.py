@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from cql_runner.evidence.finetune_page import finetune_lines, table_rows
+from cql_runner.evidence.finetune_page import finetune_lines, reading_lines, table_rows
 from cql_runner.evidence.finetune_table import (
     cumulative_regret,
     dip_score,
@@ -101,6 +101,27 @@ def test_table_rows_give_mean_std_over_seeds_and_the_per_seed_drop():
     assert row[7].startswith("70.0 [")  # IQM of 3 seeds is their mean, with a bootstrap interval
     md = "\n".join(finetune_lines([cell], {"online_steps": 1000, "train_steps": 1000}, None, Path(".")))
     assert "cumulative regret" in md and "(1 − normalized score / 100)" in md and "1000 online env steps" in md
+
+
+def test_generated_reading_ranks_regret_and_calls_a_drop_within_the_spread_no_change():
+    def cell(method: str, seeds: list[tuple[float, float, float]]) -> Cell:
+        runs = [
+            Run(Path(f"s{i}"), {"online.steps": 1000}, _rows([(1000, p)], [(100, d), (1000, f)], 1000), None, "done")
+            for i, (p, d, f) in enumerate(seeds)
+        ]
+        return Cell("hopper-medium", method, runs)
+
+    dips = cell("ft-cql", [(50.0, 10.0, 60.0), (50.0, 20.0, 60.0)])  # drops 40, 30: a dip
+    flat = cell("ft-calql", [(50.0, 52.0, 70.0), (50.0, 45.0, 70.0)])  # drops -2, 5: within the spread
+    text = "\n".join(reading_lines([dips, flat]))
+    # regret per seed: ft-cql 0.65, 0.60 -> 0.625 ± 0.035; ft-calql 0.39, 0.425 -> 0.4075 ± 0.025
+    assert "lowest cumulative regret: **ft-calql** (ranking: ft-calql 0.408 ± 0.025, ft-cql 0.625 ± 0.035)" in text
+    assert "ft-cql: from the switch to the dip the score fell (-35.0 ± 7.1 points, 2 seeds)" in text
+    assert (
+        "ft-calql: from the switch to the dip the score changed by no more than the spread over seeds (-1.5 ± 4.9"
+        in text
+    )
+    assert reading_lines([]) == []
 
 
 # ----- the command lines -----------------------------------------------------------------------------

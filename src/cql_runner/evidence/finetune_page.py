@@ -124,6 +124,7 @@ def finetune_lines(cells: Sequence[Cell], plan: dict[str, Any], figure: Path | N
             ],
             table_rows(cells),
         ),
+        *reading_lines(cells),
     ]
     if figure is not None:
         lines += [
@@ -134,6 +135,39 @@ def finetune_lines(cells: Sequence[Cell], plan: dict[str, Any], figure: Path | N
             "",
         ]
     return lines
+
+
+def reading_lines(cells: Sequence[Cell]) -> list[str]:
+    """Generated sentences from the table: per dataset the regret ranking, and per fine-tuned method
+    whether the score fell from the switch to the dip by more than the seeds' spread."""
+    lines = []
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        here = [(c, cell_numbers(c)) for c in cells if c.dataset == dataset]
+        regrets = [(mean_std(n.regret for n in nums), c.method) for c, nums in here]
+        ranked = sorted((s.mean, s.std, m) for s, m in regrets if s.mean is not None)
+        if ranked:
+            order = ", ".join(f"{m} {mean:.3f} ± {std:.3f}" for mean, std, m in ranked)
+            lines.append(f"- **{dataset}**: lowest cumulative regret: **{ranked[0][2]}** (ranking: {order}).")
+        for c, nums in here:
+            drops = mean_std(n.pre_switch - n.dip for n in nums if n.pre_switch is not None and n.dip is not None)
+            if drops.mean is None:
+                continue
+            if abs(drops.mean) <= drops.std:
+                what = "changed by no more than the spread over seeds"
+            else:
+                what = "fell" if drops.mean > 0 else "rose"
+            lines.append(
+                f"  - {c.method}: from the switch to the dip the score {what} "
+                f"({-drops.mean:+.1f} ± {drops.std:.1f} points, {drops.n} seeds)."
+            )
+    if not lines:
+        return []
+    return [
+        "What the table says (generated from it; a change within one std over seeds is called no change):",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def plot_finetune(cells: Sequence[Cell], path: Path) -> Path:
