@@ -42,6 +42,7 @@ def _rows(offline: list[tuple[int, float]], online: list[tuple[int, float]], tra
 
 
 # ----- the numbers -----------------------------------------------------------------------------------
+@pytest.mark.math  # the table's arithmetic on hand-made rows, against hand-computed values
 def test_pre_switch_dip_final_and_regret_by_hand():
     # 1000 offline steps, then 1000 env steps evaluated every 50: the first 10% is env steps ≤ 100.
     rows = _rows([(500, 30.0), (1000, 40.0)], [(50, 20.0), (100, 10.0), (150, 5.0), (500, 60.0), (1000, 80.0)], 1000)
@@ -56,6 +57,7 @@ def test_pre_switch_dip_final_and_regret_by_hand():
     assert numbers == (40.0, 10.0, 80.0, pytest.approx(0.65))
 
 
+@pytest.mark.math  # the table's arithmetic on hand-made rows, against hand-computed values
 def test_scratch_run_has_no_pre_switch_and_regret_is_not_clipped_above_100():
     rows = _rows([(0, 7.0)], [(100, 120.0), (200, 100.0)], 0)
     assert pre_switch_score(rows) is None  # the step-0 evaluation of the untrained policy is no pre-training
@@ -66,6 +68,7 @@ def test_scratch_run_has_no_pre_switch_and_regret_is_not_clipped_above_100():
     assert online_steps_of({}, rows) == 200.0  # without a config: the last env step logged
 
 
+@pytest.mark.math  # the table's arithmetic on hand-made rows, against hand-computed values
 def test_online_curve_puts_the_pre_switch_score_at_env_step_zero_and_averages_seeds():
     a = _rows([(1000, 40.0)], [(100, 10.0), (200, 50.0)], 1000)
     b = _rows([(1000, 60.0)], [(100, 30.0), (200, 70.0)], 1000)
@@ -76,6 +79,7 @@ def test_online_curve_puts_the_pre_switch_score_at_env_step_zero_and_averages_se
     assert curve.n.tolist() == [2, 2, 2]
 
 
+@pytest.mark.math  # the table's arithmetic on hand-made rows, against hand-computed values
 def test_table_rows_give_mean_std_over_seeds_and_the_per_seed_drop():
     def run(seed: int, pre: float, dip: float, final: float) -> Run:
         rows = _rows([(1000, pre)], [(100, dip), (1000, final)], 1000)
@@ -103,6 +107,7 @@ def test_table_rows_give_mean_std_over_seeds_and_the_per_seed_drop():
     assert "cumulative regret" in md and "(1 − normalized score / 100)" in md and "1000 online env steps" in md
 
 
+@pytest.mark.math  # the table's arithmetic on hand-made rows, against hand-computed values
 def test_generated_reading_ranks_regret_and_calls_a_drop_within_the_spread_no_change():
     def cell(method: str, seeds: list[tuple[float, float, float]]) -> Cell:
         runs = [
