@@ -23,6 +23,7 @@ from cql_runner.evidence.discrete_cells import (
     network_words,
     page_title,
 )
+from cql_runner.evidence.finetune_page import finetune_cells, finetune_lines, plot_finetune
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
 from cql_runner.evidence.results_reading import CQL_METHODS, UNCONSERVATIVE, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
@@ -380,6 +381,8 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         figures["α′ during training (cells with a Lagrange multiplier)"] = fig_dir / "alpha_prime.png"
         plot_curves(groups(tuned), ALPHA_PRIME, fig_dir / "alpha_prime.png")
     (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
+    fine_tuned = finetune_cells(cells)  # cells with an online phase: their own section and figure
+    ft_figure = plot_finetune(fine_tuned, fig_dir / "finetune_curves.png") if fine_tuned else None
     lines = [
         f"# {page_title(plan)}",
         "",
@@ -393,6 +396,7 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *plateau_lines(cells),
         *value_lines(cells),
         *conservatism_lines(checked),
+        *finetune_lines(fine_tuned, plan, ft_figure, docs),
         *figure_lines(figures, docs),
         *reading(by_dataset(cells)),
     ]

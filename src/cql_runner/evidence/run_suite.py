@@ -3,7 +3,9 @@
 It builds the datasets, trains CQL (Lagrange τ and fixed α), offline SAC and BC on each, checks the
 lower-bound property of every trained policy, and writes docs/RESULTS.md.
 
-    cql-evidence run [OUT] [--budget NAME] [--minari-root DIR] [--behaviour-cache DIR]   (default|tiny|gpu|discrete|...)
+    cql-evidence run [OUT] [--budget NAME] [--minari-root DIR] [--behaviour-cache DIR]
+
+NAME: default, tiny, gpu, discrete, tiny-discrete or finetune.
 
 The discrete budgets build CartPole (and MinAtar Breakout) with cql-collect's DQN and train discrete CQL,
 offline Double DQN and BC on them (see discrete_cells.py); a method that cannot act in a dataset's action
@@ -45,6 +47,7 @@ from cql_runner.evidence.dataset_store import (
     subprocess_env,
 )
 from cql_runner.evidence.discrete_cells import BEHAVIOUR, not_applicable
+from cql_runner.evidence.finetune_plan import is_online, offline_steps, planned_steps
 from cql_runner.evidence.suite_plan import (
     DatasetSpec,
     MethodSpec,
@@ -68,8 +71,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--budget",
         default="default",
-        choices=["default", "tiny", "gpu", "discrete", "tiny-discrete"],
-        help="named plan (tiny: CI; gpu: the long run; discrete: CartPole and MinAtar Breakout, ~40 min of one core)",
+        choices=["default", "tiny", "gpu", "discrete", "tiny-discrete", "finetune"],
+        help="named plan (tiny: CI; gpu: the long run; discrete: CartPole and MinAtar Breakout, ~40 min of one "
+        "core; finetune: offline-to-online fine-tuning)",
     )
     p.add_argument("--minari-root", type=Path, default=None, help="an existing Minari store (default: OUT/minari)")
     p.add_argument(
@@ -102,6 +106,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument(
+        "--online-steps",
+        type=int,
+        default=None,
+        help="env steps of online fine-tuning for the ft-* methods (ft-sac-scratch gets the same env steps)",
+    )
+    p.add_argument(
+        "--online-eval-every",
+        type=int,
+        default=None,
+        help="evaluation interval of the ft-* runs, in steps of each phase",
+    )
     p.add_argument("--value-episodes", type=int, default=None, help="Monte-Carlo episodes per seed")
     p.add_argument(
         "--sac-steps",
@@ -130,6 +146,13 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
+    try:
+        return _plan_from_args(args)
+    except ValueError as e:  # an unknown name or a missing online budget: one line, exit 2
+        raise SystemExit(f"error: {e}") from None
+
+
+def _plan_from_args(args: argparse.Namespace) -> Plan:
     return make_plan(
         args.budget,
         seeds=_ints(args.seeds),
@@ -139,6 +162,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         value_episodes=args.value_episodes,
+        online_steps=args.online_steps,
+        online_eval_every=args.online_eval_every,
         sac_steps=args.sac_steps,
         collect_steps=args.collect_steps,
         datasets=_names(args.datasets),
@@ -159,14 +184,15 @@ def say(message: str) -> None:
 
 
 # ----- what is done already -------------------------------------------------------------------
-def trained(plan: Plan, run_dir: Path) -> bool:
-    """Every seed finished at (at least) the planned number of steps."""
+def trained(plan: Plan, run_dir: Path, method: MethodSpec | None = None) -> bool:
+    """Every seed finished at (at least) the planned number of steps (offline + online for fine-tuning)."""
+    steps = plan.train_steps if method is None else planned_steps(plan, method)
     for d in seed_dirs(plan, run_dir):
         path = d / "summary.json"
         if not path.is_file():
             return False
         summary = json.loads(path.read_text())
-        if summary.get("status") != "completed" or int(summary.get("steps") or 0) < plan.train_steps:
+        if summary.get("status") != "completed" or int(summary.get("steps") or 0) < steps:
             return False
     return True
 
@@ -213,10 +239,11 @@ def ensure_trained(
     timing: Timing,
     peer_venv: Path | None = None,
 ) -> bool:
-    if trained(plan, run_dir):
+    if trained(plan, run_dir, method):
         say(f"{ds.key}/{method.name}: trained; skipping")
         return True
-    say(f"{ds.key}/{method.name}: training seeds {list(plan.seeds)} for {plan.train_steps} steps")
+    online = f" + {plan.online_steps} online env steps" if is_online(method) else ""
+    say(f"{ds.key}/{method.name}: training seeds {list(plan.seeds)} for {offline_steps(plan, method)} steps{online}")
     if method.peer is not None:  # the peer trains in its own venv (built on first use)
         venv = peer_venv or out / "peer-venv"
         cmd = [sys.executable, "-m", "cql_runner.peers", *peer_args(plan, ds, method, run_dir, venv)]
@@ -225,7 +252,7 @@ def ensure_trained(
     start = time.perf_counter()
     rc = run_logged(cmd, out / "logs" / f"train-{ds.key}-{method.name}.log", subprocess_env(root), Path.cwd())
     timing.add(f"train:{ds.key}/{method.name}", time.perf_counter() - start)
-    if rc != 0 or not trained(plan, run_dir):
+    if rc != 0 or not trained(plan, run_dir, method):
         say(f"FAILED {ds.key}/{method.name} (exit {rc}); see {out / 'logs'}")
         return False
     return True
@@ -233,6 +260,8 @@ def ensure_trained(
 
 def ensure_checked(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, timing: Timing) -> bool:
     if method.peer is not None:  # the value check reads our checkpoints; a peer run has none
+        return True
+    if is_online(method):  # the lower-bound check is of offline policies; a fine-tuned one has left its data
         return True
     if checked(plan, run_dir):
         return True

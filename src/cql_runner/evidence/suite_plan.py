@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cql_runner.evidence.finetune_plan import FINETUNE, OFFLINE, PHASES, SCRATCH, check_plan, step_args
+
 # The Hopper behaviour cache is keyed by a hash of the sac.* config: every level built with these
 # settings (by the suite or by hand with the same cql-collect overrides) shares one SAC run.
 HOPPER_SAC_STEPS = 120_000
 HOPPER_COLLECT_STEPS = 200_000
+# The `finetune` budget (see finetune_plan): offline steps, online env steps, evaluation interval.
+FT_TRAIN_STEPS = 2_500
+FT_ONLINE_STEPS = 2_500
+FT_EVAL_EVERY = 250  # 10% of the online steps: the dip window holds one evaluation
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,12 @@ class MethodSpec:
     peer: str | None = None
     # The datasets' action spaces the method's agent can act in; others are skipped (discrete_cells.py).
     action_spaces: tuple[str, ...] = ("continuous",)
+    # offline | finetune (pre-training, then online.steps) | scratch (online only): see finetune_plan
+    phase: str = OFFLINE
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"method {self.name}: phase {self.phase!r} is not one of {PHASES}")
 
 
 METHODS: tuple[MethodSpec, ...] = (
@@ -86,6 +98,11 @@ OPTIONAL_METHODS: tuple[MethodSpec, ...] = (
     ),
     MethodSpec("d3rlpy-cql", (), peer="cql"),
     MethodSpec("d3rlpy-bc", (), peer="bc"),
+    # Offline-to-online fine-tuning (the plan's online_steps env steps after train_steps), and online SAC
+    # from scratch for the same env steps: the budget `finetune` runs these three.
+    MethodSpec("ft-cql", ("cql=default",), phase=FINETUNE),
+    MethodSpec("ft-calql", ("cql=calql",), phase=FINETUNE),
+    MethodSpec("ft-sac-scratch", ("cql=sac",), phase=SCRATCH),
 )
 
 
@@ -107,6 +124,9 @@ class Plan:
     n_actions: int = 10
     # Monte-Carlo episodes per seed for the lower-bound check.
     value_episodes: int = 10
+    # Fine-tuning methods only: env steps of the online phase, and the evaluation interval of their runs.
+    online_steps: int = 0
+    online_eval_every: int = 500
     extra_train: tuple[str, ...] = field(default_factory=tuple)
 
     def budget_dict(self) -> dict[str, object]:
@@ -203,6 +223,31 @@ def gpu_plan() -> Plan:
     )
 
 
+def finetune_plan() -> Plan:
+    """Offline-to-online fine-tuning on hopper-medium and inverteddoublependulum-medium, 3 seeds.
+
+    Sized for about an hour of ONE core (one process at a time, one torch thread). Measured on the shared
+    2-core Intel Xeon (AVX-512, no AMX) at load average 6, 3 seeds, 2×128, batch 256, N 10, Cal-QL on
+    hopper-medium: 3.2 offline steps/s and 2.0 online env steps/s (each with its update), online SAC from
+    scratch 17 env steps/s. An idle core runs the offline step about 2.8× faster (9 steps/s), so each
+    fine-tuning cell takes about 2500/9 + 2500/(0.6–0.9 · 9) ≈ 10–12 min and a scratch cell about 1–2 min:
+    about 45–55 min for the 6 cells plus evaluations.
+    """
+    hopper, _, idp, _ = _datasets(HOPPER_SAC_STEPS, HOPPER_COLLECT_STEPS, 20_000, 100_000)
+    return Plan(
+        name="finetune",
+        datasets=(hopper, idp),
+        methods=tuple(m for m in OPTIONAL_METHODS if m.phase != OFFLINE),
+        train_steps=FT_TRAIN_STEPS,
+        online_steps=FT_ONLINE_STEPS,
+        online_eval_every=FT_EVAL_EVERY,
+        eval_every=FT_EVAL_EVERY,
+        eval_episodes=5,
+        log_every=250,
+        checkpoint_every=1_000,
+    )
+
+
 def tiny_plan() -> Plan:
     """CI: one seed, a few hundred steps, one tiny InvertedDoublePendulum dataset built in seconds."""
     extra = (
@@ -228,6 +273,8 @@ def tiny_plan() -> Plan:
         checkpoint_every=100,
         n_actions=4,
         value_episodes=2,
+        online_steps=100,  # only used when --methods asks for a fine-tuning method
+        online_eval_every=10,  # 10% of online_steps: the dip window holds an evaluation
     )
 
 
@@ -241,6 +288,7 @@ def make_plan(budget: str, **changes: Any) -> Plan:
         "gpu": gpu_plan,
         "discrete": discrete_plan,
         "tiny-discrete": tiny_discrete_plan,
+        "finetune": finetune_plan,
     }
     if budget not in plans:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(plans)}")
@@ -273,6 +321,7 @@ def make_plan(budget: str, **changes: Any) -> Plan:
         if not any(d.action_space in m.action_spaces for d in plan.datasets):
             spaces = sorted({d.action_space for d in plan.datasets})
             raise ValueError(f"method {m.name} cannot train on the plan's {'/'.join(spaces)}-action datasets; drop it")
+    check_plan(plan)
     return plan
 
 
@@ -326,7 +375,7 @@ def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, l
         f"run_dir={run_dir}",
         f"hydra.run.dir={run_dir}",
         f"seeds={_list(plan.seeds)}",
-        f"train.steps={plan.train_steps}",
+        *step_args(plan, method),  # train.steps, eval.every and, for fine-tuning, online.steps
         f"train.batch_size={plan.batch_size}",
         f"train.log_every={plan.log_every}",
         f"train.checkpoint_every={plan.checkpoint_every}",
@@ -334,7 +383,6 @@ def train_args(plan: Plan, ds: DatasetSpec, method: MethodSpec, run_dir: Path, l
         "train.threads=1",
         f"network.hidden={_list(plan.hidden)}",
         f"cql.n_actions={plan.n_actions}",
-        f"eval.every={plan.eval_every}",
         f"eval.episodes={plan.eval_episodes}",
         *plan.extra_train,
     ]
