@@ -97,24 +97,32 @@ def test_cnn_agent_is_seed_vectorised(replay_root: Path) -> None:
         torch.testing.assert_close(seed_state(vec, 1)["modules"][name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_cql_train_on_a_tiny_replay_directory(replay_root: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    args = [
+def _replay_args(replay_root: Path, *, steps: int, every: int, episode_steps: int) -> list[str]:
+    """cql-train on the tiny replay directory: all of a game's data, tiny batches and QR-DQN heads,
+    evaluation and checkpoints every ``every`` steps."""
+    return [
         "env=atari-replay",
         f"dataset.path={replay_root}",
         "game=Pong",
         "dataset.fraction=1.0",
         "logger=none",
-        "eval.env_id=data_helpers:CqlRunnerFrames-v0",
-        "eval.max_episode_steps=20",
-        "eval.episodes=2",
-        "eval.every=10",
-        "train.steps=20",
+        f"eval.max_episode_steps={episode_steps}",
+        f"eval.every={every}",
+        f"train.steps={steps}",
         "train.batch_size=4",
-        "train.log_every=10",
+        f"train.log_every={every}",
         "discrete.n_quantiles=5",
-        "train.checkpoint_every=10",
+        f"train.checkpoint_every={every}",
         "train.progress=false",
+    ]
+
+
+def test_cql_train_on_a_tiny_replay_directory(replay_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [
+        *_replay_args(replay_root, steps=20, every=10, episode_steps=20),
+        "eval.env_id=data_helpers:CqlRunnerFrames-v0",
+        "eval.episodes=2",
         f"run_dir={run_dir}",
     ]
     proc = run_cli(args, cwd=tmp_path, env={"PYTHONPATH": str(TESTS)})
@@ -137,21 +145,9 @@ def test_cql_train_on_replay_evaluates_greedily_in_ale(replay_root: Path, tmp_pa
     pytest.importorskip("cv2")
     run_dir = tmp_path / "run"
     args = [
-        "env=atari-replay",
-        f"dataset.path={replay_root}",
-        "game=Pong",
-        "dataset.fraction=1.0",
-        "logger=none",
-        "eval.max_episode_steps=15",
+        *_replay_args(replay_root, steps=10, every=5, episode_steps=15),
         "eval.episodes=1",
-        "eval.every=5",
         "discrete.eval_epsilon=0",
-        "train.steps=10",
-        "train.batch_size=4",
-        "train.log_every=5",
-        "discrete.n_quantiles=5",
-        "train.checkpoint_every=5",
-        "train.progress=false",
         f"run_dir={run_dir}",
     ]
     proc = run_cli(args, cwd=tmp_path)
