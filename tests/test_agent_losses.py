@@ -308,11 +308,10 @@ def test_temperature_losses_touch_only_their_own_variable(monkeypatch):
     assert any(x.abs().sum() > 0 for x in _grads(penalty, list(agent.critic.parameters())))
 
 
-def test_default_alpha_prime_bound_keeps_alpha_as_the_largest_weight():
-    """At the default cql.alpha_prime_max = 1, a τ the gap cannot reach pins α′ at 1 (CQL with the fixed
-    weight alpha, not a penalty growing without bound), and a reachable τ still lowers it."""
-    agent = make_agent(lagrange=True, lagrange_form="weighted", tau=0.0, alpha_prime_lr=0.05)
-    assert agent.cql.alpha_prime_max == 1.0
+def test_alpha_prime_bound_of_one_keeps_alpha_as_the_largest_weight():
+    """With cql.alpha_prime_max = 1, a τ the gap cannot reach pins α′ at 1 (CQL with the fixed weight
+    alpha, not a penalty growing without bound), and a reachable τ still lowers it."""
+    agent = make_agent(lagrange=True, lagrange_form="weighted", tau=0.0, alpha_prime_lr=0.05, alpha_prime_max=1.0)
     batch = make_batch()
     for _ in range(5):
         m = agent.update(batch)

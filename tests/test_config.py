@@ -86,7 +86,7 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("cql.target_action=mean", "cql.target_action=mean has no log π for the entropy backup"),
         ("cql.alpha_prime_lr=0", "cql.alpha_prime_lr must be > 0"),
         ("cql.alpha_prime_init=2e6", "cql.alpha_prime_init must be in"),
-        ("cql.alpha_prime_init=2", "raise cql.alpha_prime_max"),
+        ("cql.alpha_prime_max=0.5", "raise cql.alpha_prime_max"),  # below the initial α′ (1)
         ("cql.alpha_prime_max=2e6", "cql.alpha_prime_max must be in"),
         ("cql.alpha_prime_max=0", "cql.alpha_prime_max must be in"),
     ],
