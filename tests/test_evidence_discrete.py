@@ -21,8 +21,10 @@ from cql_runner.discrete.sampler import DiscreteSampler
 from cql_runner.evidence.discrete_cells import (
     DISCRETE_METHODS,
     behaviour_words,
+    logsumexp_words,
     network_words,
     not_applicable,
+    page_title,
 )
 from cql_runner.evidence.results_page import budget_lines
 from cql_runner.evidence.suite_plan import METHODS, collect_args, make_plan, seed_dirs, train_args
@@ -81,6 +83,15 @@ def test_the_page_names_the_dqn_behaviour_and_one_q_network_for_discrete_plans()
     assert "SAC" not in md and "actor and 2 critics" not in md
     assert network_words(make_plan("default").budget_dict()) == "actor and 2 critics"
     assert behaviour_words({"h": {}, "c": {"action_space": "discrete"}}) == "SAC or DQN behaviour policy"
+    # The logsumexp is exact on discrete plans, sampled with N actions on continuous ones.
+    assert "CQL logsumexp exact over all actions" in md and "CQL N =" not in md
+    assert logsumexp_words(make_plan("default").budget_dict()) == "CQL N = 10"
+
+
+def test_page_titles_name_the_comparison_each_plan_makes() -> None:
+    assert page_title(make_plan("default").budget_dict()) == "Evidence: CQL against offline SAC and behaviour cloning"
+    assert page_title(make_plan("discrete").budget_dict()).startswith("Evidence: discrete CQL against offline Double")
+    assert page_title(make_plan("finetune").budget_dict()).startswith("Evidence: offline-to-online fine-tuning")
 
 
 # ----- discrete BC ----------------------------------------------------------------------------------

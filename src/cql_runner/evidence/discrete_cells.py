@@ -142,10 +142,24 @@ def behaviour_words(datasets: dict[str, dict[str, object]]) -> str:
     return f"{' or '.join(names)} behaviour policy"
 
 
+def logsumexp_words(plan: dict[str, object]) -> str:
+    """How the CQL term's logsumexp is formed: N sampled actions (continuous), exact (discrete), or both."""
+    datasets = plan.get("datasets") or []
+    spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    words = {CONTINUOUS: f"CQL N = {plan.get('n_actions')}", DISCRETE: "CQL logsumexp exact over all actions"}
+    if len(spaces) == 1:
+        return words[spaces[0]]
+    return "; ".join(f"{words[s]} on {s} actions" for s in spaces)
+
+
 def page_title(plan: dict[str, object]) -> str:
     """The page's heading: the comparison its plan makes."""
     datasets = plan.get("datasets") or []
     spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    methods = plan.get("methods") or []
+    phases = {str(m.get("phase", "offline")) for m in methods if isinstance(m, dict)}
+    if phases and "offline" not in phases:
+        return "Evidence: offline-to-online fine-tuning with CQL and Cal-QL, against online SAC from scratch"
     if spaces == [DISCRETE]:
         return "Evidence: discrete CQL against offline Double DQN and behaviour cloning"
     if DISCRETE in spaces:

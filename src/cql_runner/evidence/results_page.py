@@ -20,6 +20,7 @@ from cql_runner.evidence.discrete_cells import (
     DISCRETE_METHODS,
     behaviour_words,
     discrete_value_note,
+    logsumexp_words,
     network_words,
     page_title,
 )
@@ -61,7 +62,7 @@ def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[st
         lines += [
             f"- plan `{plan.get('name')}`: {plan.get('train_steps')} gradient steps per run, "
             f"network {plan.get('hidden')} ({network_words(plan)}), batch {plan.get('batch_size')}, "
-            f"seeds {plan.get('seeds')} trained side by side in one process, CQL N = {plan.get('n_actions')}, "
+            f"seeds {plan.get('seeds')} trained side by side in one process, {logsumexp_words(plan)}, "
             f"evaluation every {plan.get('eval_every')} steps on {plan.get('eval_episodes')} episodes, "
             f"{plan.get('value_episodes')} Monte-Carlo episodes per seed for the value check."
         ]
