@@ -156,8 +156,9 @@ def page_title(plan: dict[str, object]) -> str:
     """The page's heading: the comparison its plan makes."""
     datasets = plan.get("datasets") or []
     spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
-    methods = plan.get("methods") or []
-    phases = {str(m.get("phase", "offline")) for m in methods if isinstance(m, dict)}
+    methods = plan.get("methods")
+    entries = list(methods) if isinstance(methods, (list, tuple)) else []
+    phases = {str(m.get("phase", "offline")) for m in entries if isinstance(m, dict)}
     if phases and "offline" not in phases:
         return "Evidence: offline-to-online fine-tuning with CQL and Cal-QL, against online SAC from scratch"
     if spaces == [DISCRETE]:
