@@ -20,29 +20,32 @@ import minari
 import numpy as np
 import torch
 
+from cql_runner.data.minari_source import flatten_dataset
+
 
 def transitions(dataset_id: str, discount: float) -> dict[str, torch.Tensor]:
-    """(s, a, r, terminal, s′, a′, return-to-go) of every step that has a next action in its episode."""
-    cols: dict[str, list] = {k: [] for k in ("obs", "act", "rew", "term", "next_obs", "next_act", "mc")}
-    for ep in minari.load_dataset(dataset_id).iterate_episodes():
-        rewards = np.asarray(ep.rewards, dtype=np.float64)
-        n = len(rewards)
-        mc, acc = np.zeros(n), 0.0
-        for t in reversed(range(n)):  # the return-to-go; a truncated episode's tail is cut where the data ends
-            acc = rewards[t] + discount * acc
-            mc[t] = acc
-        terminated = bool(ep.terminations[-1])
-        # The last step of a truncated episode has no next action to back up from: dropped.
-        for t in range(n if terminated else n - 1):
-            last = t == n - 1
-            cols["obs"].append(ep.observations[t])
-            cols["act"].append(ep.actions[t])
-            cols["rew"].append(rewards[t])
-            cols["term"].append(float(last and terminated))
-            cols["next_obs"].append(ep.observations[t + 1])
-            cols["next_act"].append(ep.actions[t if last else t + 1])  # unused after a terminal (masked)
-            cols["mc"].append(mc[t])
-    return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in cols.items()}
+    """(s, a, r, terminal, s′, a′, return-to-go) of every step that has a next action in its episode, read
+    the way cql-train reads the dataset (actions rescaled to [-1, 1]) and with the return-to-go column it logs."""
+    data = flatten_dataset(minari.load_dataset(dataset_id))
+    n = data.size
+    mc = data.returns_to_go(discount)
+    # a′ is the next row's action when that row continues the episode; after a termination it is never
+    # used (masked), and the last step of a truncated episode has none to back up from: dropped.
+    continues = np.ones(n, dtype=bool)
+    continues[data.episode_starts[1:] - 1] = False
+    continues[-1] = False
+    keep = np.flatnonzero(continues | (data.terminals > 0))
+    next_act = data.actions[np.minimum(keep + 1, n - 1)]
+    cols = {
+        "obs": data.observations[keep],
+        "act": data.actions[keep],
+        "rew": data.rewards[keep],
+        "term": data.terminals[keep],
+        "next_obs": data.next_observations[keep],
+        "next_act": next_act,
+        "mc": mc[keep],
+    }
+    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in cols.items()}
 
 
 def critic(in_dim: int, hidden: int) -> torch.nn.Module:
