@@ -108,12 +108,11 @@ def not_applicable(method: MethodSpec, ds: DatasetSpec) -> str | None:
     if method.peer is not None:
         return f"the peer method {method.name} trains continuous-action agents only"
     kinds = " or ".join(method.action_spaces)
-    return (
-        f"{method.name} trains an agent for {kinds} actions and {ds.key} has {ds.action_space} actions "
-        f"(methods for it: {', '.join(m.name for m in DISCRETE_METHODS if ds.action_space in m.action_spaces)})"
-        if ds.action_space == DISCRETE
-        else f"{method.name} trains an agent for {kinds} actions and {ds.key} has {ds.action_space} actions"
-    )
+    why = f"{method.name} trains an agent for {kinds} actions and {ds.key} has {ds.action_space} actions"
+    if ds.action_space != DISCRETE:
+        return why
+    fitting = ", ".join(m.name for m in DISCRETE_METHODS if DISCRETE in m.action_spaces)
+    return f"{why} (methods for it: {fitting})"
 
 
 # ----- words for the page (plan.json and datasets.json as written by the suite) ------------------------
@@ -127,10 +126,15 @@ def _spaces(entries: Sequence[dict[str, object]]) -> list[str]:
     return seen or [CONTINUOUS]
 
 
+def _plan_spaces(plan: dict[str, object]) -> list[str]:
+    """The action spaces of a plan's datasets (plan.json as the suite writes it)."""
+    datasets = plan.get("datasets")
+    return _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+
+
 def network_words(plan: dict[str, object]) -> str:
     """'actor and 2 critics', 'one Q-network per seed', or both with the action spaces named."""
-    datasets = plan.get("datasets") or []
-    spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    spaces = _plan_spaces(plan)
     if len(spaces) == 1:
         return NETWORKS[spaces[0]]
     return "; ".join(f"{NETWORKS[s]} on {s} actions" for s in spaces)
@@ -144,8 +148,7 @@ def behaviour_words(datasets: dict[str, dict[str, object]]) -> str:
 
 def logsumexp_words(plan: dict[str, object]) -> str:
     """How the CQL term's logsumexp is formed: N sampled actions (continuous), exact (discrete), or both."""
-    datasets = plan.get("datasets") or []
-    spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    spaces = _plan_spaces(plan)
     words = {CONTINUOUS: f"CQL N = {plan.get('n_actions')}", DISCRETE: "CQL logsumexp exact over all actions"}
     if len(spaces) == 1:
         return words[spaces[0]]
@@ -154,8 +157,7 @@ def logsumexp_words(plan: dict[str, object]) -> str:
 
 def page_title(plan: dict[str, object]) -> str:
     """The page's heading: the comparison its plan makes."""
-    datasets = plan.get("datasets") or []
-    spaces = _spaces(list(datasets) if isinstance(datasets, (list, tuple)) else [])
+    spaces = _plan_spaces(plan)
     methods = plan.get("methods")
     entries = list(methods) if isinstance(methods, (list, tuple)) else []
     phases = {str(m.get("phase", "offline")) for m in entries if isinstance(m, dict)}
