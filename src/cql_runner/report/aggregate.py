@@ -145,13 +145,10 @@ def separating_keys(runs: Sequence[Run], keys: Sequence[str], limit: int = MAX_L
     target = _partition(runs, keys)
     chosen: list[str] = []
     while _partition(runs, chosen) != target:
-        best = max(
+        # Most groups first, then a key every run sets, then alphabetical.
+        best = min(
             (k for k in keys if k not in chosen),
-            key=lambda k: (
-                len(_partition(runs, [*chosen, k])),
-                all(k in r.config for r in runs),
-                [-ord(c) for c in k],
-            ),
+            key=lambda k: (-len(_partition(runs, [*chosen, k])), any(k not in r.config for r in runs), k),
         )
         chosen.append(best)
     return sorted(chosen)
