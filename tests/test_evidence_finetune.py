@@ -24,7 +24,7 @@ from cql_runner.evidence.finetune_table import (
 )
 from cql_runner.evidence.gather_runs import Cell
 from cql_runner.evidence.run_suite import parse_args, plan_from_args, trained
-from cql_runner.evidence.suite_plan import make_plan, train_args
+from cql_runner.evidence.suite_plan import MethodSpec, make_plan, train_args
 from cql_runner.report.collect_runs import SCORE_KEY, Run
 
 ENV = "online/env_steps"
@@ -178,7 +178,8 @@ def test_a_finished_online_cell_counts_offline_plus_online_steps(tmp_path):
     run.mkdir()
     summary = {"status": "completed", "steps": plan.train_steps}  # offline done, online not
     (run / "summary.json").write_text(json.dumps(summary))
-    assert trained(plan, run) and not trained(plan, run, ft)
+    offline = MethodSpec("bc", ("cql=bc",))
+    assert trained(plan, run, offline) and not trained(plan, run, ft)
     summary["steps"] = plan.train_steps + plan.online_steps
     (run / "summary.json").write_text(json.dumps(summary))
     assert trained(plan, run, ft)

@@ -184,9 +184,9 @@ def say(message: str) -> None:
 
 
 # ----- what is done already -------------------------------------------------------------------
-def trained(plan: Plan, run_dir: Path, method: MethodSpec | None = None) -> bool:
+def trained(plan: Plan, run_dir: Path, method: MethodSpec) -> bool:
     """Every seed finished at (at least) the planned number of steps (offline + online for fine-tuning)."""
-    steps = plan.train_steps if method is None else planned_steps(plan, method)
+    steps = planned_steps(plan, method)
     for d in seed_dirs(plan, run_dir):
         path = d / "summary.json"
         if not path.is_file():
