@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from data_helpers import make_minari_dataset
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir, initialize_config_module
 from levels import pytest_collection_modifyitems  # noqa: F401  (marks each test math, component or cli)
 from omegaconf import DictConfig
 
 TINY_DATASET = "test/pendulum/tiny-v0"
+COLLECT_CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "cql_collect"
 # Tiny networks gain nothing from a second thread, and OpenMP threads spinning on a busy
 # machine can slow a test run by 10x.
 SUBPROCESS_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -57,6 +59,15 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
+def compose_collect(overrides: Sequence[str]) -> DictConfig:
+    """Compose the real cql-collect config with overrides (as the CLI would)."""
+    from cql_runner.collect import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(COLLECT_CONF_DIR), version_base="1.3"):
+        return compose(config_name="collect", overrides=list(overrides))
+
+
 def run_cli(
     args: Sequence[str], cwd: Path, timeout: float = 180, script: str = "cql-train", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -64,3 +75,28 @@ def run_cli(
     exe = Path(sys.executable).parent / script
     full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
     return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: Sequence[str], cwd: Path, script: str = "cql-train") -> subprocess.Popen[str]:
+    """Start a console script of this package in the background (for tests that signal or kill it)."""
+    exe = Path(sys.executable).parent / script
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        env={**os.environ, **SUBPROCESS_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until ``path`` exists with content; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {path.name} was written: {proc.communicate()[1]}")
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear in time")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import h5py
@@ -101,6 +102,25 @@ def _rollout(env: gym.Env, seed: int, max_steps: int, end: str | None) -> Episod
     )
 
 
+def _write_minari(
+    dataset_id: str, buffers: list[EpisodeBuffer], env: Any, eval_env: Any, description: str, **scores: Any
+) -> Path:
+    """Write episode buffers as a Minari dataset with the tests' author metadata; its folder."""
+    minari.create_dataset_from_buffers(
+        dataset_id=dataset_id,
+        buffer=buffers,
+        env=env,
+        eval_env=eval_env,
+        algorithm_name="random",
+        author="cql-runner tests",
+        author_email="tests@example.invalid",
+        code_permalink="https://example.invalid/cql-runner",
+        description=description,
+        **scores,
+    )
+    return get_dataset_path(dataset_id)
+
+
 def make_minari_dataset(
     dataset_id: str,
     env_id: str = "Pendulum-v1",
@@ -129,22 +149,19 @@ def make_minari_dataset(
     if len(ends) != n_episodes:
         raise ValueError("episode_ends needs one entry per episode")
     buffers = [_rollout(env, seed + i, max_steps, ends[i]) for i in range(n_episodes)]
-    minari.create_dataset_from_buffers(
-        dataset_id=dataset_id,
-        buffer=buffers,
-        env=env.spec,
-        eval_env=env.spec,
-        algorithm_name="random",
-        author="cql-runner tests",
-        author_email="tests@example.invalid",
-        code_permalink="https://example.invalid/cql-runner",
-        description="tiny random dataset for tests",
-        ref_min_score=ref_min_score,
-        ref_max_score=ref_max_score,
-        num_episodes_average_score=2,
-    )
     env.close()
-    return get_dataset_path(dataset_id)
+    scores = {"ref_min_score": ref_min_score, "ref_max_score": ref_max_score, "num_episodes_average_score": 2}
+    return _write_minari(dataset_id, buffers, env.spec, env.spec, "tiny random dataset for tests", **scores)
+
+
+def minari_arrays(dataset_id: str) -> dict[str, np.ndarray]:
+    """A Minari dataset's steps, every episode concatenated: observations, actions, rewards and flags."""
+    ds = minari.load_dataset(dataset_id)
+    eps = [ds[i] for i in range(ds.total_episodes)]
+    return {
+        k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
+        for k in ("observations", "actions", "rewards", "terminations", "truncations")
+    }
 
 
 def make_d4rl_file(
@@ -313,18 +330,8 @@ def make_minigrid_dataset(dataset_id: str = "D4RL/minigrid/fourrooms-v0", n_epis
     buffers = [_rollout(env, seed + i, 12, None) for i in range(n_episodes)]
     env.close()
     spec = EnvSpec(id="MiniGrid-FourRooms-v0", entry_point="minigrid.envs:FourRoomsEnv")
-    minari.create_dataset_from_buffers(
-        dataset_id=dataset_id,
-        buffer=buffers,
-        env=_RecordedAs(spec, grid_observation_space(), gym.spaces.Discrete(7)),
-        eval_env=spec,
-        algorithm_name="random",
-        author="cql-runner tests",
-        author_email="tests@example.invalid",
-        code_permalink="https://example.invalid/cql-runner",
-        description="tiny FourRooms-shaped dataset for tests",
-    )
-    return get_dataset_path(dataset_id)
+    env_as = _RecordedAs(spec, grid_observation_space(), gym.spaces.Discrete(7))
+    return _write_minari(dataset_id, buffers, env_as, spec, "tiny FourRooms-shaped dataset for tests")
 
 
 def atari_screens(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -370,15 +377,5 @@ def make_atari_dataset(
         },
     )
     screens = gym.spaces.Box(0, 255, (210, 160, 3), np.uint8)
-    minari.create_dataset_from_buffers(
-        dataset_id=dataset_id,
-        buffer=buffers,
-        env=_RecordedAs(spec, screens, gym.spaces.Discrete(n_actions)),
-        eval_env=spec,
-        algorithm_name="random",
-        author="cql-runner tests",
-        author_email="tests@example.invalid",
-        code_permalink="https://example.invalid/cql-runner",
-        description="tiny Atari-shaped dataset for tests",
-    )
-    return get_dataset_path(dataset_id)
+    env_as = _RecordedAs(spec, screens, gym.spaces.Discrete(n_actions))
+    return _write_minari(dataset_id, buffers, env_as, spec, "tiny Atari-shaped dataset for tests")

@@ -16,11 +16,12 @@ import minari
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_collect
+from data_helpers import minari_arrays
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from cql_runner.collect import CollectError, cli, collect, default_dataset_id, register_configs
+from cql_runner.collect import CollectError, cli, collect, default_dataset_id
 from cql_runner.collect.behaviour import behaviour_dir, load
 from cql_runner.collect.config import SACConfig
 from cql_runner.collect.online_sac import train_sac
@@ -29,7 +30,6 @@ from cql_runner.config import ConfigError
 from cql_runner.data.minari_source import MinariSource
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf" / "cql_collect"
 TINY = [
     "env=InvertedPendulum-v5",
     "sac.steps=1200",
@@ -47,18 +47,7 @@ LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 
 def make_cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="collect", overrides=[*TINY, *overrides])
-
-
-def arrays(dataset_id: str) -> dict[str, np.ndarray]:
-    ds = minari.load_dataset(dataset_id)
-    eps = [ds[i] for i in range(ds.total_episodes)]
-    return {
-        k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
-        for k in ("observations", "actions", "rewards", "terminations", "truncations")
-    }
+    return compose_collect([*TINY, *overrides])
 
 
 def episode_returns(dataset_id: str) -> np.ndarray:
@@ -117,7 +106,11 @@ def test_medium_beats_random(built):
 
 def test_medium_expert_is_medium_then_expert(built):
     ids, _, _ = built
-    both, medium, expert = arrays(ids["medium-expert"]), arrays(ids["medium"]), arrays(ids["expert"])
+    both, medium, expert = (
+        minari_arrays(ids["medium-expert"]),
+        minari_arrays(ids["medium"]),
+        minari_arrays(ids["expert"]),
+    )
     for key in both:
         np.testing.assert_array_equal(both[key], np.concatenate([medium[key], expert[key]]))
 
@@ -128,7 +121,7 @@ def test_medium_replay_holds_the_early_poorer_episodes(built):
     # Every transition SAC saw before the medium snapshot, starting with the warm-up episode.
     assert len(replay) >= 3
     assert replay[:3].mean() < episode_returns(ids["medium"]).mean()
-    data = arrays(ids["medium-replay"])
+    data = minari_arrays(ids["medium-replay"])
     ends = data["terminations"] | data["truncations"]
     assert ends.sum() == len(replay) and data["terminations"].any()  # one end per episode
     ds = minari.load_dataset(ids["medium-replay"])
@@ -143,7 +136,7 @@ def test_second_invocation_reuses_the_cache_and_reproduces_the_data(built):
     summary = behaviour_dir(make_cfg(f"out_dir={out}")) / "summary.json"
     stamp = summary.stat().st_mtime_ns
     again = collect(make_cfg("level=medium", f"out_dir={out}", "dataset_id=again/medium-v0"))
-    first, second = arrays(ids["medium"]), arrays(again)
+    first, second = minari_arrays(ids["medium"]), minari_arrays(again)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key])
     assert summary.stat().st_mtime_ns == stamp  # reused, not retrained

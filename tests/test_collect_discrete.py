@@ -12,16 +12,15 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import compose_collect, run_cli
+from data_helpers import minari_arrays
 
-from cql_runner.collect import collect, register_configs
+from cql_runner.collect import collect
 from cql_runner.collect.discrete_levels import _load, behaviour_dir
 from cql_runner.config import ConfigError
 from cql_runner.data.minari_source import MinariSource
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf" / "cql_collect"
 TINY = [
     "env=CartPole-v1",
     "dqn.steps=1200",
@@ -40,18 +39,7 @@ LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 
 def make_cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="collect", overrides=[*TINY, *overrides])
-
-
-def arrays(dataset_id: str) -> dict[str, np.ndarray]:
-    ds = minari.load_dataset(dataset_id)
-    eps = [ds[i] for i in range(ds.total_episodes)]
-    return {
-        k: np.concatenate([np.asarray(getattr(ep, k)).reshape(len(getattr(ep, k)), -1) for ep in eps])
-        for k in ("observations", "actions", "rewards", "terminations", "truncations")
-    }
+    return compose_collect([*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +61,7 @@ def test_every_level_loads_with_discrete_actions_and_reference_scores(built):
         assert ds.action_space.n == 2
         assert ds.storage.metadata["ref_min_score"] == pytest.approx(summary["random_return"])
         assert ds.storage.metadata["ref_max_score"] == pytest.approx(summary["expert_return"])
-        a = arrays(dataset_id)
+        a = minari_arrays(dataset_id)
         assert set(np.unique(a["actions"])) <= {0, 1}
         n = len(a["rewards"])
         if level != "medium-replay":  # its size is the medium step, checked below
@@ -85,18 +73,18 @@ def test_every_level_loads_with_discrete_actions_and_reference_scores(built):
 
 def test_medium_replay_is_the_dqn_buffer_up_to_medium(built):
     ids, summary, _, _ = built
-    n = len(arrays(ids["medium-replay"])["rewards"])
+    n = len(minari_arrays(ids["medium-replay"])["rewards"])
     assert n == min(summary["medium_step"], 300)
 
 
-def test_same_seed_reproduces_identical_arrays(built, tmp_path, monkeypatch):
+def test_same_seed_reproduces_identical_minari_arrays(built, tmp_path, monkeypatch):
     ids, _, _, store = built
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
-    first = arrays(ids["medium"])
+    first = minari_arrays(ids["medium"])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "again"))
     # A fresh behaviour cache: the DQN is retrained from scratch with the same seed.
     again = collect(make_cfg("level=medium", f"out_dir={tmp_path / 'fresh'}"))
-    second = arrays(again)
+    second = minari_arrays(again)
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 

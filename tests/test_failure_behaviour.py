@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, run_cli
+from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, run_cli, start_cli, wait_for_file
 from data_helpers import make_minari_dataset
 
 from cql_runner.checkpoint import load_checkpoint
@@ -22,30 +22,6 @@ from cql_runner.logging import read_jsonl
 from cql_runner.strict_json import dumps
 
 FAST = [*TINY_OVERRIDES, "eval.every=0"]
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).parent / "cql-train"
-    return subprocess.Popen(
-        [str(exe), *args],
-        cwd=cwd,
-        env={**os.environ, **SUBPROCESS_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    """Until ``path`` exists with content; fails if the process ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_size > 0:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.communicate()[1]}")
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not appear in time")
 
 
 def error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -68,9 +44,9 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 def test_second_process_on_a_run_dir_is_refused_naming_the_holder(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*FAST, "train.steps=1000000", "train.log_every=20", f"run_dir={run_dir}"]
-    first = start(args, tmp_path)
+    first = start_cli(args, tmp_path)
     try:
-        wait_for(run_dir / "metrics.jsonl", first)
+        wait_for_file(run_dir / "metrics.jsonl", first)
         second = run_cli(args, cwd=tmp_path)
         assert second.returncode == 2
         line = error_line(second)
@@ -145,8 +121,8 @@ def test_resume_from_a_missing_dir_is_an_error_and_creates_nothing(minari_root: 
 def test_ctrl_c_checkpoints_marks_the_run_interrupted_and_exits_130(minari_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*FAST, "train.steps=1000000", "train.log_every=20", "train.checkpoint_every=1000000", f"run_dir={run_dir}"]
-    proc = start(args, tmp_path)
-    wait_for(run_dir / "metrics.jsonl", proc)
+    proc = start_cli(args, tmp_path)
+    wait_for_file(run_dir / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -172,8 +148,8 @@ def test_a_second_ctrl_c_ends_the_run_at_once(minari_root: Path, tmp_path: Path)
         "train.checkpoint_every=1000000",
         f"run_dir={run_dir}",
     ]
-    proc = start(args, tmp_path)
-    wait_for(run_dir / "metrics.jsonl", proc)
+    proc = start_cli(args, tmp_path)
+    wait_for_file(run_dir / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGINT)
     for line in proc.stdout:  # the run's log: the first Ctrl-C is acknowledged
         if "received SIGINT" in line:

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "failed_start",
             "memory_estimate",
             "thread_contention",
+            "torch_threads",
             "sweep_tally",
             "data",
             "logging",

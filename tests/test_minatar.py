@@ -9,10 +9,9 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import compose_collect, run_cli
 
-from cql_runner.collect import collect, default_dataset_id, register_configs
+from cql_runner.collect import collect, default_dataset_id
 from cql_runner.envs import EnvError, make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,9 +50,7 @@ def test_collect_and_train_on_minatar(tmp_path: Path, monkeypatch: pytest.Monkey
     pytest.importorskip("minatar")
     store = tmp_path / "minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf" / "cql_collect"), version_base="1.3"):
-        cfg = compose(config_name="collect", overrides=[*TINY, "level=medium", f"out_dir={tmp_path / 'cache'}"])
+    cfg = compose_collect([*TINY, "level=medium", f"out_dir={tmp_path / 'cache'}"])
     dataset_id = collect(cfg)
     ds = minari.load_dataset(dataset_id)
     ep = ds[0]

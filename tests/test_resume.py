@@ -3,42 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SUBPROCESS_ENV, TINY_OVERRIDES, run_cli
+from conftest import TINY_OVERRIDES, run_cli, start_cli, wait_for_file
 
 from cql_runner.checkpoint import load_checkpoint
 from cql_runner.logging import read_jsonl
-
-
-def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).parent / "cql-train"
-    return subprocess.Popen(
-        [str(exe), *args],
-        cwd=cwd,
-        env={**os.environ, **SUBPROCESS_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for_first_log(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before it was signalled: {proc.communicate()[1]}")
-        time.sleep(0.02)
-    raise AssertionError("no metrics were logged in time")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
@@ -48,8 +21,8 @@ def test_signal_checkpoints_and_resume_matches_an_uninterrupted_run(
     common = [*TINY_OVERRIDES, "eval.every=0", "train.log_every=20", "train.checkpoint_every=100000"]
     split, full = tmp_path / "split", tmp_path / "full"
 
-    proc = _start([*common, "train.steps=100000", f"run_dir={split}"], cwd=tmp_path)
-    _wait_for_first_log(split / "metrics.jsonl", proc)
+    proc = start_cli([*common, "train.steps=100000", f"run_dir={split}"], cwd=tmp_path)
+    wait_for_file(split / "metrics.jsonl", proc)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr

@@ -26,6 +26,7 @@ from cql_runner.evaluation import PolicyEvaluator
 from cql_runner.logging.base import MultiLogger
 from cql_runner.preemption import PreemptionFlag
 from cql_runner.seeds import load_seed_states, seed_state
+from cql_runner.torch_threads import torch_threads
 from cql_runner.update_step import UpdateStep, make_update_step
 
 log = logging.getLogger(__name__)
@@ -183,12 +184,8 @@ class Trainer:
     def _evaluate(self) -> list[dict[str, float]]:
         st = self.state
         # Tiny per-step policy calls run faster on one thread than fighting for two.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             results = self.evaluator.evaluate(self.agent.act, self.agent.seeds)
-        finally:
-            torch.set_num_threads(threads)
         for k, res in enumerate(results):
             score = res["eval/normalized_score"]
             st.last_scores[k] = score

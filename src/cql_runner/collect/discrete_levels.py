@@ -34,14 +34,14 @@ from cql_runner.discrete.evaluation import DiscretePolicy, discrete_rollout, eps
 from cql_runner.envs import EnvError, make_env, make_vector_env
 from cql_runner.logging.console import ConsoleLogger
 from cql_runner.rollout import Episode
+from cql_runner.torch_threads import torch_threads
 
 from .behaviour import _atomic, select_medium
-from .config import default_dataset_id
-from .levels import _score, collect_episodes, level_metadata
+from .levels import _score, collect_episodes, level_metadata, new_dataset_id, timed_spec
 from .online_dqn import greedy_policy, greedy_return, q_network, replay_episodes, train_dqn
 from .policies import REF_OFFSET, numpy_generator
 from .replay import ReplayBuffer
-from .writer import DatasetInfo, check_dataset_id, code_version, write_dataset
+from .writer import DatasetInfo, code_version, write_dataset
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -190,13 +190,8 @@ def collect_discrete(cfg: Any) -> str:
     if not is_box:
         raise EnvError(f"cql-collect needs a Box observation space; {cfg.env!r} has {space_name}")
     assert shape is not None  # a Box always has a shape
-    if spec is None or spec.max_episode_steps is None:
-        raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
-    dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.level)
-    check_dataset_id(dataset_id, bool(cfg.overwrite))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.threads))
-    try:
+    spec, dataset_id = timed_spec(cfg, spec), new_dataset_id(cfg)
+    with torch_threads(cfg.threads):
         needs_dqn = cfg.level != "random" or cfg.ref_max_score is None
         behaviour = load_or_train(cfg, n_actions) if needs_dqn else None
         returns = dict(behaviour.summary) if behaviour is not None else {}
@@ -205,8 +200,6 @@ def collect_discrete(cfg: Any) -> str:
             ref_min = returns["random_return"] if "random_return" in returns else random_return(cfg, n_actions)
         ref_max = cfg.ref_max_score if cfg.ref_max_score is not None else returns["expert_return"]
         episodes = level_episodes(cfg, behaviour, n_actions, tuple(shape))
-    finally:
-        torch.set_num_threads(threads)
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
     extra = level_metadata(

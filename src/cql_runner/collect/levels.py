@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import torch
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.spaces import Box
 from gymnasium.vector import SyncVectorEnv
 from omegaconf import OmegaConf
@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from cql_runner.envs import EnvError, has_discrete_actions, make_env, make_vector_env
 from cql_runner.logging.console import ConsoleLogger
 from cql_runner.rollout import Episode, Policy, rollout
+from cql_runner.torch_threads import torch_threads
 
 from . import behaviour as bhv
 from .config import default_dataset_id, validate
@@ -143,6 +144,21 @@ def _algorithm(level: str) -> str:
     }.get(level, f"cql-runner SAC ({level})")
 
 
+def timed_spec(cfg: Any, spec: EnvSpec | None) -> EnvSpec:
+    """The env's spec, which must carry a time limit: it ends the collected episodes."""
+    if spec is None or spec.max_episode_steps is None:
+        raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
+    return spec
+
+
+def new_dataset_id(cfg: Any) -> str:
+    """The id the dataset will be written under, checked before any work: it must parse and must not
+    exist unless ``overwrite``."""
+    dataset_id = str(cfg.dataset_id or default_dataset_id(cfg.env, cfg.level))
+    check_dataset_id(dataset_id, bool(cfg.overwrite))
+    return dataset_id
+
+
 def collect(cfg: Any) -> str:
     """Build the dataset ``cfg`` asks for; print a summary ending in ``dataset: <id>``."""
     validate(cfg)
@@ -156,14 +172,8 @@ def collect(cfg: Any) -> str:
         spec = env.spec
     finally:
         env.close()
-    if spec is None or spec.max_episode_steps is None:
-        raise EnvError(f"environment {cfg.env!r} has no time limit; pass max_episode_steps=<steps>")
-    dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.level)
-    check_dataset_id(dataset_id, bool(cfg.overwrite))
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.threads))
-    try:
+    spec, dataset_id = timed_spec(cfg, spec), new_dataset_id(cfg)
+    with torch_threads(cfg.threads):
         ref_min_choice, ref_max_choice = choose_references(cfg)
         needs_sac = cfg.level != "random" or ref_max_choice.value is None
         if cfg.level == "random" and needs_sac and bhv.load(bhv.behaviour_dir(cfg)) is None:
@@ -176,8 +186,6 @@ def collect(cfg: Any) -> str:
             ref_min = bhv.random_return(cfg) if ref_min is None else ref_min
         ref_max = ref_max_choice.value if ref_max_choice.value is not None else returns["expert_return"]
         episodes = level_episodes(cfg, behaviour)
-    finally:
-        torch.set_num_threads(threads)
 
     ep_returns = np.array([ep.episode_return for ep in episodes])
     n_steps = int(sum(ep.length for ep in episodes))
