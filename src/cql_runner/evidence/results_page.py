@@ -26,6 +26,7 @@ from cql_runner.evidence.discrete_cells import (
 )
 from cql_runner.evidence.finetune_page import finetune_cells, finetune_lines, plot_finetune
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
+from cql_runner.evidence.peer_parity import parity_lines, parity_rows
 from cql_runner.evidence.results_reading import CQL_METHODS, UNCONSERVATIVE, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
@@ -338,7 +339,7 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
         }
 
     per_cell = {id(c): group_scores(c.group) for c in cells}
-    return {
+    out = {
         f"{c.dataset}/{c.method}": {
             "final_normalized_score": scores(c.final, per_cell[id(c)].final[:, 0]),
             "best_normalized_score": scores(c.best, per_cell[id(c)].best[:, 0]),
@@ -353,6 +354,17 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
         }
         for c in cells
     }
+    for dataset, pair, _, _, t in parity_rows(cells):  # on our cell: how it compares with its peer's
+        e = t.improvement
+        out[f"{dataset}/{pair.ours}"][f"vs {pair.peer}"] = {
+            "difference": t.difference,
+            "permutation_p": t.p_value,
+            "smallest_p": t.smallest_p,
+            "p_improvement": e.value,
+            "p_improvement_ci": [e.low, e.high] if e.has_interval else None,
+            "reading": t.verdict,
+        }
+    return out
 
 
 def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
@@ -394,6 +406,7 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *at_step_lines(at_step),
         *method_lines(plan),
         *score_lines(cells),
+        *parity_lines(cells),
         *plateau_lines(cells),
         *value_lines(cells),
         *conservatism_lines(checked),
