@@ -18,7 +18,7 @@ FLAG_CASES = [
     ("tau", {"lagrange": True}, {"lagrange": True, "tau": 0.0}, {}, {}, 1, "loss/alpha_prime"),
     ("n_actions", {}, {"n_actions": 4}, {}, {}, 1, "cql/ood_logsumexp"),
     ("temperature", {}, {"temperature": 0.5}, {}, {}, 1, "cql/ood_logsumexp"),
-    ("importance_sampling", {}, {"importance_sampling": False}, {}, {}, 1, "cql/gap"),
+    ("importance_sampling", {}, {"importance_sampling": True}, {}, {}, 1, "cql/gap"),
     ("max_backup", {}, {"max_backup": True}, {}, {}, 1, "q/target"),
     ("deterministic_backup", {}, {"deterministic_backup": False}, {}, {}, 1, "q/target"),
     ("bc_steps", {}, {"bc_steps": 1}, {}, {}, 1, "loss/actor"),
