@@ -77,7 +77,7 @@ OPTIONAL_METHODS: tuple[MethodSpec, ...] = (
     # d3rlpy 2.8.1's CQL defaults converted by the README table (½ in our TD term: conservative_weight 5 ->
     # alpha 2.5; alpha_threshold 10 on the raw gap; temperature and α′ lr 1e-4, both initialised at 1,
     # α′ bounded by 1e6; actor/critic lr 1e-4/3e-4; deterministic backup at the mean next action; the
-# importance-sampled logsumexp): the parity cell (b).
+    # importance-sampled logsumexp): the parity cell (b).
     MethodSpec(
         "cql-as-d3rlpy",
         (
