@@ -64,14 +64,17 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
         td = 0.5 * ((q_data - y[:, None]) ** 2).mean(-1)  # (K, n)
 
         # conservative gap: proposals at s, one critic call each
-        cat = []
+        # Importance sampling divides each proposal by its density; without it they enter as they
+        # are, with Q(s, a_data) beside them (the original code's min_q_version 2).
+        weigh = c.importance_sampling
+        cat = [q_data] if not weigh else []
         for j in range(c.n_actions):
-            cat.append(q(batch.obs, noise.uniform[:, j]) + ACT * math.log(2))
+            cat.append(q(batch.obs, noise.uniform[:, j]) + (ACT * math.log(2) if weigh else 0.0))
         for j in range(c.n_actions):
-            cat.append(q(batch.obs, pol[j][0]) - pol[j][1][:, None])
+            cat.append(q(batch.obs, pol[j][0]) - (pol[j][1][:, None] if weigh else 0.0))
         for j in range(c.n_actions):
-            cat.append(q(batch.obs, nxt[j][0]) - nxt[j][1][:, None])
-        cat = torch.stack(cat, 0)  # (3N, K, n, B)
+            cat.append(q(batch.obs, nxt[j][0]) - (nxt[j][1][:, None] if weigh else 0.0))
+        cat = torch.stack(cat, 0)  # (3N[+1], K, n, B)
         ood = c.temperature * torch.logsumexp(cat / c.temperature, 0)
         gap = (ood - q_data).clamp(c.clip_diff_min, c.clip_diff_max).mean(-1)
         if c.lagrange and c.lagrange_form == "weighted":
@@ -114,8 +117,9 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
     "cfg, bc",
     [
         (dict(lagrange=True, tau=1.0, max_backup=False, deterministic_backup=False), False),
-        (dict(lagrange=True, tau=1.0, max_backup=True, deterministic_backup=False), False),
+        (dict(lagrange=True, tau=1.0, max_backup=True, deterministic_backup=False, importance_sampling=True), False),
         (dict(lagrange=False, alpha=2.0, max_backup=True, deterministic_backup=True, temperature=0.5), True),
+        (dict(lagrange=False, alpha=2.0, temperature=0.5, importance_sampling=True), True),
         # The per-sample differences of this batch lie in [3.16, 3.81] with batch means 3.54-3.57: the
         # clips bind on single samples but (first case) not on the mean, so a batch-mean clip would differ.
         (
@@ -127,10 +131,16 @@ def manual_losses(agent: CQLAgent, batch: Batch, noise, bc: bool) -> dict[str, t
                 target_action="mean",
                 clip_diff_min=3.4,
                 clip_diff_max=3.7,
+                importance_sampling=True,
             ),
             False,
         ),
-        (dict(lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5), False),
+        (
+            dict(
+                lagrange=True, lagrange_form="weighted", alpha=3.0, tau=2.0, clip_diff_max=3.5, importance_sampling=True
+            ),
+            False,
+        ),
     ],
 )
 def test_compute_losses_matches_manual_derivation(cfg, bc):
