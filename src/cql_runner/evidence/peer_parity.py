@@ -66,7 +66,7 @@ def parity_test(
 ) -> ParityTest:
     """The difference of mean final scores, its two-sided permutation p-value and P(ours > peer).
 
-    Needs at least one score on each side; with one on either side the permutation p is 1 by construction.
+    Needs at least one score on each side; with one score a side the permutation p is 1 by construction.
     """
     x, y = np.asarray(ours, dtype=float), np.asarray(peer, dtype=float)
     if not len(x) or not len(y):
