@@ -183,6 +183,7 @@ def test_scores_above_the_expert_reference_are_explained_not_hidden():
 def test_results_page_reports_iqm_with_intervals_beside_mean_and_std():
     from rliable import metrics
 
+    from cql_runner.evidence.peer_parity import parity_rows
     from cql_runner.evidence.results_page import results_json, score_lines
     from cql_runner.report.collect_runs import SCORE_KEY, Run
 
@@ -208,7 +209,7 @@ def test_results_page_reports_iqm_with_intervals_beside_mean_and_std():
     iqm = metrics.aggregate_iqm(np.array([[40.0, 70.0], [50.0, 71.0], [60.0, 72.0], [90.0, 73.0]]))
     assert "| cql-lagrange | 4 × 2 | 65.8 [" in md and f"| {iqm:.1f} [" in md  # mean of the task means first
     assert "| P(cql-lagrange > sac) | 1.00 (n = 1, no interval) |" in md  # sac has 1 seed on walker2d
-    results = results_json(cells)
+    results = results_json(cells, parity_rows(cells))
     final = results["hopper-medium/cql-lagrange"]["final_normalized_score"]
     assert final["scores"] == [40.0, 50.0, 60.0, 90.0] and final["iqm"] == 55.0
     assert final["iqm_ci"][0] <= 55.0 <= final["iqm_ci"][1]

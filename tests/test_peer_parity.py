@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cql_runner.evidence.gather_runs import Cell
-from cql_runner.evidence.peer_parity import parity_lines, parity_test
+from cql_runner.evidence.peer_parity import parity_lines, parity_rows, parity_test
 from cql_runner.evidence.results_page import results_json
 from cql_runner.report.collect_runs import SCORE_KEY, Run
 
@@ -73,7 +73,7 @@ def test_section_pairs_each_cell_with_its_peer_only_where_both_ran() -> None:
         _cell("idp-medium", "cql-default", []),  # no scores yet: no row
         _cell("idp-medium", "d3rlpy-cql", [1.5, 1.4]),
     ]
-    lines = parity_lines(cells)
+    lines = parity_lines(parity_rows(cells))
     rows = [line for line in lines if line.startswith("| hopper") or line.startswith("| idp")]
     assert len(rows) == 2
     hopper, idp = rows
@@ -81,9 +81,9 @@ def test_section_pairs_each_cell_with_its_peer_only_where_both_ran() -> None:
     assert "4.1 ± 1.0" in hopper and "5.3 ± 1.7" in hopper and "-1.13" in hopper
     assert "| 0.400 |" in hopper and "| 0.100 |" in hopper and "within noise" in hopper
     assert "bc vs d3rlpy-bc" in idp and "| +11.00 |" in idp and "at least the peer's mean" in idp
-    assert parity_lines([c for c in cells if c.method != "d3rlpy-cql" and c.method != "d3rlpy-bc"]) == []
+    assert parity_lines(parity_rows([c for c in cells if c.method != "d3rlpy-cql" and c.method != "d3rlpy-bc"])) == []
 
-    results = results_json(cells)
+    results = results_json(cells, parity_rows(cells))
     entry = results["hopper-medium/cql-as-d3rlpy"]["vs d3rlpy-cql"]
     assert entry["permutation_p"] == pytest.approx(0.4) and entry["difference"] == pytest.approx(-1.1333, abs=1e-4)
     assert entry["reading"] == "below the peer's mean, within noise" and len(entry["p_improvement_ci"]) == 2

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cql_runner.evidence.gather_runs import Cell
+from cql_runner.evidence.markdown import table
 from cql_runner.report.collect_runs import Run, eval_scores
 
 ALPHA_PRIME = "alpha_prime"
@@ -95,17 +96,15 @@ def checked_cells(cells: Sequence[Cell]) -> list[tuple[Cell, list[SeedCheck]]]:
 
 def conservatism_lines(checked: Sequence[tuple[Cell, list[SeedCheck]]]) -> list[str]:
     """The markdown section; nothing when no cell tunes α′."""
-    rows: list[str] = []
+    rows: list[list[object]] = []
     verdicts: list[str] = []
     for cell, checks in checked:
         for c in checks:
             alpha = ", ".join(f"{a:.3g}" for a in c.alpha_prime)
             q_mc = ", ".join(f"{q:.0f}/{m:.0f}" for q, m in zip(c.q_data, c.mc_return, strict=True))
             steps = ", ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in c.steps)
-            rows.append(
-                f"| {cell.dataset} | {cell.method} | {c.seed} | {steps} | {alpha} | {q_mc} | "
-                f"{c.worst_excess:+.1f} | {'yes' if c.conservative else 'no'} |"
-            )
+            verdict = "yes" if c.conservative else "no"
+            rows.append([cell.dataset, cell.method, c.seed, steps, alpha, q_mc, f"{c.worst_excess:+.1f}", verdict])
         if checks:
             n_ok = sum(c.conservative for c in checks)
             verdicts.append(f"{cell.dataset} / {cell.method}: conservative in {n_ok} of {len(checks)} seeds")
@@ -119,10 +118,7 @@ def conservatism_lines(checked: Sequence[tuple[Cell, list[SeedCheck]]]) -> list[
         "*Max excess* is the largest Q − MC over every logged step. *Conservative* means Q stayed below MC at "
         f"every logged step and α′ ended at {ALPHA_PRIME_FLOOR} or more (not annealed to zero).",
         "",
-        "| dataset | method | seed | steps | α′ | Q / MC | max excess | conservative |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
+        *table(["dataset", "method", "seed", "steps", "α′", "Q / MC", "max excess", "conservative"], rows),
         *(f"- {v}" for v in verdicts),
         "",
     ]

@@ -22,6 +22,7 @@ from cql_runner.evidence.finetune_table import (
     seed_numbers,
 )
 from cql_runner.evidence.gather_runs import Cell
+from cql_runner.evidence.markdown import table
 from cql_runner.report.aggregate import Stat, mean_std
 from cql_runner.report.figure_io import save_figure
 from cql_runner.report.stat_tables import fmt_estimate
@@ -70,13 +71,6 @@ def table_rows(cells: Sequence[Cell]) -> list[list[str]]:
     return rows
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    def row(cs: Sequence[object]) -> str:
-        return "| " + " | ".join(str(x) for x in cs) + " |"
-
-    return [row(header), row(["---"] * len(header)), *(row(r) for r in rows), ""]
-
-
 def budget_line(plan: dict[str, Any]) -> str:
     online = plan.get("online_steps")
     every = plan.get("online_eval_every")
@@ -110,7 +104,7 @@ def finetune_lines(cells: Sequence[Cell], plan: dict[str, Any], figure: Path | N
         "Cal-QL and CORL define it: 0 is expert-level from the first online evaluation on, 1 random-level; "
         "lower is better, and it rewards fine-tuning that never dips.",
         "",
-        *_table(
+        *table(
             [
                 "dataset",
                 "method",

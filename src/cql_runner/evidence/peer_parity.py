@@ -14,16 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
 from cql_runner.evidence.gather_runs import Cell
+from cql_runner.evidence.markdown import table
 from cql_runner.report.group_stats import group_scores
 from cql_runner.report.statistics import DEFAULT_REPS, DEFAULT_SEED, Estimate, probability_of_improvement
 
-# Enumerate every split of the pooled seeds up to this many (10 + 10 seeds: 184,756 splits).
+# Enumerate every split of the pooled seeds up to this many (10 + 10 seeds: 184,756 splits); beyond, draw this many.
 EXACT_SPLITS = 200_000
+RANDOM_SPLITS = 20_000
 SIGNIFICANCE = 0.05
 
 
@@ -79,7 +82,7 @@ def parity_test(
         permutation_type="independent",
         alternative="two-sided",
         vectorized=True,
-        n_resamples=EXACT_SPLITS if exact else 20_000,
+        n_resamples=EXACT_SPLITS if exact else RANDOM_SPLITS,
         rng=np.random.default_rng(seed),
     )
     # scipy's two-sided p is twice the smaller one-sided p, and a one-sided p counts the observed split
@@ -93,8 +96,16 @@ def _finals(cell: Cell) -> np.ndarray:
     return group_scores(cell.group).final[:, 0]
 
 
-def parity_rows(cells: list[Cell]) -> list[tuple[str, PeerPair, np.ndarray, np.ndarray, ParityTest]]:
-    """(dataset, pair, our finals, peer finals, test) for every pair with scores on both sides."""
+class ParityRow(NamedTuple):
+    dataset: str
+    pair: PeerPair
+    ours: np.ndarray  # our cell's final scores, one per seed
+    peer: np.ndarray
+    test: ParityTest
+
+
+def parity_rows(cells: list[Cell]) -> list[ParityRow]:
+    """Every pair of PEER_PAIRS with scores on both sides, per dataset in the cells' order."""
     by_key = {(c.dataset, c.method): c for c in cells}
     rows = []
     for dataset in dict.fromkeys(c.dataset for c in cells):
@@ -104,7 +115,7 @@ def parity_rows(cells: list[Cell]) -> list[tuple[str, PeerPair, np.ndarray, np.n
                 continue
             x, y = _finals(ours), _finals(peer)
             if len(x) and len(y):
-                rows.append((dataset, pair, x, y, parity_test(x, y)))
+                rows.append(ParityRow(dataset, pair, x, y, parity_test(x, y)))
     return rows
 
 
@@ -113,19 +124,18 @@ def _mean_std(v: np.ndarray) -> str:
 
 
 def _p(t: ParityTest) -> str:
-    return f"{t.p_value:.3f}" + ("" if t.exact else " (20k resamples)")
+    return f"{t.p_value:.3f}" + ("" if t.exact else f" ({RANDOM_SPLITS} resamples)")
 
 
-def parity_lines(cells: list[Cell]) -> list[str]:
-    """The page's section on our cells against their peer cells; empty without a pair."""
-    rows = parity_rows(cells)
+def parity_lines(rows: Sequence[ParityRow]) -> list[str]:
+    """The page's section on our cells against their peer cells (``parity_rows``); empty without a pair."""
     if not rows:
         return []
-    table = []
+    body = []
     for dataset, pair, x, y, t in rows:
         e = t.improvement
         p_improve = f"{e.value:.2f}" + (f" [{e.low:.2f}, {e.high:.2f}]" if e.has_interval else "")
-        table.append(
+        body.append(
             [
                 dataset,
                 f"{pair.ours} vs {pair.peer}",
@@ -163,8 +173,5 @@ def parity_lines(cells: list[Cell]) -> list[str]:
         f"'Within noise' means p ≥ {SIGNIFICANCE}; the smallest p possible shows when the seed counts could not "
         "have told the two apart whatever the scores.",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
-        *("| " + " | ".join(str(c) for c in r) + " |" for r in table),
-        "",
+        *table(header, body),
     ]

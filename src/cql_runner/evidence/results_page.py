@@ -26,7 +26,8 @@ from cql_runner.evidence.discrete_cells import (
 )
 from cql_runner.evidence.finetune_page import finetune_cells, finetune_lines, plot_finetune
 from cql_runner.evidence.gather_runs import Cell, by_dataset, gather, groups, quarter_change
-from cql_runner.evidence.peer_parity import parity_lines, parity_rows
+from cql_runner.evidence.markdown import table
+from cql_runner.evidence.peer_parity import ParityRow, parity_lines, parity_rows
 from cql_runner.evidence.results_reading import CQL_METHODS, UNCONSERVATIVE, reading
 from cql_runner.evidence.suite_plan import METHODS, OPTIONAL_METHODS
 from cql_runner.evidence.value_figure import plot_value_check
@@ -43,14 +44,6 @@ FIG_DIR = "evidence"
 
 def _fmt(stat: Stat, digits: int = 1) -> str:
     return "–" if stat.mean is None else f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
-
-
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -106,7 +99,7 @@ def budget_lines(plan: dict[str, Any], datasets: dict[str, Any], timing: dict[st
             "reference, 100 = its expert snapshot):",
             "",
         ]
-        lines += _table(
+        lines += table(
             [
                 "dataset",
                 "Minari id",
@@ -155,7 +148,7 @@ def method_lines(plan: dict[str, Any]) -> list[str]:
         else:  # e.g. cql-discrete: the env preset's own cql settings
             what = "the dataset's preset (`env=<dataset>`) as it is"
         rows.append([m.get("name"), what])
-    return ["## Methods", "", *_table(["method", "what it trains"], rows), ""]
+    return ["## Methods", "", *table(["method", "what it trains"], rows), ""]
 
 
 def score_lines(cells: list[Cell]) -> list[str]:
@@ -182,7 +175,7 @@ def score_lines(cells: list[Cell]) -> list[str]:
         "beside each the interquartile mean (IQM) with its 95% bootstrap confidence interval, computed with "
         f"rliable ({DEFAULT_REPS} resamples); one seed gets no interval.",
         "",
-        *_table(
+        *table(
             [
                 "dataset",
                 "method",
@@ -215,7 +208,7 @@ def aggregate_lines(cells: list[Cell]) -> list[str]:
         "Final normalized score of each method over every dataset with 95% stratified bootstrap CIs "
         "(rliable: seeds resampled within each dataset; optimality gap = mean shortfall below 100).",
         "",
-        *_table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows),
+        *table(["method", "seeds × datasets", *(TITLES[n] for n in ESTIMATORS)], rows),
     ]
     by_method = {s.values[0]: s.final for s in settings}
     pairs = [(a, b) for a in CQL_METHODS for b in (*UNCONSERVATIVE, "bc") if a in by_method and b in by_method]
@@ -229,7 +222,7 @@ def aggregate_lines(cells: list[Cell]) -> list[str]:
             "Probability of improvement (a seed of the first method beats a seed of the second on the same "
             "dataset, averaged over datasets; 0.5 = no difference):",
             "",
-            *_table(["comparison", "P [95% CI]"], prob_rows),
+            *table(["comparison", "P [95% CI]"], prob_rows),
         ]
     return lines
 
@@ -247,7 +240,7 @@ def plateau_lines(cells: list[Cell]) -> list[str]:
         "Seed-mean of each curve over the third quarter of training → over the last quarter (change in "
         "brackets): normalized score in points, the critics' Q(s, a) on dataset pairs (q/data) in percent.",
         "",
-        *_table(["dataset", "method", "score, 3rd → 4th quarter", "q/data, 3rd → 4th quarter"], rows),
+        *table(["dataset", "method", "score, 3rd → 4th quarter", "q/data, 3rd → 4th quarter"], rows),
     ]
 
 
@@ -286,7 +279,7 @@ def value_lines(cells: list[Cell]) -> list[str]:
         "policy from a spread of those very states (the env's MuJoCo state rebuilt from the observation; "
         "deterministic policy and dynamics, so one rollout per state is its exact return).",
         "",
-        *_table(
+        *table(
             [
                 "dataset",
                 "method",
@@ -324,7 +317,7 @@ def figure_lines(figures: dict[str, Path], docs: Path) -> list[str]:
     return lines
 
 
-def results_json(cells: list[Cell]) -> dict[str, Any]:
+def results_json(cells: list[Cell], parity: Sequence[ParityRow]) -> dict[str, Any]:
     def stat(s: Stat) -> dict[str, Any]:
         return {"mean": s.mean, "std": s.std, "n": s.n}
 
@@ -354,7 +347,7 @@ def results_json(cells: list[Cell]) -> dict[str, Any]:
         }
         for c in cells
     }
-    for dataset, pair, _, _, t in parity_rows(cells):  # on our cell: how it compares with its peer's
+    for dataset, pair, _, _, t in parity:  # on our cell: how it compares with its peer's
         e = t.improvement
         out[f"{dataset}/{pair.ours}"][f"vs {pair.peer}"] = {
             "difference": t.difference,
@@ -393,7 +386,8 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
     if tuned:  # α′ curves of the cells that tune it (mean ± std over seeds)
         figures["α′ during training (cells with a Lagrange multiplier)"] = fig_dir / "alpha_prime.png"
         plot_curves(groups(tuned), ALPHA_PRIME, fig_dir / "alpha_prime.png")
-    (fig_dir / "results.json").write_text(json.dumps(results_json(cells), indent=2) + "\n")
+    parity = parity_rows(cells)  # the permutation tests and bootstraps, once for the page and the JSON
+    (fig_dir / "results.json").write_text(json.dumps(results_json(cells, parity), indent=2) + "\n")
     fine_tuned = finetune_cells(cells)  # cells with an online phase: their own section and figure
     ft_figure = plot_finetune(fine_tuned, fig_dir / "finetune_curves.png") if fine_tuned else None
     lines = [
@@ -406,7 +400,7 @@ def write_results(out: Path, docs: Path, at_step: int | None = None) -> Path:
         *at_step_lines(at_step),
         *method_lines(plan),
         *score_lines(cells),
-        *parity_lines(cells),
+        *parity_lines(parity),
         *plateau_lines(cells),
         *value_lines(cells),
         *conservatism_lines(checked),
