@@ -78,13 +78,41 @@ def test_section_pairs_each_cell_with_its_peer_only_where_both_ran() -> None:
     assert len(rows) == 2
     hopper, idp = rows
     assert "cql-as-d3rlpy vs d3rlpy-cql" in hopper and "equivalent settings" in hopper
-    assert "4.1 ± 1.0" in hopper and "5.3 ± 1.7" in hopper and "-1.13" in hopper
+    assert "4.1 ± 1.0" in hopper and "5.3 ± 1.7" in hopper and "-1.13 [" in hopper
     assert "| 0.400 |" in hopper and "| 0.100 |" in hopper and "within noise" in hopper
-    assert "bc vs d3rlpy-bc" in idp and "| +11.00 |" in idp and "at least the peer's mean" in idp
+    assert "bc vs d3rlpy-bc" in idp and "| +11.00 [+10.00, +12.00] |" in idp and "at least the peer's mean" in idp
     assert parity_lines(parity_rows([c for c in cells if c.method != "d3rlpy-cql" and c.method != "d3rlpy-bc"])) == []
 
     results = results_json(cells, parity_rows(cells))
     entry = results["hopper-medium/cql-as-d3rlpy"]["vs d3rlpy-cql"]
     assert entry["permutation_p"] == pytest.approx(0.4) and entry["difference"] == pytest.approx(-1.1333, abs=1e-4)
     assert entry["reading"] == "below the peer's mean, within noise" and len(entry["p_improvement_ci"]) == 2
+    low, high = entry["difference_ci"]
+    assert low < entry["difference"] < high
     assert "vs d3rlpy-bc" in results["idp-medium/bc"] and "vs d3rlpy-bc" not in results["hopper-medium/bc"]
+
+
+@pytest.mark.math
+def test_difference_ci_covers_the_true_gap_with_the_normal_theory_width() -> None:
+    # Two normal samples of 200 with a true gap of −0.5 and σ = 1: the percentile interval should sit
+    # around the observed difference with about the width 2·1.96·sqrt(σ²/n + σ²/m) = 0.39.
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(5.0, 1.0, 200), rng.normal(5.5, 1.0, 200)
+    t = parity_test(x, y)
+    assert t.difference_ci is not None
+    low, high = t.difference_ci
+    assert low < t.difference < high and low < -0.5 < high
+    se = np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.15)
+    # Constant sides (a converged BC cell) give a zero-width interval, not an error; one score a side gives none.
+    assert parity_test([6.7, 6.7, 6.7], [6.8, 6.8]).difference_ci == pytest.approx((-0.1, -0.1))
+    assert parity_test([6.7], [6.8, 6.9]).difference_ci is None
+
+
+@pytest.mark.math
+@pytest.mark.parametrize("x, y", [([6.7], [6.8, 6.9, 5.0]), ([4.0, 6.0, 9.0, 1.0], [5.0]), ([1.0], [2.0])])
+def test_a_single_seed_side_gets_the_enumerated_p_not_an_error(x: list[float], y: list[float]) -> None:
+    # scipy's permutation test wants two scores a side; a one-seed suite must still get its page.
+    t = parity_test(x, y)
+    assert t.exact and t.p_value == pytest.approx(_brute_force_p(np.array(x), np.array(y)), abs=1e-12)
+    assert t.difference_ci is None

@@ -6,7 +6,8 @@ interval are rliable's (through ``cql_runner.report.statistics``); the permutati
 exact whenever the seeds' splits can all be enumerated, so a p-value is never a coin-flip estimate
 at the seed counts a suite runs. A tie, not a win, is what 'at least the peer's mean' cannot tell
 apart from noise: the table gives the smallest p-value the seed counts allow, so a reader sees when
-no result could have been significant.
+no result could have been significant, and a bootstrap interval of the difference of means (scipy),
+so a reader sees how large a gap the seeds still leave room for.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ParityTest:
     smallest_p: float  # the smallest two-sided p-value any outcome could give with these seed counts
     exact: bool  # every split enumerated
     improvement: Estimate  # P(a seed of ours beats a seed of the peer's), rliable, with its 95% CI
+    # 95% bootstrap CI of mean(x) − mean(y), each side resampled on its own; None with one score a side.
+    difference_ci: tuple[float, float] | None
 
     @property
     def verdict(self) -> str:
@@ -67,29 +70,72 @@ class ParityTest:
 def parity_test(
     ours: np.ndarray | Sequence[float], peer: np.ndarray | Sequence[float], seed: int = DEFAULT_SEED
 ) -> ParityTest:
-    """The difference of mean final scores, its two-sided permutation p-value and P(ours > peer).
+    """The difference of mean final scores with its 95% bootstrap CI, its two-sided permutation
+    p-value and P(ours > peer).
 
-    Needs at least one score on each side; with one score a side the permutation p is 1 by construction.
+    Needs at least one score on each side; a side with one score gets an enumerated p (scipy needs two)
+    and no interval of the difference.
     """
     x, y = np.asarray(ours, dtype=float), np.asarray(peer, dtype=float)
     if not len(x) or not len(y):
         raise ValueError("a parity test needs at least one score on each side")
     splits = math.comb(len(x) + len(y), len(x))
     exact = splits <= EXACT_SPLITS
-    test = stats.permutation_test(
-        (x, y),
-        lambda a, b, axis: np.mean(a, axis=axis) - np.mean(b, axis=axis),
-        permutation_type="independent",
-        alternative="two-sided",
-        vectorized=True,
-        n_resamples=EXACT_SPLITS if exact else RANDOM_SPLITS,
-        rng=np.random.default_rng(seed),
-    )
+    p_value = _permutation_p(x, y, exact, seed)
     # scipy's two-sided p is twice the smaller one-sided p, and a one-sided p counts the observed split
     # itself, so no outcome gets below 2 / (number of splits).
     smallest = min(1.0, 2.0 / splits)
     improvement = probability_of_improvement(x, y, reps=DEFAULT_REPS, seed=seed)
-    return ParityTest(float(x.mean() - y.mean()), float(test.pvalue), smallest, exact, improvement)
+    return ParityTest(float(x.mean() - y.mean()), p_value, smallest, exact, improvement, difference_ci(x, y, seed=seed))
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def _permutation_p(x: np.ndarray, y: np.ndarray, exact: bool, seed: int) -> float:
+    """Two-sided permutation p of mean(x) − mean(y): twice the smaller one-sided tail, at most 1."""
+    if min(len(x), len(y)) > 1:
+        test = stats.permutation_test(
+            (x, y),
+            _mean_difference,
+            permutation_type="independent",
+            alternative="two-sided",
+            vectorized=True,
+            n_resamples=EXACT_SPLITS if exact else RANDOM_SPLITS,
+            rng=np.random.default_rng(seed),
+        )
+        return float(test.pvalue)
+    # scipy wants two scores a side; with one (a single-seed suite) the splits are which pooled score
+    # stands alone, so enumerate them, with scipy's definition and its tolerance for ties.
+    pooled = np.concatenate([x, y])
+    rest = (pooled.sum() - pooled) / (len(pooled) - 1)  # the other side's mean when pooled[i] stands alone
+    diffs = (pooled - rest) if len(x) == 1 else (rest - pooled)
+    observed = float(x.mean() - y.mean())
+    eps = 1e-14 * max(1.0, abs(observed))
+    greater, less = np.mean(diffs >= observed - eps), np.mean(diffs <= observed + eps)
+    return float(min(1.0, 2 * min(greater, less)))
+
+
+def difference_ci(x: np.ndarray, y: np.ndarray, seed: int = DEFAULT_SEED) -> tuple[float, float] | None:
+    """95% percentile-bootstrap CI of mean(x) − mean(y), the seeds of each side resampled independently.
+
+    Percentile rather than BCa: BCa's jackknife is undefined when a side's scores are all equal, which
+    a converged BC cell can produce. None when a side has a single score (nothing to resample).
+    """
+    if len(x) < 2 or len(y) < 2:
+        return None
+    ci = stats.bootstrap(
+        (x, y),
+        _mean_difference,
+        n_resamples=DEFAULT_REPS,
+        vectorized=True,
+        paired=False,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def _finals(cell: Cell) -> np.ndarray:
@@ -123,6 +169,11 @@ def _mean_std(v: np.ndarray) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
 
 
+def _difference(t: ParityTest) -> str:
+    ci = t.difference_ci
+    return f"{t.difference:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
 def _p(t: ParityTest) -> str:
     return f"{t.p_value:.3f}" + ("" if t.exact else f" ({RANDOM_SPLITS} resamples)")
 
@@ -143,7 +194,7 @@ def parity_lines(rows: Sequence[ParityRow]) -> list[str]:
                 f"{len(x)} / {len(y)}",
                 _mean_std(x),
                 _mean_std(y),
-                f"{t.difference:+.2f}",
+                _difference(t),
                 p_improve,
                 _p(t),
                 f"{t.smallest_p:.3f}",
@@ -157,7 +208,7 @@ def parity_lines(rows: Sequence[ParityRow]) -> list[str]:
         "seeds",
         "ours final",
         "peer final",
-        "difference",
+        "difference [95% CI]",
         "P(ours > peer) [95% CI]",
         "permutation p",
         "smallest p possible",
@@ -167,7 +218,8 @@ def parity_lines(rows: Sequence[ParityRow]) -> list[str]:
         "## Ours against the peers",
         "",
         "Each of our cells beside the peer cell it is meant to match (same dataset, seeds, steps, network, batch "
-        "and evaluation). Final normalized scores, mean ± std over seeds; the difference of the means; the "
+        "and evaluation). Final normalized scores, mean ± std over seeds; the difference of the means with a 95% "
+        "bootstrap CI (each side's seeds resampled on their own), the range of gaps the seeds leave room for; the "
         "probability that a seed of ours beats a seed of the peer's, with rliable's 95% bootstrap CI; and a "
         "two-sided permutation test of the difference (scipy, every split of the pooled seeds enumerated). "
         f"'Within noise' means p ≥ {SIGNIFICANCE}; the smallest p possible shows when the seed counts could not "

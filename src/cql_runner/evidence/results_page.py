@@ -351,6 +351,7 @@ def results_json(cells: list[Cell], parity: Sequence[ParityRow]) -> dict[str, An
         e = t.improvement
         out[f"{dataset}/{pair.ours}"][f"vs {pair.peer}"] = {
             "difference": t.difference,
+            "difference_ci": list(t.difference_ci) if t.difference_ci else None,
             "permutation_p": t.p_value,
             "smallest_p": t.smallest_p,
             "p_improvement": e.value,
