@@ -271,7 +271,12 @@ class CQLAgent(nn.Module):
             objective = torch.where(seed_updates < self.cql.bc_steps, bc_log_prob, q_policy_min)
         loss = losses.actor_loss(entropy_alpha=entropy_alpha, log_prob=log_prob, objective=objective)
         alpha_loss = (
-            losses.entropy_alpha_loss(log_alpha=self.log_alpha, log_prob=log_prob, target_entropy=self.target_entropy)
+            losses.entropy_alpha_loss(
+                log_alpha=self.log_alpha,
+                log_prob=log_prob,
+                target_entropy=self.target_entropy,
+                form=self.cql.entropy_alpha_loss,
+            )
             if self.cql.auto_entropy
             else torch.zeros_like(loss)
         )

@@ -202,6 +202,10 @@ def actor_loss(*, entropy_alpha: Tensor, log_prob: Tensor, objective: Tensor) ->
     return (entropy_alpha.detach().unsqueeze(-1) * log_prob - objective).mean(-1)
 
 
-def entropy_alpha_loss(*, log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
-    """−mean(log α · (log π(ã|s) + target_entropy)), the log-prob detached. → (K,)."""
-    return -(log_alpha.unsqueeze(-1) * (log_prob + target_entropy).detach()).mean(-1)
+def entropy_alpha_loss(*, log_alpha: Tensor, log_prob: Tensor, target_entropy: float, form: str = "log") -> Tensor:
+    """−mean(w · (log π(ã|s) + target_entropy)), the log-prob detached, minimised over log α. → (K,).
+
+    ``form`` picks w: ``log`` = log α (the original code, CORL), ``alpha`` = α (d3rlpy). The
+    gradients differ by the factor α, which Adam's normalisation mostly but not wholly removes."""
+    weight = log_alpha if form == "log" else log_alpha.exp()
+    return -(weight.unsqueeze(-1) * (log_prob + target_entropy).detach()).mean(-1)
