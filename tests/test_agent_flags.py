@@ -43,6 +43,16 @@ FLAG_CASES = [
         "loss/alpha",
     ),
     ("auto_entropy", {}, {"auto_entropy": False}, {}, {}, 1, "log_alpha"),
+    # Adam's first step is ±lr for either form; the logged loss (log α vs α times the same factor) differs.
+    (
+        "entropy_alpha_loss",
+        {"entropy_alpha_init": 0.5},
+        {"entropy_alpha_init": 0.5, "entropy_alpha_loss": "alpha"},
+        {},
+        {},
+        1,
+        "loss/alpha",
+    ),
     ("entropy_alpha_init", {}, {"entropy_alpha_init": 0.25}, {}, {}, 1, "alpha"),
     ("alpha_prime_init", {}, {"alpha_prime_init": 3.0}, {}, {}, 1, "alpha_prime"),
     ("layer_norm", {}, {}, {}, {"layer_norm": True}, 1, "q/data"),

@@ -83,6 +83,7 @@ def test_the_cli_contract_keys_exist(compose_cfg: Callable[..., DictConfig]) -> 
         ("logger.wandb.mode=sometimes", "logger.wandb.mode must be offline, online or disabled"),
         ("cql.lagrange_form=rawgap", "cql.lagrange_form must be weighted or raw"),
         ("cql.target_action=max", "cql.target_action must be sample or mean"),
+        ("cql.entropy_alpha_loss=exp", "cql.entropy_alpha_loss must be log or alpha"),
         ("cql.target_action=mean", "cql.target_action=mean has no log π for the entropy backup"),
         ("cql.alpha_prime_lr=0", "cql.alpha_prime_lr must be > 0"),
         ("cql.alpha_prime_init=2e6", "cql.alpha_prime_init must be in"),

@@ -315,3 +315,31 @@ def test_temperature_converts_one_to_one() -> None:
     peer = torchrl_critic_loss(b, min_q_weight=2.0, loss_function="l2", temperature=0.5)
     ours, _ = ours_critic_loss(b, alpha=1.0, lagrange=False, tau=0.0, log_alpha_prime=lap, temperature=0.5)
     assert_same_direction(grads(ours, b.leaves()), grads(peer, b.leaves()))
+
+
+def d3rlpy_temp_loss(log_temp: Tensor, log_prob: Tensor, action_size: int) -> Tensor:
+    """d3rlpy 2.8.1 ``SACImpl.update_temp``: −mean(exp(log_temp)·(log π − |A|)), log π detached."""
+    return -(log_temp.exp() * (log_prob.detach() - action_size)).mean()
+
+
+def rlkit_alpha_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
+    """The original code's (and CORL's, TorchRL's) −mean(log α·(log π + H̄)), log π detached."""
+    return -(log_alpha * (log_prob + target_entropy).detach()).mean()
+
+
+@pytest.mark.parametrize("form, peer", [("alpha", "d3rlpy"), ("log", "rlkit")])
+def test_temperature_loss_form_matches_its_peer_and_not_the_other(form: str, peer: str) -> None:
+    log_prob = torch.randn(1, B, generator=torch.Generator().manual_seed(9), dtype=torch.float64) + 1.5
+    log_alpha = torch.tensor([-0.7], dtype=torch.float64, requires_grad=True)
+    ours = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=log_prob, target_entropy=-float(A), form=form)
+    (g_ours,) = torch.autograd.grad(ours.sum(), [log_alpha])
+    peer_losses = {
+        "d3rlpy": d3rlpy_temp_loss(log_alpha, log_prob[0], A),
+        "rlkit": rlkit_alpha_loss(log_alpha, log_prob[0], -float(A)),
+    }
+    (g_peer,) = torch.autograd.grad(peer_losses[peer], [log_alpha])
+    (g_other,) = torch.autograd.grad(peer_losses["rlkit" if peer == "d3rlpy" else "d3rlpy"], [log_alpha])
+    # The same value, not just the same sign: Adam's later steps depend on the gradients' magnitudes
+    # over time (α's decay rescales one form's and not the other's), so only the same form converts.
+    torch.testing.assert_close(g_ours, g_peer)
+    assert not torch.allclose(g_ours, g_other)

@@ -521,3 +521,40 @@ def test_entropy_alpha_loss_by_hand_and_detached():
     g_la, g_lp = torch.autograd.grad(loss.sum(), [log_alpha, lp], allow_unused=True)
     torch.testing.assert_close(g_la, -(lp.detach() + target).mean(-1))
     assert g_lp is None or (g_lp == 0).all()
+
+
+def test_entropy_alpha_loss_alpha_form_by_hand_and_its_adam_steps():
+    """form=alpha (d3rlpy): −mean(α·(log π + target)); its gradient on log α is α times the log form's.
+
+    Adam takes the same first step for both (±lr); once α falls, the alpha form's gradients shrink with
+    it and its steps fall behind the log form's: why d3rlpy's temperature decays more slowly than ours."""
+    log_alpha = torch.tensor([0.4, -0.9], dtype=DT, requires_grad=True)
+    lp = _randn(K, B, seed=61)
+    target = -float(A)
+    loss = losses.entropy_alpha_loss(log_alpha=log_alpha, log_prob=lp, target_entropy=target, form="alpha")
+    for k in range(K):
+        expected = -sum(math.exp(log_alpha[k].item()) * (lp[k, b].item() + target) for b in range(B)) / B
+        assert loss[k].item() == pytest.approx(expected, rel=1e-12)
+    (g_alpha,) = torch.autograd.grad(loss.sum(), [log_alpha])
+    torch.testing.assert_close(g_alpha, -log_alpha.detach().exp() * (lp + target).mean(-1))
+
+    # A constant entropy surplus (log π + target < 0), as on our hopper-medium: both forms lower log α, the
+    # log form by exactly lr per step; the alpha form's gradient shrinks with α while Adam's second moment
+    # remembers the larger ones, so after the first step it moves less.
+    def run(form: str) -> list[float]:
+        la = torch.nn.Parameter(torch.zeros(1, dtype=DT))
+        opt = torch.optim.Adam([la], lr=1e-2)
+        path = []
+        for _ in range(200):
+            opt.zero_grad()
+            losses.entropy_alpha_loss(
+                log_alpha=la, log_prob=torch.full((1, 4), -1.0, dtype=DT), target_entropy=-0.5, form=form
+            ).sum().backward()
+            opt.step()
+            path.append(la.item())
+        return path
+
+    log_path, alpha_path = run("log"), run("alpha")
+    assert log_path[0] == pytest.approx(alpha_path[0], rel=1e-9) == pytest.approx(-1e-2, rel=1e-6)
+    assert log_path[-1] == pytest.approx(-2.0, rel=1e-6)  # a constant gradient: exactly lr per step
+    assert log_path[-1] < alpha_path[-1] < 0
