@@ -272,3 +272,4 @@ def test_the_d3rlpy_equivalent_method_composes_to_the_readme_conversion(compose_
     assert (c.alpha_lr, c.alpha_prime_lr, c.policy_lr, c.critic_lr) == (1e-4, 1e-4, 1e-4, 3e-4)
     assert (c.entropy_alpha_init, c.alpha_prime_init) == (1.0, 1.0)
     assert c.deterministic_backup and c.target_action == "mean"
+    assert c.importance_sampling and c.entropy_alpha_loss == "alpha" and c.alpha_prime_max == 1e6

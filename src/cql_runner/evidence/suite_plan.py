@@ -96,6 +96,7 @@ OPTIONAL_METHODS: tuple[MethodSpec, ...] = (
             "cql.deterministic_backup=true",
             "cql.target_action=mean",
             "cql.importance_sampling=true",
+            "cql.entropy_alpha_loss=alpha",
         ),
     ),
     MethodSpec("d3rlpy-cql", (), peer="cql"),
