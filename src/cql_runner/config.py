@@ -350,6 +350,12 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    """``key`` must be one of ``choices``: "key must be a, b or c (got 'x')"."""
+    named = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+    _check(value in choices, f"{key} must be {named} (got {value!r})")
+
+
 def validate(cfg: RunConfig | DictConfig) -> None:
     """Range checks that the types cannot express. Raises ConfigError naming the fix."""
     c = cfg.cql
@@ -370,12 +376,9 @@ def validate(cfg: RunConfig | DictConfig) -> None:
         f"cql.alpha_prime_init must be in (0, cql.alpha_prime_max={c.alpha_prime_max:g}] (got {c.alpha_prime_init}); "
         "lower it or raise cql.alpha_prime_max",
     )
-    _check(c.lagrange_form in LAGRANGE_FORMS, f"cql.lagrange_form must be weighted or raw (got {c.lagrange_form!r})")
-    _check(c.target_action in TARGET_ACTIONS, f"cql.target_action must be sample or mean (got {c.target_action!r})")
-    _check(
-        c.entropy_alpha_loss in ENTROPY_ALPHA_LOSSES,
-        f"cql.entropy_alpha_loss must be log or alpha (got {c.entropy_alpha_loss!r})",
-    )
+    _check_choice("cql.lagrange_form", c.lagrange_form, LAGRANGE_FORMS)
+    _check_choice("cql.target_action", c.target_action, TARGET_ACTIONS)
+    _check_choice("cql.entropy_alpha_loss", c.entropy_alpha_loss, ENTROPY_ALPHA_LOSSES)
     if c.target_action == "mean":
         _check(
             c.deterministic_backup,
@@ -395,10 +398,7 @@ def validate(cfg: RunConfig | DictConfig) -> None:
     for name in ("policy_lr", "critic_lr", "alpha_lr", "alpha_prime_lr"):
         _check(getattr(c, name) > 0, f"cql.{name} must be > 0 (got {getattr(c, name)})")
 
-    _check(
-        cfg.action_space in ("continuous", "discrete"),
-        f"action_space must be continuous or discrete (got {cfg.action_space!r})",
-    )
+    _check_choice("action_space", cfg.action_space, ("continuous", "discrete"))
     if cfg.action_space == "discrete":
         validate_discrete(cfg)
 
@@ -461,18 +461,13 @@ def validate(cfg: RunConfig | DictConfig) -> None:
 def validate_discrete(cfg: RunConfig | DictConfig) -> None:
     """Checks of a discrete run: its own fields, and the shared plumbing it does not support."""
     d = cfg.discrete
-    _check(
-        d.backbone in ("double_dqn", "qr_dqn"), f"discrete.backbone must be double_dqn or qr_dqn (got {d.backbone!r})"
-    )
-    _check(d.td_loss in ("mse", "huber"), f"discrete.td_loss must be mse or huber (got {d.td_loss!r})")
+    _check_choice("discrete.backbone", d.backbone, ("double_dqn", "qr_dqn"))
+    _check_choice("discrete.td_loss", d.td_loss, ("mse", "huber"))
     _check(d.n_quantiles >= 1, f"discrete.n_quantiles must be >= 1 (got {d.n_quantiles})")
     _check(d.n_step >= 1, f"discrete.n_step must be >= 1 (got {d.n_step})")
-    _check(
-        d.target_update in ("hard", "polyak"),
-        f"discrete.target_update must be hard or polyak (got {d.target_update!r})",
-    )
+    _check_choice("discrete.target_update", d.target_update, ("hard", "polyak"))
     _check(d.target_update_every >= 1, f"discrete.target_update_every must be >= 1 (got {d.target_update_every})")
-    _check(d.encoder in ("mlp", "nature_cnn"), f"discrete.encoder must be mlp or nature_cnn (got {d.encoder!r})")
+    _check_choice("discrete.encoder", d.encoder, ("mlp", "nature_cnn"))
     _check(0 <= d.eval_epsilon <= 1, f"discrete.eval_epsilon must be in [0, 1] (got {d.eval_epsilon})")
     _check(
         cfg.network.n_critics == 1,
